@@ -1,0 +1,54 @@
+"""birdcls: from named classes to a trained, evaluated, exported image classifier.
+
+The public API, importable without loading torch or fastai until a function is first used::
+
+    from birdcls import split_dataset, train, evaluate, export, load_model, predict
+    split_dataset("data/raw", "data/birds")
+    result = train("data/birds", "models/birds", epochs=3)
+    export("models/birds", "safetensors", "models/birds.safetensors")
+    rows = predict(load_model("models/birds.safetensors"), ["photo.jpg"]).rows
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
+
+# fastai's import triggers torch's deprecation notice for torch.jit.script: noise for our users.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "BirdclsError": "errors",
+    "TrainConfig": "config",
+    "resolve_config": "config",
+    "list_recipes": "config",
+    "split_dataset": "split",
+    "train": "learn",
+    "build_learner": "learn",
+    "scan_dataset": "learn",
+    "evaluate": "evaluate",
+    "export": "export",
+    "load_model": "predict",
+    "predict": "predict",
+    "build_model": "models.backbones",
+    "list_architectures": "models.backbones",
+    "run_demo": "demo",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import birdcls` (and so `birdcls --help`) must not pay for importing torch and fastai.
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'birdcls' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

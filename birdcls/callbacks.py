@@ -1,0 +1,144 @@
+"""fastai callbacks the training recipe needs beyond fastai's own.
+
+- :class:`ReduceLROnPlateau`: fastai's version divides ``opt.hypers['lr']`` after a plateau, but under
+  ``fit_one_cycle`` the ParamScheduler rewrites the lr before every batch, so the reduction is lost
+  (fastai issue #4046). This one keeps a scale that it applies *after* the scheduler on every training
+  batch: the one-cycle shape stays and is scaled down by ``factor`` after each plateau.
+- :class:`AtomicSaveModelCallback`: SaveModelCallback that writes to a temp file and renames it, so a
+  crash or Ctrl-C never leaves a half-written checkpoint.
+- :class:`EpochHistory`: one row per epoch for ``history.csv`` (both phases), and one plain line per
+  epoch when the output is not a terminal or notebook (readable CI logs).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from fastai.callback.core import Callback
+from fastai.callback.schedule import ParamScheduler
+from fastai.callback.tracker import ReduceLROnPlateau as _FastaiReduceLROnPlateau
+from fastai.callback.tracker import SaveModelCallback, TrackerCallback
+
+__all__ = ["AtomicSaveModelCallback", "EpochHistory", "ReduceLROnPlateau"]
+
+
+class ReduceLROnPlateau(_FastaiReduceLROnPlateau):
+    """Divide the learning rate by ``factor`` after ``patience`` epochs without improvement, on top of
+    any lr schedule (one-cycle included) instead of being overwritten by it."""
+
+    def __init__(self, *args, verbose: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.verbose = verbose
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        self.scale = 1.0
+        self.reductions: list[tuple[int, float]] = []
+
+    def _scheduled(self) -> bool:
+        return any(isinstance(cb, ParamScheduler) and "lr" in cb.scheds for cb in self.learn.cbs)
+
+    def before_batch(self) -> None:
+        # Runs after ParamScheduler (higher order), so it scales the lr the schedule just set.
+        if self.training and self.scale != 1.0 and self._scheduled():
+            for h in self.opt.hypers:
+                h["lr"] = max(h["lr"] * self.scale, self.min_lr)
+
+    def after_epoch(self) -> None:
+        TrackerCallback.after_epoch(self)
+        if self.new_best:
+            self.wait = 0
+            return
+        self.wait += 1
+        if self.wait < self.patience:
+            return
+        self.wait = 0
+        if self._scheduled():
+            self.scale /= self.factor
+        else:
+            for h in self.opt.hypers:
+                h["lr"] = max(h["lr"] / self.factor, self.min_lr)
+        self.reductions.append((self.epoch, self.scale))
+        if self.verbose:
+            print(f"epoch {self.epoch + 1}: {self.monitor} has not improved for {self.patience} epoch(s); "
+              f"learning rate divided by {self.factor:g}", flush=True)
+
+
+class AtomicSaveModelCallback(SaveModelCallback):
+    """SaveModelCallback whose checkpoints appear under their final name only when complete, and
+    which says so only when ``verbose``."""
+
+    def __init__(self, *args, verbose: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.verbose = verbose
+
+    def after_epoch(self) -> None:
+        if self.every_epoch:
+            return super().after_epoch()
+        TrackerCallback.after_epoch(self)
+        if self.new_best:
+            if self.verbose:
+                print(f"  best so far: {self.monitor} {self.best:.4f}, saved {self.fname}.pth", flush=True)
+            self._save(self.fname)
+
+    def after_fit(self, **kwargs) -> None:
+        # A zero-epoch fit (fine_tune with freeze_epochs=0 runs one) has saved nothing to reload.
+        if self.at_end or self.every_epoch or self.last_saved_path is not None:
+            super().after_fit(**kwargs)
+
+    def _save(self, name: str) -> None:
+        final = self.learn.path / self.learn.model_dir / f"{name}.pth"
+        partial = final.with_name(f"{name}.partial.pth")
+        try:
+            self.learn.save(f"{name}.partial", with_opt=self.with_opt)
+            os.replace(partial, final)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        self.last_saved_path = final
+
+
+def output_is_interactive() -> bool:
+    """True in a terminal or a notebook: there fastprogress bars are wanted, elsewhere plain lines."""
+    from fastcore.imports import IN_NOTEBOOK
+
+    return bool(IN_NOTEBOOK) or sys.stdout.isatty()
+
+
+class EpochHistory(Callback):
+    """Collect one row per epoch (phase, losses, metrics, lr, seconds); optionally print it as a line.
+
+    Ordered after the Recorder (50), which computes the epoch's values, and before the tracker
+    callbacks (60+), whose early stop would cut the epoch's remaining ``after_epoch`` calls short.
+    """
+
+    order = 55
+
+    def __init__(self, phase: str = "", print_lines: bool = False, on_epoch: Callable[[dict], None] | None = None):
+        self.phase, self.print_lines, self.on_epoch = phase, print_lines, on_epoch
+        self.rows: list[dict] = []
+
+    def before_epoch(self) -> None:
+        self._start = time.perf_counter()
+
+    def after_epoch(self) -> None:
+        names = list(self.recorder.metric_names)[1:-1]  # drop 'epoch' and 'time'
+        values = list(self.recorder.log)[1:len(names) + 1]
+        row: dict = {"phase": self.phase, "epoch": self.epoch + 1, "n_epoch": self.n_epoch}
+        for name, value in zip(names, values):
+            row[name] = float(value) if value is not None else math.nan
+        row["lr"] = float(self.opt.hypers[-1]["lr"])
+        row["frozen"] = bool(getattr(self.opt, "frozen_idx", 0))
+        row["seconds"] = round(time.perf_counter() - self._start, 2)
+        self.rows.append(row)
+        if self.print_lines:
+            label = f"{self.phase} (body frozen)" if row["frozen"] and self.phase != "head" else self.phase
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k in names)
+            print(f"{label} epoch {row['epoch']}/{row['n_epoch']}  {shown}  lr {row['lr']:.2e}  "
+                  f"{row['seconds']:.1f}s", flush=True)
+        if self.on_epoch is not None:
+            self.on_epoch(row)

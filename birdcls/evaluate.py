@@ -1,0 +1,206 @@
+"""The test-set report: metrics, confusion matrix, training curves and a top-losses gallery.
+
+``evaluate`` works on any labelled folder (one sub-folder per class) with any model that
+:func:`birdcls.predict.load_model` loads, and is also what ``train`` runs on ``test/`` at the end.
+
+Example:
+    >>> report = evaluate("models/birds", "data/birds/test")
+    >>> report["test_accuracy"]
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._io import save_figure_atomic, write_json_atomic, write_text_atomic
+from .data.folders import find_splits, list_labelled_images
+from .errors import BirdclsError
+from .predict import Predictor, load_model, predict
+
+__all__ = ["evaluate", "evaluate_predictor", "plot_confusion_matrix", "plot_curves", "plot_top_losses"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _labelled_dir(path: Path) -> Path:
+    """Accept a split folder (``test/``) or a dataset root, whose ``test/`` is then used."""
+    if (path / "test").is_dir() and (path / "train").is_dir():
+        return find_splits(path).test
+    return path
+
+
+def plot_confusion_matrix(cm: np.ndarray, classes: list[str], dest: Path) -> Path:
+    """Counts and row-normalised (recall) side by side."""
+    plt = _plt()
+    n = len(classes)
+    side = max(4.0, 0.45 * n + 2.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
+    for ax, mat, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "normalised by true class", ".2f")):
+        ax.imshow(mat, cmap="Blues", vmin=0, vmax=mat.max() if mat.max() > 0 else 1)
+        ax.set_title(title)
+        ax.set_xticks(range(n), classes, rotation=90 if n > 6 else 0)
+        ax.set_yticks(range(n), classes)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("actual")
+        if n <= 30:
+            for i in range(n):
+                for j in range(n):
+                    ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=8,
+                            color="white" if mat[i, j] > 0.6 * mat.max() else "black")
+    fig.tight_layout()
+    save_figure_atomic(dest, fig, dpi=100)
+    plt.close(fig)
+    return dest
+
+
+def plot_top_losses(items: list[dict[str, Any]], dest: Path) -> Path:
+    """A gallery of the worst test images: actual / predicted / probability / loss under each."""
+    plt = _plt()
+    from PIL import Image
+
+    n = max(1, len(items))
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, items):
+        with Image.open(item["path"]) as im:
+            ax.imshow(im.convert("RGB"))
+        ax.set_title(f"{item['actual']} -> {item['predicted']}\np={item['prob']:.2f} loss={item['loss']:.2f}",
+                     fontsize=9, color="red" if item["actual"] != item["predicted"] else "black")
+    if not items:
+        axes.flat[0].text(0.5, 0.5, "no test images", ha="center")
+    fig.suptitle("top losses (actual -> predicted)")
+    fig.tight_layout()
+    save_figure_atomic(dest, fig, dpi=80)
+    plt.close(fig)
+    return dest
+
+
+def plot_curves(history: list[dict[str, Any]], dest: Path) -> Path:
+    """Loss and accuracy per epoch over both phases, with the phase boundaries marked."""
+    plt = _plt()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    x = np.arange(1, len(history) + 1)
+    for key, ax, style in (("train_loss", ax_loss, "-o"), ("valid_loss", ax_loss, "-s"), ("accuracy", ax_acc, "-o")):
+        ys = [row.get(key, np.nan) for row in history]
+        ax.plot(x, ys, style, label=key, markersize=3)
+    for i in range(1, len(history)):
+        if history[i]["phase"] != history[i - 1]["phase"] or history[i].get("frozen") != history[i - 1].get("frozen"):
+            for ax in (ax_loss, ax_acc):
+                ax.axvline(i + 0.5, color="grey", linestyle="--", linewidth=0.8)
+    ax_loss.set_title("loss")
+    ax_acc.set_title("validation accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch (head phase, then fine_tune)")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure_atomic(dest, fig, dpi=100)
+    plt.close(fig)
+    return dest
+
+
+def _per_class(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
+    out = {}
+    for i, name in enumerate(classes):
+        tp = float(cm[i, i])
+        predicted, actual = float(cm[:, i].sum()), float(cm[i, :].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out[name] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
+                     "support": int(actual)}
+    return out
+
+
+def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                       top_losses: int = 16, bs: int = 64) -> dict[str, Any]:
+    """Predict every image of ``labelled_dir/<class>/`` and write the report into ``out_dir``."""
+    from sklearn.metrics import confusion_matrix
+
+    labelled_dir, out_dir = _labelled_dir(Path(labelled_dir)), Path(out_dir)
+    by_class, not_images = list_labelled_images(labelled_dir)
+    unknown = sorted(set(by_class) - set(model.classes))
+    if unknown:
+        raise BirdclsError(f"{labelled_dir} has class folder(s) {', '.join(unknown)} that the model does not know "
+                           f"(it knows {', '.join(model.classes)}): remove them or train with them")
+    paths = [p for files in by_class.values() for p in files]
+    if not paths:
+        raise BirdclsError(f"{labelled_dir} holds no images: put images in {labelled_dir}/<class>/")
+    label_of = {str(p): c for c, files in by_class.items() for p in files}
+    result = predict(model, paths, top_k=min(3, len(model.classes)), bs=bs)
+    if not result.rows:
+        raise BirdclsError(f"none of the {len(paths)} images in {labelled_dir} could be read: check the files")
+    index = {c: i for i, c in enumerate(model.classes)}
+    y_true = np.array([index[label_of[r["path"]]] for r in result.rows])
+    y_pred = result.probs.argmax(axis=1)
+    true_prob = result.probs[np.arange(len(y_true)), y_true]
+    losses = -np.log(np.clip(true_prob, 1e-12, None))
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(len(model.classes))))
+    per_class = _per_class(cm, model.classes)
+    present = [c for c in model.classes if per_class[c]["support"] > 0]
+    report = {
+        "test_accuracy": round(float((y_true == y_pred).mean()), 6),
+        "test_loss": round(float(losses.mean()), 6),
+        "n_test": len(y_true),
+        "classes": list(model.classes),
+        "macro_f1": round(float(np.mean([per_class[c]["f1"] for c in present])), 4),
+        "per_class": per_class,
+        "confusion_matrix": cm.tolist(),
+        "skipped_unreadable": result.skipped,
+        "skipped_non_images": len(not_images),
+        "classes_absent": [c for c in model.classes if c not in present],
+        "evaluated_on": str(labelled_dir),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    worst = np.argsort(-losses)[:top_losses]
+    gallery = [{"path": result.rows[i]["path"], "actual": model.classes[y_true[i]], "predicted": model.classes[y_pred[i]],
+                "prob": float(result.probs[i, y_pred[i]]), "loss": float(losses[i])} for i in worst]
+    plot_confusion_matrix(cm, model.classes, out_dir / "confusion_matrix.png")
+    plot_top_losses(gallery, out_dir / "top_losses.png")
+    _write_predictions(result.rows, label_of, losses, out_dir / "predictions.csv")
+    write_json_atomic(out_dir / "metrics.json", report)
+    return report
+
+
+def _write_predictions(rows: list[dict], label_of: dict[str, str], losses: np.ndarray, dest: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["path", "actual", "predicted", "prob", "loss"])
+    for row, loss in zip(rows, losses):
+        writer.writerow([row["path"], label_of[row["path"]], row["label"], row["prob"], round(float(loss), 6)])
+    write_text_atomic(dest, buf.getvalue())
+
+
+def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out: str | os.PathLike | None = None,
+             trust: bool = False, device: str = "auto", top_losses: int = 16, bs: int = 64) -> dict[str, Any]:
+    """Re-run the test report for ``model`` (a run directory or export) on a labelled folder.
+
+    ``data`` is a folder with one sub-folder per class, or a split dataset whose ``test/`` is used.
+    The report goes to ``out`` (default: ``<run or model folder>/eval-<data folder name>``).
+    """
+    data = Path(data)
+    if not data.is_dir():
+        raise BirdclsError(f"{data} is not a folder: pass a folder with one sub-folder of images per class")
+    predictor = model if isinstance(model, Predictor) else load_model(model, trust=trust, device=device)
+    if out is None:
+        base = Path(model) if not isinstance(model, Predictor) and Path(model).is_dir() else Path(predictor.path or ".").parent
+        out = base / f"eval-{_labelled_dir(data).name}"
+    return evaluate_predictor(predictor, data, out, top_losses=top_losses, bs=bs)

@@ -1,0 +1,355 @@
+"""The one learner wrapper: build a fastai Learner from class folders, train it with the recipe, report.
+
+The recipe is the reports' one: freeze the pretrained body and ``fit_one_cycle`` the head, then
+``fine_tune`` the whole network, both with EarlyStopping, SaveModel (best epoch kept and reloaded)
+and ReduceLROnPlateau (scaled onto the one-cycle schedule, see :mod:`birdcls.callbacks`). Then the
+test split is evaluated and everything lands in the run directory::
+
+    RUN/
+      config.yaml            resolved config (defaults < recipe < flags)
+      history.csv            one row per epoch, both phases
+      curves.png             loss and accuracy curves
+      metrics.json           test accuracy, per-class precision/recall/F1, train_seconds, data counts
+      confusion_matrix.png   counts and normalised
+      top_losses.png         the worst test images
+      predictions.csv        every test image's prediction
+      model.pkl              fastai's learn.export, loadable with load_learner
+      checkpoints/best.pth   best weights (what --resume starts from)
+
+Example:
+    >>> result = train("data/birds", "models/birds", epochs=3)
+    >>> result.metrics["test_accuracy"]
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._io import write_json_atomic, write_text_atomic, write_with_atomic
+from ._trust import register_pickle
+from .config import TrainConfig, resolve_config
+from .data.folders import ImageCheck, SplitLayout, find_splits, list_labelled_images, verify_images
+from .errors import BirdclsError, TrainingInterrupted
+
+__all__ = ["DatasetScan", "TrainResult", "build_learner", "scan_dataset", "train"]
+
+_PROGRESS_MODES = ("auto", "bars", "lines", "none")
+
+
+@dataclass
+class DatasetScan:
+    """The verified images of each split, and what was skipped."""
+
+    layout: SplitLayout
+    classes: list[str]
+    items: dict[str, list[Path]]  # split name -> good image files
+    checks: dict[str, ImageCheck]
+
+    def counts(self) -> dict[str, Any]:
+        return {split: {"images": len(check.good), "unreadable": len(check.bad), "non_images": len(check.not_images)}
+                for split, check in self.checks.items()}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    config: TrainConfig
+    learner: Any = None
+
+
+def scan_dataset(data: str | os.PathLike) -> DatasetScan:
+    """Find the splits, verify every image, and check that the classes line up across the splits."""
+    layout = find_splits(data)
+    per_split = {"train": layout.train, "val": layout.val, "test": layout.test}
+    items: dict[str, list[Path]] = {}
+    checks: dict[str, ImageCheck] = {}
+    classes_of: dict[str, set[str]] = {}
+    for split, folder in per_split.items():
+        by_class, not_images = list_labelled_images(folder)
+        check = verify_images([p for files in by_class.values() for p in files])
+        check.not_images = not_images
+        good = set(check.good)
+        classes_of[split] = {c for c, files in by_class.items() if any(p in good for p in files)}
+        items[split], checks[split] = check.good, check
+    classes = sorted(classes_of["train"])
+    if len(classes) < 2:
+        raise BirdclsError(f"{layout.train} has {len(classes)} class with readable images ({', '.join(classes) or 'none'}): "
+                           "a classifier needs at least 2 class folders")
+    for split in ("val", "test"):
+        folder = per_split[split]
+        unknown = sorted(classes_of[split] - set(classes))
+        if unknown:
+            raise BirdclsError(f"{folder} has class(es) {', '.join(unknown)} with no images in train/: "
+                               "add training images for them or remove the folders")
+        if not items[split]:
+            raise BirdclsError(f"{folder} holds no readable images: re-run `birdcls split` with a larger dataset")
+    absent = sorted(set(classes) - classes_of["test"])
+    if absent:
+        raise BirdclsError(f"class(es) {', '.join(absent)} have no images in {layout.test}: the test report needs "
+                           "every class; re-split with more images of them")
+    return DatasetScan(layout, classes, items, checks)
+
+
+def _prepare_run_dir(out: Path, data_root: Path, overwrite: bool, resume: bool) -> None:
+    out_abs, data_abs = out.resolve(), data_root.resolve()
+    if out_abs == data_abs or data_abs in out_abs.parents:
+        raise BirdclsError(f"--out {out} is inside the dataset {data_root}: put runs elsewhere, e.g. models/<name>")
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise BirdclsError(f"cannot resume: {out} is not a birdcls run (no config.yaml); drop --resume")
+        return
+    if out.exists() and not out.is_dir():
+        raise BirdclsError(f"--out {out} is a file: choose a folder for the run")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise BirdclsError(f"run folder {out} already exists: pass --overwrite to replace it, "
+                               "--resume to continue it, or choose another --out")
+        if not (out / "config.yaml").is_file():
+            raise BirdclsError(f"{out} is not empty and is not a birdcls run folder: refusing to overwrite it; "
+                               "choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _num_workers(cfg: TrainConfig) -> int:
+    if cfg.num_workers >= 0:
+        return cfg.num_workers
+    cpus = os.cpu_count() or 1
+    # On small machines decoding in the main process beats forking workers that fight the model for cores.
+    return 0 if cpus <= 2 else min(8, cpus - 1)
+
+
+def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLike = "."):
+    """A fastai Learner for ``scan``'s images: pretrained body + head, DataLoaders, loss and metrics."""
+    import torch
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import GrandparentSplitter, Normalize, parent_label
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
+    from fastai.metrics import accuracy, error_rate
+    from fastai.torch_core import set_seed
+    from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
+    from fastai.vision.data import ImageBlock
+
+    from .models.backbones import build_model, splitter_for
+    from .predict import ModelInfo, resolve_device
+
+    device = resolve_device(cfg.device)
+    set_seed(cfg.seed, reproducible=True)
+    model, spec = build_model(cfg.arch, len(scan.classes), pretrained=cfg.pretrained, weights=cfg.weights)
+    batch_tfms = [*aug_transforms(do_flip=cfg.flip)] if cfg.augment else []
+    batch_tfms.append(Normalize.from_stats(list(spec.mean), list(spec.std)))
+    block = DataBlock(
+        blocks=(ImageBlock, CategoryBlock(vocab=scan.classes)),
+        get_y=parent_label,
+        splitter=GrandparentSplitter(train_name="train", valid_name=scan.layout.val.name),
+        item_tfms=Resize(cfg.size, method=ResizeMethod.Squish),
+        batch_tfms=batch_tfms,
+    )
+    dls = block.dataloaders(scan.items["train"] + scan.items["val"], bs=cfg.bs, num_workers=_num_workers(cfg),
+                            device=torch.device(device))
+    if cfg.label_smoothing > 0:
+        loss = LabelSmoothingCrossEntropyFlat(eps=cfg.label_smoothing)
+    else:
+        loss = CrossEntropyLossFlat()
+    metrics = [accuracy] + ([error_rate] if cfg.monitor == "error_rate" else [])
+    wd = {} if cfg.wd is None else {"wd": cfg.wd}
+    learn = Learner(dls, model, loss_func=loss, metrics=metrics, splitter=splitter_for(cfg.arch), path=Path(run_dir),
+                    model_dir="checkpoints", train_bn=cfg.train_bn, **wd)
+    if cfg.pretrained:
+        learn.freeze()
+    learn.birdcls_info = ModelInfo(cfg.arch, list(scan.classes), cfg.size, list(spec.mean), list(spec.std),
+                                   spec.source, extra={"weights_from": spec.weights_from}).to_dict()
+    return learn
+
+
+def _history_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows = list(csv.DictReader(path.open()))
+    for row in rows:
+        for k, v in row.items():
+            if k not in ("phase", "frozen"):
+                row[k] = float(v) if v not in ("", None) else float("nan")
+    return rows
+
+
+def _write_history(rows: list[dict[str, Any]], dest: Path) -> None:
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(dest, buf.getvalue())
+
+
+def _resolve_progress(progress: str) -> str:
+    if progress not in _PROGRESS_MODES:
+        raise BirdclsError(f"progress must be one of {', '.join(_PROGRESS_MODES)}, got {progress!r}")
+    if progress == "auto":
+        from .callbacks import output_is_interactive
+
+        return "bars" if output_is_interactive() else "lines"
+    return progress
+
+
+def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: list[dict], progress: str) -> float:
+    """Head phase then fine_tune phase, skipping those already done (resume). Returns train seconds."""
+    from fastai.callback.progress import ProgressCallback
+    from fastai.callback.tracker import EarlyStoppingCallback
+    from fastcore.basics import noop
+
+    from .callbacks import AtomicSaveModelCallback, EpochHistory, ReduceLROnPlateau
+
+    def on_epoch(row: dict) -> None:
+        history.append(row)
+        _write_history(history, out / "history.csv")
+
+    recorder = EpochHistory(print_lines=(progress == "lines"), on_epoch=on_epoch)
+    cbs = [recorder]
+    if cfg.save_best:
+        cbs.append(AtomicSaveModelCallback(monitor=cfg.monitor, fname="best", reset_on_fit=False,
+                                           verbose=progress != "none"))
+    if cfg.early_stopping:
+        cbs.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
+    if cfg.reduce_lr:
+        cbs.append(ReduceLROnPlateau(monitor=cfg.monitor, patience=cfg.lr_patience, factor=cfg.lr_factor,
+                                     verbose=progress != "none"))
+    if progress != "bars":
+        learn.remove_cb(ProgressCallback)
+        learn.logger = noop  # without the bar, fastai's Recorder would print raw lists
+    learn.add_cbs(cbs)
+    state_file = out / "state.json"
+    seconds = 0.0
+    phases = []
+    if cfg.pretrained and cfg.epochs_head > 0:
+        phases.append(("head", lambda: learn.fit_one_cycle(cfg.epochs_head, cfg.lr)))
+    if cfg.epochs > 0:
+        if cfg.pretrained:
+            phases.append(("fine_tune", lambda: learn.fine_tune(cfg.epochs, base_lr=cfg.lr,
+                                                                freeze_epochs=cfg.freeze_epochs, lr_mult=cfg.lr_mult)))
+        else:
+            phases.append(("scratch", lambda: learn.fit_one_cycle(cfg.epochs, cfg.lr)))
+    if not phases:
+        raise BirdclsError("nothing to train: epochs_head and epochs are both 0; set --epochs or --epochs-head")
+    try:
+        for name, fit in phases:
+            if name in done:
+                continue
+            recorder.phase = name
+            if name == "head":
+                learn.freeze()
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*Saved file doesn't contain an optimizer.*")
+                fit()
+            seconds += time.perf_counter() - start
+            done.append(name)
+            write_json_atomic(state_file, {"completed_phases": done, "train_seconds": seconds})
+    finally:
+        learn.remove_cbs(cbs)
+        learn.logger = print
+    return seconds
+
+
+def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.PathLike | None = None, *,
+          overwrite: bool = False, resume: bool = False, progress: str = "auto",
+          config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
+    """Train on ``data`` (``train/``, ``val/``, ``test/`` class folders) and write a run directory ``out``.
+
+    Args:
+        data: the split dataset folder.
+        out: the run directory to create.
+        recipe: a shipped recipe name (``birdcls recipes``) or a YAML file.
+        overwrite: replace an existing run directory.
+        resume: continue an interrupted run from its best checkpoint (its config.yaml is used).
+        progress: ``auto`` (bars in a terminal/notebook, one line per epoch otherwise), ``bars``,
+            ``lines`` or ``none``.
+        config: a ready TrainConfig (then ``recipe`` and ``overrides`` must be empty).
+        **overrides: any TrainConfig field, e.g. ``epochs=3, size=160``.
+    """
+    data, out = Path(data), Path(out)
+    progress = _resolve_progress(progress)
+    if config is not None and (recipe is not None or overrides):
+        raise BirdclsError("pass either config= or recipe/overrides, not both")
+    if resume and (out / "config.yaml").is_file() and config is None:
+        cfg = resolve_config(recipe=out / "config.yaml", overrides=overrides)
+    else:
+        cfg = config or resolve_config(recipe=recipe, overrides=overrides)
+    from .models.backbones import check_arch
+
+    check_arch(cfg.arch)
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise BirdclsError(f"weights file {cfg.weights} does not exist: pass the path of a .pth or .safetensors file")
+    scan = scan_dataset(data)
+    _prepare_run_dir(out, scan.layout.root, overwrite, resume)
+    write_text_atomic(out / "config.yaml", cfg.to_yaml())
+    learn = build_learner(scan, cfg, out)
+    state = {}
+    if resume:
+        import json
+
+        state = json.loads((out / "state.json").read_text()) if (out / "state.json").is_file() else {}
+        if (out / "checkpoints" / "best.pth").is_file():
+            learn.load("best", with_opt=False)
+    done = list(state.get("completed_phases", []))
+    history = _history_rows(out / "history.csv") if resume else []
+    for split, check in scan.checks.items():
+        if check.bad or check.not_images:
+            print(f"{split}: {check.summary()}", flush=True)
+    try:
+        seconds = _run_phases(learn, cfg, out, done, history, progress) + float(state.get("train_seconds", 0.0))
+    except KeyboardInterrupt:
+        best = out / "checkpoints" / "best.pth"
+        where = f"best checkpoint so far: {best}" if best.is_file() else "no epoch finished, so no checkpoint yet"
+        raise TrainingInterrupted(f"training interrupted; {where}; resume with: "
+                                  f"birdcls train {data} --out {out} --resume") from None
+    return _finish_run(learn, cfg, scan, out, history, seconds)
+
+
+def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: list[dict], seconds: float) -> TrainResult:
+    """Export model.pkl, evaluate on test/, write metrics, history and curves."""
+    from .evaluate import evaluate_predictor, plot_curves
+    from .predict import predictor_from_learner
+
+    model_path = out / "model.pkl"
+    write_with_atomic(model_path, lambda tmp: learn.export(tmp.resolve()))
+    register_pickle(model_path)
+    report = evaluate_predictor(predictor_from_learner(learn, str(learn.dls.device)), scan.layout.test, out,
+                                top_losses=cfg.top_losses, bs=cfg.bs)
+    metrics = {
+        **report,
+        "train_seconds": round(seconds, 2),
+        "epochs_run": {phase: sum(1 for r in history if r.get("phase") == phase) for phase in dict.fromkeys(
+            r.get("phase") for r in history)},
+        "best_valid": _best_valid(history, cfg.monitor),
+        "data": scan.counts(),
+        "arch": cfg.arch,
+        "size": cfg.size,
+        "device": str(learn.dls.device),
+    }
+    write_json_atomic(out / "metrics.json", metrics)
+    _write_history(history, out / "history.csv")
+    if history:
+        plot_curves(history, out / "curves.png")
+    return TrainResult(out, metrics, cfg, learn)
+
+
+def _best_valid(history: list[dict], monitor: str) -> dict[str, Any] | None:
+    rows = [r for r in history if monitor in r]
+    if not rows:
+        return None
+    pick = max if monitor == "accuracy" else min
+    best = pick(rows, key=lambda r: r[monitor])
+    return {"phase": best["phase"], "epoch": int(best["epoch"]), monitor: best[monitor]}

@@ -1,0 +1,298 @@
+"""Batched inference from any export: a run directory, ``.pkl``, ``.safetensors`` (+ JSON) or ``.onnx``.
+
+Every format goes through the same preprocessing (RGB, squish-resize to the training size, scale to
+0..1, normalise with the training statistics) and the same batching, so their answers agree.
+The ONNX path never imports torch or fastai, which keeps a one-image prediction quick to start.
+
+Example:
+    >>> model = load_model("models/birds.safetensors")
+    >>> rows = predict(model, ["photo1.jpg", "some_dir/"], top_k=3).rows
+    >>> rows[0]["label"], rows[0]["prob"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ._trust import is_trusted_pickle
+from .data.folders import IMAGE_EXTENSIONS
+from .errors import BirdclsError
+
+__all__ = ["ModelInfo", "PredictionResult", "Predictor", "gather_images", "load_image", "load_model", "predict"]
+
+MODEL_SUFFIXES = (".pkl", ".safetensors", ".onnx")
+
+
+@dataclass
+class ModelInfo:
+    """What preprocessing and labelling need; stored in every export."""
+
+    arch: str
+    classes: list[str]
+    size: int
+    mean: list[float]
+    std: list[float]
+    source: str = "timm"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch, "classes": list(self.classes), "size": self.size, "mean": list(self.mean),
+                "std": list(self.std), "source": self.source, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
+        known = {"arch", "classes", "size", "mean", "std", "source"}
+        return cls(**{k: d[k] for k in known if k in d}, extra={k: v for k, v in d.items() if k not in known})
+
+
+def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
+    """An image as ``size x size x 3`` uint8, squish-resized like the training pipeline's ``Resize``."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def normalise(batch: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """uint8 NHWC -> float32 NCHW, scaled to 0..1 and normalised."""
+    x = batch.astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+class Predictor:
+    """A loaded model: ``probabilities(uint8 batch)`` plus the info needed to label the answers."""
+
+    def __init__(self, info: ModelInfo, backend: Any, path: Path | None = None):
+        self.info, self._backend, self.path = info, backend, path
+
+    @property
+    def classes(self) -> list[str]:
+        return self.info.classes
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities for a uint8 NHWC batch of images already at ``info.size``."""
+        logits = self._backend(normalise(batch, self.info.mean, self.info.std))
+        logits = logits - logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+class _TorchBackend:
+    def __init__(self, model: Any, device: str = "cpu"):
+        import torch
+
+        self.torch, self.device = torch, torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(x).to(self.device))
+        return out.float().cpu().numpy()
+
+
+class _OnnxBackend:
+    def __init__(self, session: Any):
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+def resolve_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BirdclsError("device 'cuda' was asked for but no CUDA GPU is visible: use --device cpu or auto")
+    return device
+
+
+def predictor_from_learner(learn: Any, device: str = "cpu") -> Predictor:
+    """Wrap a trained fastai Learner (its ``birdcls_info`` attribute says how to preprocess)."""
+    return Predictor(ModelInfo.from_dict(learn.birdcls_info), _TorchBackend(learn.model, device))
+
+
+def _corrupt(path: Path, exc: BaseException) -> BirdclsError:
+    return BirdclsError(f"model file {path} is corrupt or not a birdcls export ({type(exc).__name__}): "
+                        "re-export it with `birdcls export RUN`")
+
+
+def _load_pickle(path: Path, trust: bool, device: str) -> Predictor:
+    if not trust and not is_trusted_pickle(path):
+        raise BirdclsError(f"{path} is a pickle this user did not create, and loading a pickle runs its code: "
+                           "pass --trust if you trust its source, or use a .safetensors export")
+    import warnings
+
+    from fastai.learner import load_learner
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            learn = load_learner(path, cpu=(device == "cpu"))
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise _corrupt(path, exc) from None
+    if not hasattr(learn, "birdcls_info"):
+        raise BirdclsError(f"{path} is a fastai learner that birdcls did not export: train it with `birdcls train`")
+    return predictor_from_learner(learn, device)
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _load_safetensors(path: Path, device: str) -> Predictor:
+    side = sidecar_path(path)
+    if not side.is_file():
+        raise BirdclsError(f"{path} has no sidecar {side.name} (arch, classes, size): export it again with "
+                           "`birdcls export RUN --format safetensors`")
+    try:
+        info = ModelInfo.from_dict(json.loads(side.read_text()))
+    except (json.JSONDecodeError, TypeError, KeyError) as exc:
+        raise _corrupt(side, exc) from None
+    from safetensors.torch import load_file
+
+    from .models.backbones import build_model
+
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad header
+        raise _corrupt(path, exc) from None
+    model, _ = build_model(info.arch, len(info.classes), pretrained=False)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise _corrupt(path, exc) from None
+    return Predictor(info, _TorchBackend(model, device), path)
+
+
+def _load_onnx(path: Path) -> Predictor:
+    import onnxruntime as ort
+
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+        info = ModelInfo.from_dict(json.loads(meta["birdcls"]))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise _corrupt(path, exc) from None
+    return Predictor(info, _OnnxBackend(session), path)
+
+
+def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto") -> Predictor:
+    """Load a run directory or an export for prediction.
+
+    Args:
+        path: a run directory (its ``model.pkl``), or a ``.pkl``, ``.safetensors`` or ``.onnx`` file.
+        trust: allow unpickling a ``.pkl`` that this user did not create.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (ONNX always runs on the CPU).
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "model.pkl").is_file():
+            raise BirdclsError(f"{path} is a folder without model.pkl: pass a run directory from `birdcls train` "
+                               "or an exported model file")
+        path = path / "model.pkl"
+    if not path.is_file():
+        raise BirdclsError(f"model {path} does not exist: pass a run directory or a .pkl/.safetensors/.onnx file")
+    suffix = path.suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise BirdclsError(f"{path} is not a model file: pass a run directory or a {'/'.join(MODEL_SUFFIXES)} file")
+    if suffix == ".onnx":
+        return _load_onnx(path)
+    device = resolve_device(device)
+    predictor = _load_pickle(path, trust, device) if suffix == ".pkl" else _load_safetensors(path, device)
+    predictor.path = path
+    return predictor
+
+
+def gather_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (recursively) into image paths, in a stable order."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise BirdclsError(f"{p} does not exist: pass image files or folders of images")
+    if not found:
+        raise BirdclsError("no images found in the given paths: pass .jpg/.png files or folders holding them")
+    return found
+
+
+@dataclass
+class PredictionResult:
+    """One row per readable image, and ``skipped[path] = reason`` for the rest."""
+
+    rows: list[dict[str, Any]]
+    skipped: dict[str, str]
+    probs: np.ndarray  # (n_rows, n_classes), in the order of ``rows``
+
+
+def _decoded_batches(paths: list[Path], size: int, bs: int, workers: int) -> Iterator[tuple[list[Path], np.ndarray, dict]]:
+    """Decode images in a thread pool, a few batches ahead of the model."""
+
+    def load(p: Path) -> np.ndarray | str:
+        try:
+            return load_image(p, size)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            return f"unreadable image ({type(exc).__name__})"
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(paths), bs):
+            chunk = paths[start:start + bs]
+            arrays, ok, bad = [], [], {}
+            for p, res in zip(chunk, pool.map(load, chunk)):
+                if isinstance(res, str):
+                    bad[str(p)] = res
+                else:
+                    arrays.append(res)
+                    ok.append(p)
+            yield ok, (np.stack(arrays) if arrays else np.empty((0, size, size, 3), np.uint8)), bad
+
+
+def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 3, bs: int = 64,
+            workers: int | None = None) -> PredictionResult:
+    """Classify every image in ``inputs`` (files or folders), ``bs`` at a time.
+
+    Unreadable files do not stop the run: they are listed in ``skipped`` with their reason.
+    """
+    if top_k < 1:
+        raise BirdclsError(f"--top-k must be at least 1, got {top_k}")
+    if bs < 1:
+        raise BirdclsError(f"--bs must be at least 1, got {bs}")
+    paths = gather_images(inputs)
+    k = min(top_k, len(model.classes))
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    rows, skipped, all_probs = [], {}, []
+    for ok, batch, bad in _decoded_batches(paths, model.info.size, bs, workers):
+        skipped.update(bad)
+        if not ok:
+            continue
+        probs = model.probabilities(batch)
+        all_probs.append(probs)
+        for p, pr in zip(ok, probs):
+            order = np.argsort(-pr)[:k]
+            rows.append({"path": str(p), "label": model.classes[order[0]], "prob": round(float(pr[order[0]]), 6),
+                         "top_k": [[model.classes[i], round(float(pr[i]), 6)] for i in order]})
+    probs = np.concatenate(all_probs) if all_probs else np.empty((0, len(model.classes)), np.float32)
+    return PredictionResult(rows, skipped, probs)

@@ -1,0 +1,74 @@
+"""ReduceLROnPlateau must really lower the lr under fit_one_cycle (fastai issue #4046)."""
+
+import numpy as np
+import torch
+from fastai.callback.tracker import ReduceLROnPlateau as FastaiReduceLROnPlateau
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner
+from fastai.torch_core import set_seed
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from birdcls.callbacks import AtomicSaveModelCallback, ReduceLROnPlateau
+
+
+def _learner(tmp_path):
+    set_seed(0)
+    x = torch.randn(64, 4)
+    y = (x[:, 0] > 0).long()
+    train = TensorDataset(x[:48], y[:48])
+    valid = TensorDataset(x[48:], y[48:])
+    dls = DataLoaders.from_dsets(train, valid, bs=8)
+    return Learner(dls, nn.Linear(4, 2), loss_func=nn.CrossEntropyLoss(), path=tmp_path)
+
+
+def _lrs(tmp_path, cbs, epochs=4):
+    learn = _learner(tmp_path)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(epochs, 1e-2, cbs=cbs)
+    return np.array(learn.recorder.lrs)
+
+
+# min_delta so large that no epoch after the first counts as an improvement: a plateau every epoch.
+NEVER_IMPROVES = dict(min_delta=1e9, patience=1, factor=10.0)
+
+
+def test_plateau_scales_the_one_cycle_schedule(tmp_path):
+    plain = _lrs(tmp_path, [])
+    reduced = _lrs(tmp_path, [ReduceLROnPlateau(**NEVER_IMPROVES)])
+    per_epoch = len(plain) // 4
+    ratio = reduced / plain
+    # epoch 1 and 2 run at the full schedule; a plateau after epoch 2 (and 3) divides by 10 (then 100)
+    np.testing.assert_allclose(ratio[: 2 * per_epoch], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(ratio[2 * per_epoch: 3 * per_epoch], 0.1, rtol=1e-6)
+    np.testing.assert_allclose(ratio[3 * per_epoch:], 0.01, rtol=1e-6)
+    # and the one-cycle shape survives inside each epoch
+    assert np.argmax(reduced[: 2 * per_epoch]) == np.argmax(plain[: 2 * per_epoch])
+
+
+def test_fastais_own_callback_is_overwritten_by_the_schedule(tmp_path):
+    """Documents why birdcls has its own: fastai's reduction never reaches a batch under one-cycle."""
+    plain = _lrs(tmp_path, [])
+    fastai_reduced = _lrs(tmp_path, [FastaiReduceLROnPlateau(**NEVER_IMPROVES)])
+    np.testing.assert_allclose(fastai_reduced, plain, rtol=1e-6)
+
+
+def test_plateau_without_a_schedule_divides_the_lr(tmp_path):
+    learn = _learner(tmp_path)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(3, 1e-2, cbs=[ReduceLROnPlateau(**NEVER_IMPROVES)])
+    lrs = np.array(learn.recorder.lrs)
+    per_epoch = len(lrs) // 3
+    # epochs 1-2 at 1e-2; the plateau seen after epoch 2 divides the lr for epoch 3
+    np.testing.assert_allclose(lrs[: 2 * per_epoch], 1e-2)
+    np.testing.assert_allclose(lrs[2 * per_epoch:], 1e-3)
+
+
+def test_atomic_checkpoint_leaves_no_partial_file(tmp_path):
+    learn = _learner(tmp_path)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2, 1e-2, cbs=[AtomicSaveModelCallback(fname="best")])
+    files = sorted(p.name for p in (tmp_path / "models").iterdir())
+    assert files == ["best.pth"]
+    state = torch.load(tmp_path / "models" / "best.pth", weights_only=True)
+    assert set(state) == {"weight", "bias"}

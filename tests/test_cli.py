@@ -1,0 +1,126 @@
+"""Every command through the CLI: documented with an example, thin, and one-line errors with exit 2."""
+
+import json
+
+import pytest
+from conftest import run_cli
+from fixtures import make_class_folders
+from typer.testing import CliRunner
+
+from birdcls.cli import app
+
+runner = CliRunner()
+COMMANDS = ["split", "train", "evaluate", "export", "predict", "demo", "recipes", "models"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example: birdcls " + command in result.output
+
+
+def _assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_split_then_train_then_evaluate_export_predict(tmp_path):
+    raw = make_class_folders(tmp_path / "raw", per_class=12)
+    result = runner.invoke(app, ["split", str(raw), str(tmp_path / "data"), "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    assert "total" in result.output and (tmp_path / "data" / "split.json").is_file()
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(tmp_path / "data"), "--out", str(run), "--size", "32", "--bs", "8",
+                                 "--epochs-head", "1", "--epochs", "1", "--set", "freeze_epochs=0",
+                                 "--progress", "lines"])
+    assert result.exit_code == 0, result.output
+    assert "head epoch 1/1" in result.output and "fine_tune epoch 1/1" in result.output
+    assert "test accuracy" in result.output
+    result = runner.invoke(app, ["evaluate", str(run), str(tmp_path / "data" / "test")])
+    assert result.exit_code == 0, result.output
+    assert (run / "eval-test" / "metrics.json").is_file()
+    result = runner.invoke(app, ["export", str(run), "--format", "safetensors", "-o", str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["predict", str(tmp_path / "m.safetensors"), str(tmp_path / "data" / "test"),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 9
+
+
+def test_user_errors_are_one_line(tmp_path, trained_run):
+    _assert_one_line_error(runner.invoke(app, ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]),
+                           "does not exist")
+    _assert_one_line_error(runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "r"),
+                                               "--arch", "resnet35"]), "unknown architecture")
+    _assert_one_line_error(runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "r"),
+                                               "--set", "epochz=3"]), "did you mean 'epochs'")
+    _assert_one_line_error(runner.invoke(app, ["split", str(tmp_path / "nope"), str(tmp_path / "o")]),
+                           "does not exist")
+    _assert_one_line_error(runner.invoke(app, ["split", str(tmp_path), str(tmp_path / "o"), "--ratio", "0.5",
+                                               "--ratio", "0.5", "--ratio", "0.5"]), "must sum to 1")
+    _assert_one_line_error(runner.invoke(app, ["predict", str(tmp_path / "m.onnx"), str(tmp_path)]), "does not exist")
+    _assert_one_line_error(runner.invoke(app, ["export", str(trained_run.run_dir), "--format", "tflite", "-o",
+                                               str(tmp_path / "x.tflite")]), "unknown export format")
+
+
+def test_train_refuses_unknown_arch_before_work(tmp_path, tiny_data):
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "r"), "--arch", "resnet35"])
+    _assert_one_line_error(result, "unknown architecture 'resnet35'")
+
+
+def test_train_weights_unavailable_offline(tmp_path, tiny_data):
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "r"), "--arch", "resnet34"])
+    _assert_one_line_error(result, "--weights FILE")
+
+
+def test_recipes_and_models_list():
+    result = runner.invoke(app, ["recipes"])
+    assert result.exit_code == 0 and "demo" in result.output and "default" in result.output
+    result = runner.invoke(app, ["models", "--filter", "lite0"])
+    assert "tf_efficientnet_lite0  (offline weights)" in result.output
+
+
+def test_help_is_fast_and_lazy():
+    """`birdcls --help` must not import torch or fastai (cold start)."""
+    import subprocess
+    import sys
+
+    code = "import sys, birdcls.cli; print('torch' in sys.modules, 'fastai' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+    proc = run_cli("--help")
+    assert proc.returncode == 0 and "train" in proc.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_the_best_checkpoint_and_resume_finishes(tmp_path, tiny_data):
+    """A real SIGINT to a training process: exit 130, best.pth on disk, the message says how to resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "birdcls", "train", str(tiny_data), "--out", str(run), "--size", "32", "--bs", "4",
+            "--epochs-head", "200", "--epochs", "1", "--set", "early_stopping=false", "--progress", "lines"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (run / "checkpoints" / "best.pth").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "resume with: birdcls train" in err and "--resume" in err
+    assert "Traceback" not in err
+    assert (run / "checkpoints" / "best.pth").is_file()
+    assert not list(run.rglob("*.partial*"))
+    resumed = run_cli("train", str(tiny_data), "--out", str(run), "--resume", "--epochs-head", "0",
+                      "--progress", "none")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run / "metrics.json").read_text())["n_test"] == 12

@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from birdcls.config import TrainConfig, list_recipes, resolve_config
+from birdcls.errors import BirdclsError
+
+
+def test_defaults_are_the_reports_recipe():
+    cfg = resolve_config()
+    assert (cfg.arch, cfg.size, cfg.bs, cfg.epochs_head, cfg.epochs) == ("tf_efficientnet_lite0", 224, 64, 10, 10)
+    assert cfg.early_stopping and cfg.save_best and cfg.reduce_lr
+
+
+def test_precedence_defaults_recipe_overrides(tmp_path: Path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("epochs: 3\nsize: 96\n")
+    cfg = resolve_config(recipe=recipe, overrides={"size": 128, "lr": None})
+    assert cfg.epochs == 3  # from the recipe
+    assert cfg.size == 128  # the override wins
+    assert cfg.lr == TrainConfig().lr  # None means "flag not given"
+
+
+def test_shipped_recipes_all_validate():
+    names = list_recipes()
+    assert {"default", "demo"} <= set(names)
+    for name in names:
+        resolve_config(recipe=name)
+
+
+def test_values_from_strings_are_coerced():
+    cfg = resolve_config(overrides={"epochs": "4", "lr": "0.01", "augment": "false", "wd": "null"})
+    assert cfg.epochs == 4 and cfg.lr == 0.01 and cfg.augment is False and cfg.wd is None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"epochs": "ten"}, "'epochs' must be an int"),
+    ({"epochs": -1}, "'epochs' must be between 0 and"),
+    ({"lr": 0}, "'lr' must be between"),
+    ({"device": "tpu"}, "'device' must be one of auto, cpu, cuda, mps"),
+    ({"epoch": 3}, "unknown config key 'epoch'.*did you mean 'epochs'"),
+    ({"augment": "maybe"}, "'augment' must be a bool"),
+])
+def test_bad_values_are_rejected_with_the_fix(overrides, message):
+    with pytest.raises(BirdclsError, match=message):
+        resolve_config(overrides=overrides)
+
+
+def test_bad_recipe_files(tmp_path: Path):
+    with pytest.raises(BirdclsError, match="neither a shipped recipe"):
+        resolve_config(recipe="no-such-recipe")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1,\n")
+    with pytest.raises(BirdclsError, match="not valid YAML"):
+        resolve_config(recipe=bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("sise: 3\n")
+    with pytest.raises(BirdclsError, match="unknown config key 'sise'.*'size'"):
+        resolve_config(recipe=unknown)
+
+
+def test_resolved_yaml_round_trips(tmp_path: Path):
+    cfg = resolve_config(overrides={"epochs": 2, "wd": 0.1})
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.to_yaml())
+    assert yaml.safe_load(path.read_text())["epochs"] == 2
+    assert TrainConfig.from_yaml(path) == cfg

@@ -1,0 +1,134 @@
+"""Every export format loads (in a fresh process too) and predicts the same thing."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from birdcls.errors import BirdclsError
+from birdcls.export import export
+from birdcls.predict import load_model, predict
+
+
+@pytest.fixture(scope="module")
+def exports(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports")
+    return {fmt: export(trained_run.run_dir, fmt, out / f"model.{fmt}") for fmt in ("pkl", "safetensors", "onnx")}
+
+
+def test_all_formats_agree(exports, tiny_data):
+    results = {fmt: predict(load_model(path), [tiny_data / "test"], top_k=2) for fmt, path in exports.items()}
+    labels = {fmt: [r["label"] for r in res.rows] for fmt, res in results.items()}
+    assert labels["pkl"] == labels["safetensors"] == labels["onnx"]  # top-1 identical
+    np.testing.assert_allclose(results["onnx"].probs, results["pkl"].probs, atol=1e-4)
+    np.testing.assert_array_equal(results["safetensors"].probs, results["pkl"].probs)
+    row = results["onnx"].rows[0]
+    assert set(row) == {"path", "label", "prob", "top_k"} and len(row["top_k"]) == 2
+    assert row["top_k"][0] == [row["label"], row["prob"]]
+
+
+def test_safetensors_sidecar_and_no_pickle(exports):
+    side = json.loads(exports["safetensors"].with_suffix(".json").read_text())
+    assert side["arch"] == "tf_efficientnet_lite0" and side["classes"] == ["cardinal", "jay", "parrot"]
+    assert side["size"] == 32 and side["mean"] == [0.5, 0.5, 0.5]
+    assert {"torch", "fastai", "timm"} <= set(side["versions"])
+    assert not exports["safetensors"].read_bytes().startswith(b"\x80")  # a pickle would start with PROTO
+
+
+def test_pkl_loads_with_fastai_in_a_fresh_process(exports, tiny_data):
+    import subprocess
+    import sys
+
+    code = ("import sys; from fastai.learner import load_learner; "
+            "learn = load_learner(sys.argv[1]); print(learn.dls.vocab, learn.predict(sys.argv[2])[0])")
+    image = next((tiny_data / "test" / "jay").iterdir())
+    proc = subprocess.run([sys.executable, "-c", code, str(exports["pkl"]), str(image)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "['cardinal', 'jay', 'parrot']" in proc.stdout
+
+
+def test_predict_from_onnx_in_a_fresh_process(exports, tiny_data, tmp_path):
+    csv_path = tmp_path / "rows.csv"
+    proc = run_cli("predict", str(exports["onnx"]), str(tiny_data / "test" / "jay"), "--json", "--top-k", "3",
+                   "--csv", str(csv_path))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 4 and all(len(r["top_k"]) == 3 for r in rows)
+    in_process = predict(load_model(exports["onnx"]), [tiny_data / "test" / "jay"]).rows
+    assert [r["label"] for r in rows] == [r["label"] for r in in_process]
+    assert csv_path.read_text().splitlines()[0] == "path,label,prob,top_k"
+
+
+def test_foreign_pickle_needs_trust(exports, tmp_path):
+    foreign = tmp_path / "from-a-stranger.pkl"
+    data = exports["pkl"].read_bytes()
+    foreign.write_bytes(data + b"\x00")  # not byte-identical to anything this user created
+    with pytest.raises(BirdclsError, match="did not create.*--trust.*safetensors"):
+        load_model(foreign)
+    assert load_model(foreign, trust=True).classes == ["cardinal", "jay", "parrot"]
+
+
+def test_corrupt_and_missing_models(tmp_path, exports):
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_bytes(b"garbage")
+    with pytest.raises(BirdclsError, match="corrupt or not a birdcls export"):
+        load_model(bad_onnx)
+    bad_st = tmp_path / "bad.safetensors"
+    bad_st.write_bytes(b"garbage")
+    bad_st.with_suffix(".json").write_text(exports["safetensors"].with_suffix(".json").read_text())
+    with pytest.raises(BirdclsError, match="corrupt or not a birdcls export"):
+        load_model(bad_st)
+    import shutil
+
+    alone = Path(shutil.copyfile(exports["safetensors"], tmp_path / "alone.safetensors"))
+    with pytest.raises(BirdclsError, match="has no sidecar"):
+        load_model(alone)
+    with pytest.raises(BirdclsError, match="does not exist"):
+        load_model(tmp_path / "missing.onnx")
+    with pytest.raises(BirdclsError, match="not a model file"):
+        (tmp_path / "x.txt").write_text("x")
+        load_model(tmp_path / "x.txt")
+    with pytest.raises(BirdclsError, match="without model.pkl"):
+        load_model(tmp_path)
+
+
+def test_unreadable_images_are_skipped_not_fatal(exports, tmp_path, tiny_data):
+    good = next((tiny_data / "test" / "jay").iterdir())
+    (tmp_path / "bad.jpg").write_text("<html>not an image</html>")
+    result = predict(load_model(exports["onnx"]), [good, tmp_path / "bad.jpg"])
+    assert len(result.rows) == 1 and list(result.skipped) == [str(tmp_path / "bad.jpg")]
+
+
+def test_bad_predict_inputs(exports, tmp_path):
+    model = load_model(exports["onnx"])
+    with pytest.raises(BirdclsError, match="does not exist"):
+        predict(model, [tmp_path / "nope.jpg"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BirdclsError, match="no images found"):
+        predict(model, [tmp_path / "empty"])
+    with pytest.raises(BirdclsError, match="top-k"):
+        predict(model, [tmp_path], top_k=0)
+
+
+def test_export_errors_and_atomicity(trained_run, tmp_path):
+    with pytest.raises(BirdclsError, match="unknown export format 'tflite'"):
+        export(trained_run.run_dir, "tflite", tmp_path / "m.tflite")
+    with pytest.raises(BirdclsError, match="should end in .onnx"):
+        export(trained_run.run_dir, "onnx", tmp_path / "m.bin")
+    with pytest.raises(BirdclsError, match="does not exist"):
+        export(tmp_path / "no-run", "onnx", tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_any_format_on_a_labelled_folder(exports, tiny_data, tmp_path):
+    from birdcls.evaluate import evaluate
+
+    report = evaluate(exports["safetensors"], tiny_data / "val", out=tmp_path / "eval")
+    assert report["n_test"] == 12
+    for name in ("metrics.json", "confusion_matrix.png", "top_losses.png", "predictions.csv"):
+        assert (tmp_path / "eval" / name).is_file()
+    from_root = evaluate(exports["onnx"], tiny_data, out=tmp_path / "eval2")  # a dataset root: its test/
+    assert from_root["evaluated_on"].endswith("test")

@@ -1,0 +1,128 @@
+"""Training writes a complete run folder; bad datasets and run folders fail before any work."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import FAST
+from fixtures import make_split_dataset
+from PIL import Image
+
+from birdcls.errors import BirdclsError
+from birdcls.learn import train
+
+
+def test_run_folder_is_complete(trained_run):
+    run = trained_run.run_dir
+    for name in ("metrics.json", "history.csv", "curves.png", "confusion_matrix.png", "top_losses.png",
+                 "config.yaml", "model.pkl", "predictions.csv", "checkpoints/best.pth"):
+        assert (run / name).is_file(), name
+    assert not list(run.rglob("*.partial*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n_test"] == 12
+    assert metrics["classes"] == ["cardinal", "jay", "parrot"]
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["train_seconds"] > 0
+    assert set(metrics["per_class"]["jay"]) == {"precision", "recall", "f1", "support"}
+    assert sum(sum(row) for row in metrics["confusion_matrix"]) == 12
+    assert yaml.safe_load((run / "config.yaml").read_text())["size"] == 32
+
+
+def test_history_has_both_phases(trained_run):
+    rows = list(csv.DictReader((trained_run.run_dir / "history.csv").open()))
+    assert [r["phase"] for r in rows] == ["head", "fine_tune"]
+    assert [r["frozen"] for r in rows] == ["True", "False"]
+    for row in rows:
+        assert float(row["train_loss"]) > 0 and float(row["valid_loss"]) > 0 and 0 <= float(row["accuracy"]) <= 1
+
+
+def test_learns_the_tiny_task(tmp_path):
+    """A small accuracy check: a few epochs take three colour classes well above chance (1/3)."""
+    data = make_split_dataset(tmp_path / "d", counts=(30, 5, 5))
+    result = train(data, tmp_path / "run", size=48, bs=16, epochs_head=4, epochs=1, freeze_epochs=0, lr=1e-2,
+                   augment=False, seed=1, progress="none")
+    assert result.metrics["test_accuracy"] >= 0.7
+
+
+def test_unreadable_files_are_skipped_and_counted(tmp_path):
+    data = make_split_dataset(tmp_path / "d", counts=(6, 2, 2))
+    (data / "train" / "jay" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (data / "train" / "jay" / "notes.txt").write_text("not an image")
+    (data / "test" / "parrot" / "empty.png").write_bytes(b"")
+    result = train(data, tmp_path / "run", **FAST)
+    counts = result.metrics["data"]
+    assert counts["train"] == {"images": 18, "unreadable": 1, "non_images": 1}
+    assert counts["test"]["unreadable"] == 1
+    assert result.metrics["n_test"] == 6
+
+
+def test_existing_run_needs_overwrite(trained_run, tiny_data):
+    before = (trained_run.run_dir / "metrics.json").read_bytes()
+    with pytest.raises(BirdclsError, match="already exists: pass --overwrite"):
+        train(tiny_data, trained_run.run_dir, **FAST)
+    assert (trained_run.run_dir / "metrics.json").read_bytes() == before
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, tiny_data):
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("years of work")
+    with pytest.raises(BirdclsError, match="not a birdcls run folder"):
+        train(tiny_data, tmp_path / "precious", overwrite=True, **FAST)
+    assert (tmp_path / "precious" / "thesis.tex").read_text() == "years of work"
+
+
+def _dataset(tmp_path: Path) -> Path:
+    return make_split_dataset(tmp_path / "d", counts=(3, 1, 1))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: shutil.rmtree(d / "test"), "no test/ folder"),
+    (lambda d: [shutil.rmtree(d / s / c) for s in ("train", "val", "test") for c in ("jay", "parrot")],
+     "a classifier needs at least 2 class folders"),
+    (lambda d: shutil.rmtree(d / "test" / "jay"), "class\\(es\\) jay have no images in .*test"),
+    (lambda d: (d / "val" / "owl").mkdir() or Image.new("RGB", (9, 9)).save(d / "val" / "owl" / "a.jpg"),
+     "owl with no images in train"),
+    (lambda d: [p.unlink() for p in (d / "val").rglob("*.jpg")], "holds no readable images"),
+])
+def test_bad_datasets_fail_before_training(tmp_path, damage, message):
+    data = _dataset(tmp_path)
+    damage(data)
+    with pytest.raises(BirdclsError, match=message):
+        train(data, tmp_path / "run", **FAST)
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_dataset_and_run_inside_dataset(tmp_path):
+    with pytest.raises(BirdclsError, match="does not exist"):
+        train(tmp_path / "nope", tmp_path / "run", **FAST)
+    data = _dataset(tmp_path)
+    with pytest.raises(BirdclsError, match="inside the dataset"):
+        train(data, data / "runs" / "x", **FAST)
+
+
+def test_bad_config_fails_before_touching_the_run(tmp_path, tiny_data):
+    with pytest.raises(BirdclsError, match="'size' must be"):
+        train(tiny_data, tmp_path / "run", size=0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_after_the_head_phase(tmp_path, tiny_data):
+    """A run whose state says the head phase is done resumes with fine_tune only, from best.pth."""
+    run = tmp_path / "run"
+    first = train(tiny_data, run, **{**FAST, "epochs": 0})
+    assert json.loads((run / "state.json").read_text())["completed_phases"] == ["head"]
+    resumed = train(tiny_data, run, resume=True, epochs=1, progress="none")
+    phases = [r["phase"] for r in csv.DictReader((run / "history.csv").open())]
+    assert phases == ["head", "fine_tune"]
+    assert resumed.metrics["train_seconds"] > first.metrics["train_seconds"]
+    assert resumed.config.size == 32  # the run's own config.yaml was used
+
+
+def test_scratch_training_without_pretrained_weights(tmp_path, tiny_data):
+    result = train(tiny_data, tmp_path / "run", **{**FAST, "pretrained": False})
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    assert [r["phase"] for r in rows] == ["scratch"]
+    assert result.metrics["n_test"] == 12

