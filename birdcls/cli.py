@@ -40,27 +40,60 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-@app.command(epilog="Example: birdcls split data/raw data/birds --ratio 0.7 0.15 0.15 --seed 1337")
+@app.command(epilog="Example: birdcls split data/raw data/birds --ratio 0.7 0.15 0.15 --seed 1337   |   "
+                     "birdcls split --check data/birds")
 def split(
-    src: Path = typer.Argument(..., help="folder with one sub-folder of images per class"),
-    dst: Path = typer.Argument(..., help="output folder: DST/{train,val,test}/<class>/"),
+    src: Path = typer.Argument(..., help="folder with one sub-folder of images per class (with --check: a split dataset)"),
+    dst: Path | None = typer.Argument(None, help="output folder: DST/{train,val,test}/<class>/"),
     ratio: list[float] | None = typer.Option(None, "--ratio", help="train val test fractions (default 0.7 0.15 0.15)"),
     seed: int = typer.Option(1337, help="random seed: same input + seed = same split"),
+    max_distance: int = typer.Option(4, help="perceptual-hash bits within which images count as near duplicates"),
     overwrite: bool = typer.Option(False, help="replace DST if it exists"),
     move: bool = typer.Option(False, help="move the images instead of copying them"),
+    check: bool = typer.Option(False, "--check", help="report duplicates across the splits of SRC instead"),
+    report: Path | None = typer.Option(None, help="with --check: where to write the PNG of example pairs"),
 ) -> None:
-    """Split class folders 70/15/15 (seeded) into train/val/test."""
-    from .split import split_dataset
+    """Split class folders 70/15/15 (seeded, duplicates kept together), or --check a split dataset for leakage."""
+    from .split import check_leakage, split_dataset
 
     with _user_errors():
-        report = split_dataset(src, dst, ratio=tuple(ratio) if ratio else (0.7, 0.15, 0.15), seed=seed,
-                               overwrite=overwrite, move=move)
+        if check:
+            typer.echo(check_leakage(src, max_distance=max_distance, report_png=report).summary())
+            return
+        if dst is None:
+            raise BirdclsError("split needs SRC and DST (or --check DIR): e.g. birdcls split data/raw data/birds")
+        result = split_dataset(src, dst, ratio=tuple(ratio) if ratio else (0.7, 0.15, 0.15), seed=seed,
+                               overwrite=overwrite, move=move, max_distance=max_distance)
+    typer.echo(result.table())
+    if result.duplicate_groups:
+        typer.echo(f"kept {result.duplicate_groups} groups of duplicate images together (each in one split)")
+    if result.skipped_non_images:
+        typer.echo(f"skipped {result.skipped_non_images} non-image files")
+    if result.too_small:
+        typer.echo(f"too small for all three splits: {', '.join(result.too_small)}", err=True)
+    typer.echo(f"wrote {result.dst} (split.json lists every file's split and hashes)")
+
+
+@app.command(epilog='Example: birdcls scrape "cockatoo" "black-kite=black kite bird" --per-class 100 --out data/raw')
+def scrape(
+    classes: list[str] = typer.Argument(..., help="classes as 'label=query' or just 'query'"),
+    out: Path = typer.Option(Path("data/raw"), "--out", "-o", help="dataset folder: OUT/<label>/ + manifest.jsonl"),
+    per_class: int = typer.Option(100, help="valid, unique images wanted per class"),
+    engine: str = typer.Option("ddg", help="ddg, bing, google (Selenium + Chromium) or urls"),
+    urls_file: Path | None = typer.Option(None, help="with --engine urls: CSV of label,url rows or a text file"),
+    min_size: int = typer.Option(64, help="shorter side below this many pixels is rejected"),
+    workers: int = typer.Option(8, help="parallel downloads"),
+    delay: float = typer.Option(1.0, help="seconds between search calls (be polite)"),
+) -> None:
+    """Scrape images per class from an image search engine; resumable, with a manifest."""
+    from .scrape import DownloadLimits, make_engine, scrape_classes
+
+    with _user_errors():
+        search = make_engine(engine, urls_file=urls_file)
+        report = scrape_classes(classes, out, search, per_class=per_class, limits=DownloadLimits(min_size=min_size),
+                                workers=workers, delay=delay, progress=True)
     typer.echo(report.table())
-    if report.skipped_non_images:
-        typer.echo(f"skipped {report.skipped_non_images} non-image files")
-    if report.too_small:
-        typer.echo(f"too small for all three splits: {', '.join(report.too_small)}", err=True)
-    typer.echo(f"wrote {report.dst} (split.json lists every file's split)")
+    typer.echo(f"wrote {report.out} (manifest.jsonl records every URL tried)")
 
 
 def _parse_set(pairs: list[str]) -> dict:

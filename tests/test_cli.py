@@ -3,14 +3,15 @@
 import json
 
 import pytest
-from conftest import run_cli
-from fixtures import make_class_folders
 from typer.testing import CliRunner
 
 from birdcls.cli import app
 
+from conftest import run_cli
+from fixtures import make_class_folders
+
 runner = CliRunner()
-COMMANDS = ["split", "train", "evaluate", "export", "predict", "demo", "recipes", "models"]
+COMMANDS = ["scrape", "split", "train", "evaluate", "export", "predict", "demo", "recipes", "models"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -124,3 +125,29 @@ def test_ctrl_c_leaves_the_best_checkpoint_and_resume_finishes(tmp_path, tiny_da
                       "--progress", "none")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "metrics.json").read_text())["n_test"] == 12
+
+
+def test_scrape_and_split_check_through_the_cli(tmp_path):
+    from imageserver import ImageServer
+
+    server = ImageServer()
+    try:
+        urls = tmp_path / "urls.txt"
+        urls.write_text("".join(f"owl {server.url}/good/{i}.jpg\n" for i in range(8)) + f"owl {server.url}/404.jpg\n"
+                        + "".join(f"kite {server.url}/good/{i}.jpg\n" for i in range(50, 58)))
+        result = runner.invoke(app, ["scrape", "owl", "kite=black kite bird", "--engine", "urls", "--urls-file",
+                                     str(urls), "--out", str(tmp_path / "raw"), "--per-class", "6", "--delay", "0"])
+    finally:
+        server.close()
+    assert result.exit_code == 0, result.output
+    assert "complete" in result.output and "HTTP 404" not in result.output  # full before reaching the 404
+    assert len(list((tmp_path / "raw" / "owl").iterdir())) == 6
+    result = runner.invoke(app, ["split", str(tmp_path / "raw"), str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["split", "--check", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    assert "exact (same pixels): 0 pairs" in result.output
+    _assert_one_line_error(runner.invoke(app, ["split", str(tmp_path / "raw")]), "needs SRC and DST")
+    _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--engine", "urls", "--out", str(tmp_path / "r2")]),
+                           "--urls-file")
+    _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--engine", "altavista"]), "unknown engine")

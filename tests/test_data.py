@@ -1,11 +1,12 @@
 from pathlib import Path
 
 import pytest
-from fixtures import make_split_dataset
 from PIL import Image
 
 from birdcls.data.folders import find_splits, list_labelled_images, verify_images
 from birdcls.errors import BirdclsError
+
+from fixtures import make_split_dataset
 
 
 def test_find_splits_accepts_val_or_valid(tmp_path: Path):

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
 
 from birdcls.errors import BirdclsError
 from birdcls.export import export
 from birdcls.predict import load_model, predict
+
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FAST
-from fixtures import make_split_dataset
 from PIL import Image
 
 from birdcls.errors import BirdclsError
 from birdcls.learn import train
+
+from conftest import FAST
+from fixtures import make_split_dataset
 
 
 def test_run_folder_is_complete(trained_run):

@@ -3,10 +3,11 @@ import json
 from pathlib import Path
 
 import pytest
-from fixtures import make_class_folders
 
 from birdcls.errors import BirdclsError
-from birdcls.split import split_dataset
+from birdcls.split import check_leakage, split_dataset
+
+from fixtures import make_class_folders
 
 
 def _tree_digest(root: Path) -> str:
@@ -87,3 +88,53 @@ def test_move_empties_the_source(tmp_path: Path):
     split_dataset(src, tmp_path / "out", move=True)
     assert not list(src.rglob("*.jpg"))
     assert len(list((tmp_path / "out").rglob("*.jpg"))) == 15
+
+
+def _copy_with_noise(src: Path, dst: Path, seed: int) -> None:
+    """A near duplicate: the same picture re-encoded at another JPEG quality, slightly brightened."""
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(Image.open(src).convert("RGB")).astype(int) + np.random.default_rng(seed).integers(0, 4)
+    Image.fromarray(np.clip(arr, 0, 255).astype("uint8")).save(dst, quality=70)
+
+
+def test_duplicates_always_land_in_one_split(tmp_path: Path):
+    import shutil
+
+    src = make_class_folders(tmp_path / "raw", per_class=20, size=64)
+    jay = sorted((src / "jay").iterdir())
+    for k, original in enumerate(jay[:6]):
+        shutil.copyfile(original, src / "jay" / f"copy{k}.jpg")  # exact duplicates
+        _copy_with_noise(original, src / "jay" / f"near{k}.jpg", k)  # near duplicates
+    for seed in range(4):
+        report = split_dataset(src, tmp_path / f"s{seed}", seed=seed)
+        manifest = json.loads((tmp_path / f"s{seed}" / "split.json").read_text())
+        where = {v["source"]: v["split"] for v in manifest["files"].values()}
+        for k, original in enumerate(jay[:6]):
+            trio = {where[f"jay/{original.name}"], where[f"jay/copy{k}.jpg"], where[f"jay/near{k}.jpg"]}
+            assert len(trio) == 1, (seed, original.name, trio)
+        assert report.duplicate_groups >= 6
+        leak = check_leakage(tmp_path / f"s{seed}")
+        assert leak.count() == 0
+    assert all(v["phash"] and v["pixel_sha256"] for v in manifest["files"].values())
+
+
+def test_leakage_check_finds_planted_copies(tmp_path: Path):
+    import shutil
+
+    from fixtures import make_split_dataset
+
+    data = make_split_dataset(tmp_path / "d", counts=(8, 3, 3), size=64)
+    train_img = sorted((data / "train" / "jay").iterdir())[0]
+    shutil.copyfile(train_img, data / "test" / "jay" / "leaked.jpg")
+    _copy_with_noise(train_img, data / "val" / "jay" / "near.jpg", 1)
+    shutil.copyfile(sorted((data / "train" / "parrot").iterdir())[0], data / "test" / "cardinal" / "mislabelled.jpg")
+    report = check_leakage(data, report_png=tmp_path / "pairs.png")
+    assert report.count(exact=True) == 2  # the two train images copied into test
+    near = [p for p in report.pairs if not p["exact"] and "near.jpg" in (p["a"] + p["b"])]
+    assert len(near) == 2  # the near copy in val, against its original in train and the leaked copy in test
+    assert report.images_with_copy_in("test") == 2
+    assert any(not p["same_label"] for p in report.pairs)
+    assert (tmp_path / "pairs.png").stat().st_size > 1000
+    assert "test images with a duplicate in train: 2" in report.summary()

@@ -1,0 +1,146 @@
+"""Perceptual and exact image hashes for many files at once, and fast near-duplicate search.
+
+``phash`` here is imagehash's ``phash`` (greyscale, 32x32 Lanczos resize, 2-D DCT, low 8x8 block
+against its median), computed in batches: the per-image work is only decoding and resizing, done in
+a process pool, and the DCTs run as one vectorised call. ``tests/test_hashing.py`` checks that every
+hash equals ``imagehash.phash``. Exact duplicates are images with the same RGB pixels.
+
+Near-duplicate search uses the pigeonhole principle: split the 64 bits into ``max_distance + 1``
+chunks; two hashes within ``max_distance`` bits agree exactly on at least one chunk, so only hashes
+sharing a chunk value are compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["ImageHashes", "hash_images", "hamming", "near_pairs", "phash_hex"]
+
+_SIZE = 32  # imagehash.phash: hash_size 8 * highfreq_factor 4
+
+
+@dataclass
+class ImageHashes:
+    """Hashes of ``paths``: ``phash`` (uint64, 0 where unreadable), ``pixel`` (hex sha256 or ''), errors."""
+
+    paths: list[Path]
+    phash: np.ndarray
+    pixel: list[str]
+    errors: dict[int, str]
+
+    @property
+    def ok(self) -> np.ndarray:
+        mask = np.ones(len(self.paths), bool)
+        mask[list(self.errors)] = False
+        return mask
+
+
+def _load(path: str) -> tuple[np.ndarray | None, str, str]:
+    try:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+            pixel = hashlib.sha256(rgb.tobytes() + f"{rgb.width}x{rgb.height}".encode()).hexdigest()
+            grey = im.convert("L").resize((_SIZE, _SIZE), Image.Resampling.LANCZOS)
+            return np.asarray(grey, dtype=np.uint8), pixel, ""
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return None, "", f"unreadable ({type(exc).__name__})"
+
+
+def _load_chunk(paths: Sequence[str]) -> tuple[np.ndarray, list[str], list[str]]:
+    grey = np.zeros((len(paths), _SIZE, _SIZE), np.uint8)
+    pixels, errors = [], []
+    for i, p in enumerate(paths):
+        arr, pixel, err = _load(p)
+        if arr is not None:
+            grey[i] = arr
+        pixels.append(pixel)
+        errors.append(err)
+    return grey, pixels, errors
+
+
+def _phash_batch(grey: np.ndarray) -> np.ndarray:
+    """imagehash.phash for a stack of 32x32 greyscale images, as uint64 (first bit = most significant)."""
+    from scipy.fftpack import dct
+
+    pixels = grey.astype(np.float64)
+    coeffs = dct(dct(pixels, axis=1), axis=2)[:, :8, :8].reshape(len(grey), 64)
+    bits = coeffs > np.median(coeffs, axis=1, keepdims=True)
+    return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
+
+
+def phash_hex(value: int | np.uint64) -> str:
+    """The same 16-hex-digit string as ``str(imagehash.phash(img))``."""
+    return f"{int(value):016x}"
+
+
+def hash_images(paths: Sequence[str | os.PathLike], workers: int | None = None, chunk: int = 1000) -> ImageHashes:
+    """Hash every file: decoding in ``workers`` processes (default: all cores), DCTs vectorised."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        return ImageHashes([], np.zeros(0, np.uint64), [], {})
+    workers = workers or os.cpu_count() or 1
+    chunks = [[str(p) for p in paths[i:i + chunk]] for i in range(0, len(paths), chunk)]
+    if workers > 1 and len(chunks) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(_load_chunk, chunks))
+    else:
+        parts = [_load_chunk(c) for c in chunks]
+    grey = np.concatenate([p[0] for p in parts])
+    pixel = [x for p in parts for x in p[1]]
+    errors = {i: e for i, e in enumerate(x for p in parts for x in p[2]) if e}
+    hashes = _phash_batch(grey)
+    hashes[list(errors)] = 0
+    return ImageHashes(paths, hashes, pixel, errors)
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(np.bitwise_xor(a, b)).astype(np.int64)
+
+
+def near_pairs(hashes: np.ndarray, max_distance: int, groups: np.ndarray | None = None,
+               valid: np.ndarray | None = None) -> np.ndarray:
+    """All index pairs (i < j) whose hashes differ in at most ``max_distance`` bits, as rows (i, j, d).
+
+    With ``groups`` (one int per hash), only pairs from different groups are returned, e.g. pairs that
+    straddle two splits. ``valid`` masks out hashes (unreadable images) entirely.
+    """
+    n = len(hashes)
+    idx_all = np.arange(n) if valid is None else np.flatnonzero(valid)
+    h = hashes[idx_all]
+    g = None if groups is None else groups[idx_all]
+    parts = max_distance + 1
+    bounds = np.linspace(0, 64, parts + 1).astype(int)
+    found: set[tuple[int, int]] = set()
+    rows = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        keys = (h >> np.uint64(64 - hi)) & np.uint64((1 << (hi - lo)) - 1)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        ends = np.r_[starts[1:], len(order)]
+        for s, e in zip(starts, ends):
+            if e - s < 2:
+                continue
+            members = order[s:e]
+            if g is not None and len(np.unique(g[members])) < 2:
+                continue
+            ii, jj = np.triu_indices(len(members), k=1)
+            a, b = members[ii], members[jj]
+            d = hamming(h[a], h[b])
+            keep = d <= max_distance
+            if g is not None:
+                keep &= g[a] != g[b]
+            for x, y, dist in zip(a[keep], b[keep], d[keep]):
+                pair = (int(min(x, y)), int(max(x, y)))
+                if pair not in found:
+                    found.add(pair)
+                    rows.append((idx_all[pair[0]], idx_all[pair[1]], int(dist)))
+    return np.array(sorted(rows), dtype=np.int64).reshape(-1, 3)

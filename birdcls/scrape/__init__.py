@@ -1,0 +1,8 @@
+"""Scraping: image search engines, a safe downloader, a resumable manifest."""
+
+from .download import DownloadLimits
+from .engines import ENGINES, DDGSEngine, EngineRateLimited, GoogleSeleniumEngine, UrlListEngine, make_engine
+from .run import ClassSpec, ScrapeReport, parse_class_spec, scrape_classes
+
+__all__ = ["ENGINES", "ClassSpec", "DDGSEngine", "DownloadLimits", "EngineRateLimited", "GoogleSeleniumEngine",
+           "ScrapeReport", "UrlListEngine", "make_engine", "parse_class_spec", "scrape_classes"]

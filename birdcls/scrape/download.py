@@ -1,0 +1,190 @@
+"""Download one image URL safely: timeouts, capped retries honouring Retry-After, a byte cap, the real
+format sniffed from the bytes and fully decoded, a decompression-bomb limit, a minimum size, RGB output.
+
+Every failure becomes a short reason string (``"HTTP 404"``, ``"HTML page, not an image"``,
+``"animated image"`` ...) for the manifest; nothing here raises for a bad URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import requests
+import urllib3
+from PIL import Image, UnidentifiedImageError
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+__all__ = ["DownloadLimits", "Downloaded", "DownloadFailed", "make_session", "fetch_bytes", "decode_image"]
+
+_ALLOWED_FORMATS = {"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO"}
+USER_AGENT = "birdcls-scraper/0.1 (+https://pypi.org/project/birdcls)"
+
+
+@dataclass(frozen=True)
+class DownloadLimits:
+    """How patient and how strict the downloader is."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    total_timeout: float = 30.0  # the whole body, however slowly it trickles in
+    max_bytes: int = 20 * 2**20
+    max_pixels: int = 40_000_000  # decompression-bomb limit (a 50,000 x 50,000 header is refused unread)
+    min_size: int = 64  # shorter side in pixels
+    retries: int = 3
+    backoff: float = 0.5
+    max_retry_after: float = 10.0  # longer Retry-After waits are cut to this
+
+
+class DownloadFailed(Exception):
+    """A URL that gave no usable image; ``str(exc)`` is the manifest's reason."""
+
+
+@dataclass
+class Downloaded:
+    """A decoded, validated image and the facts the manifest records about it."""
+
+    image: Image.Image  # RGB
+    sha256: str  # of the downloaded bytes
+    pixel_sha256: str  # of the RGB pixels: equal for the same picture in two encodings
+    format: str
+    bytes: int
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+
+class _PoliteRetry(Retry):
+    """urllib3's Retry, but a server's Retry-After never makes us wait longer than ``max_retry_after``."""
+
+    max_retry_after = 10.0
+
+    def get_retry_after(self, response):  # noqa: ANN001 - urllib3's signature
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, self.max_retry_after)
+
+    def new(self, **kw):  # keep the cap on the copies urllib3 makes per attempt
+        retry = super().new(**kw)
+        retry.max_retry_after = self.max_retry_after
+        return retry
+
+
+def make_session(limits: DownloadLimits = DownloadLimits(), pool_size: int = 16) -> requests.Session:
+    """A requests Session with capped retries (429/5xx, honouring Retry-After) and a redirect limit."""
+    retry = _PoliteRetry(total=limits.retries, connect=limits.retries, read=0, status=limits.retries, redirect=5,
+                         backoff_factor=limits.backoff, status_forcelist=(429, 500, 502, 503, 504),
+                         respect_retry_after_header=True, raise_on_status=False, allowed_methods=("GET",))
+    retry.max_retry_after = limits.max_retry_after
+    session = requests.Session()
+    session.max_redirects = 5
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def fetch_bytes(session: requests.Session, url: str, limits: DownloadLimits = DownloadLimits()) -> bytes:
+    """GET ``url`` and return its body, or raise DownloadFailed with the reason."""
+    if not url.startswith(("http://", "https://")):
+        raise DownloadFailed("not an http(s) URL")
+    deadline = time.monotonic() + limits.total_timeout
+    try:
+        with session.get(url, timeout=(limits.connect_timeout, limits.read_timeout), stream=True) as resp:
+            if resp.status_code != 200:
+                raise DownloadFailed(f"HTTP {resp.status_code}")
+            declared = resp.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > limits.max_bytes:
+                raise DownloadFailed(f"too large ({int(declared)} bytes > {limits.max_bytes})")
+            chunks, size = [], 0
+            # read1 returns whatever one socket read brings, so a body trickling in under the read
+            # timeout still meets the overall deadline.
+            while chunk := resp.raw.read1(64 * 1024, decode_content=True):
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise DownloadFailed(f"too large (> {limits.max_bytes} bytes)")
+                if time.monotonic() > deadline:
+                    raise DownloadFailed(f"timed out (body took over {limits.total_timeout:g}s)")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except requests.TooManyRedirects:
+        raise DownloadFailed("too many redirects") from None
+    except requests.exceptions.RetryError as exc:
+        raise DownloadFailed(f"gave up after retries ({_short(exc)})") from None
+    except (requests.Timeout, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ReadTimeoutError,
+            urllib3.exceptions.ProtocolError) as exc:
+        raise DownloadFailed(f"timed out ({type(exc).__name__})") from None
+    except requests.RequestException as exc:
+        raise DownloadFailed(f"network error ({type(exc).__name__})") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return "too many 429/5xx responses" if "too many" in text.lower() else type(exc).__name__
+
+
+def _not_an_image_reason(data: bytes) -> str:
+    head = data[:512].lstrip().lower()
+    if b"<svg" in data[:2048].lower():
+        return "SVG, not a raster image"
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head:
+        return "HTML page, not an image"
+    if head.startswith(b"<") or head.startswith(b"{"):
+        return "text, not an image"
+    return "unknown format, not an image"
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """RGB for every mode a web image comes in: 16-bit grey scaled down, transparency over white."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.uint32)
+        peak = 65535 if im.mode.startswith("I;16") or arr.max() > 255 else 255
+        return Image.fromarray((arr * 255 // peak).astype(np.uint8), mode="L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA"):
+        background = Image.new("RGB", im.size, (255, 255, 255))
+        background.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
+        return background
+    return im.convert("RGB")
+
+
+def decode_image(data: bytes, limits: DownloadLimits = DownloadLimits()) -> Downloaded:
+    """Validate and decode downloaded bytes into an RGB image, or raise DownloadFailed with the reason."""
+    if not data:
+        raise DownloadFailed("empty file (0 bytes)")
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise DownloadFailed(_not_an_image_reason(data)) from None
+    except Image.DecompressionBombError:
+        raise DownloadFailed("decompression bomb (too many pixels)") from None
+    except OSError as exc:
+        raise DownloadFailed(f"corrupt image header ({_short(exc)})") from None
+    if im.format not in _ALLOWED_FORMATS:
+        raise DownloadFailed(f"unsupported format {im.format}")
+    if im.width * im.height > limits.max_pixels:
+        raise DownloadFailed(f"decompression bomb ({im.width}x{im.height} pixels > {limits.max_pixels})")
+    if getattr(im, "is_animated", False) and getattr(im, "n_frames", 1) > 1 and im.format != "MPO":
+        raise DownloadFailed("animated image")
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DownloadFailed(f"truncated or corrupt ({str(exc)[:60] or type(exc).__name__})") from None
+    except Image.DecompressionBombError:
+        raise DownloadFailed("decompression bomb (too many pixels)") from None
+    if min(im.size) < limits.min_size:
+        raise DownloadFailed(f"too small ({im.width}x{im.height} < {limits.min_size} px)")
+    fmt = im.format
+    rgb = _to_rgb(im)
+    pixel_sha = hashlib.sha256(rgb.tobytes() + f"{rgb.width}x{rgb.height}".encode()).hexdigest()
+    return Downloaded(rgb, hashlib.sha256(data).hexdigest(), pixel_sha, fmt, len(data))

@@ -1,0 +1,49 @@
+"""The scrape manifest: one JSON line per URL tried, kept or rejected, appended as results arrive.
+
+It is what makes a re-run resume (every URL already tried is skipped, every kept image's pixel hash
+is known) and what says where each image came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Manifest", "MANIFEST_NAME", "FIELDS"]
+
+MANIFEST_NAME = "manifest.jsonl"
+FIELDS = ("url", "query", "engine", "label", "file", "sha256", "pixel_sha256", "phash", "width", "height", "bytes",
+          "time", "status", "reason")
+
+
+class Manifest:
+    """Append-only JSONL; a torn last line (a crash mid-write) is ignored when reading."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        if not self.path.is_file():
+            return
+        with self.path.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(row, dict):
+                    yield row
+
+    def append(self, row: dict[str, Any]) -> None:
+        line = json.dumps({k: row.get(k) for k in FIELDS}, ensure_ascii=False) + "\n"
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())

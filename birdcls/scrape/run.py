@@ -1,0 +1,210 @@
+"""Scrape images for each class into ``OUT/<label>/``, with a manifest, resumable.
+
+For each class it keeps asking the engine for more results until the class has ``per_class`` valid,
+unique images or the engine runs dry, and says which. Downloads run in a bounded thread pool; every URL
+tried becomes a manifest row (kept, duplicate, rejected with its reason, or a network error).
+
+Example:
+    >>> report = scrape_classes(["cockatoo", "black-kite=black kite bird"], "data/raw", per_class=100)
+    >>> print(report.table())
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import unicodedata
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .._io import atomic_path
+from ..errors import BirdclsError
+from .download import DownloadFailed, DownloadLimits, decode_image, fetch_bytes, make_session
+from .engines import EngineRateLimited, ImageSearchEngine, UrlListEngine
+from .manifest import MANIFEST_NAME, Manifest
+
+__all__ = ["ClassSpec", "parse_class_spec", "scrape_classes", "ScrapeReport", "ClassResult"]
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    label: str
+    query: str
+
+
+def slugify(text: str) -> str:
+    """A filesystem-safe label: lower case ASCII words joined by '-'."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def parse_class_spec(spec: str) -> ClassSpec:
+    """``"label=query"`` or just ``"query"`` (the label is then a slug of the query)."""
+    label, sep, query = spec.partition("=")
+    if not sep:
+        label, query = spec, spec
+    label, query = slugify(label), query.strip()
+    if not label or not query:
+        raise BirdclsError(f"class '{spec}' has an empty label or query: write 'label=query' or just 'query'")
+    return ClassSpec(label, query)
+
+
+@dataclass
+class ClassResult:
+    label: str
+    query: str
+    kept: int = 0
+    duplicates: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    outcome: str = ""  # "complete", "engine ran dry", "rate limited: ..."
+
+
+@dataclass
+class ScrapeReport:
+    out: Path
+    classes: list[ClassResult]
+
+    def table(self) -> str:
+        width = max([len(c.label) for c in self.classes] + [5])
+        lines = [f"{'class':<{width}}  {'kept':>5}  {'dups':>5}  {'rejected':>8}  outcome"]
+        for c in self.classes:
+            lines.append(f"{c.label:<{width}}  {c.kept:>5}  {c.duplicates:>5}  {sum(c.rejected.values()):>8}  {c.outcome}")
+        reasons = Counter()
+        for c in self.classes:
+            reasons.update(c.rejected)
+        if reasons:
+            lines.append("rejected by reason: " + "; ".join(f"{r}: {n}" for r, n in reasons.most_common()))
+        return "\n".join(lines)
+
+
+# Failures worth another try on a re-run; every other outcome is final for that URL.
+_TRANSIENT = ("network error", "timed out", "gave up after retries", "HTTP 5", "HTTP 429")
+
+
+class _State:
+    """What the manifest already holds: URLs tried, pixel hashes kept, kept count per label."""
+
+    def __init__(self, manifest: Manifest, out: Path):
+        self.tried: set[str] = set()
+        self.pixels: dict[str, str] = {}
+        self.kept: Counter = Counter()
+        for row in manifest.rows():
+            if not str(row.get("reason") or "").startswith(_TRANSIENT):
+                self.tried.add(row.get("url"))
+            if row.get("status") == "kept" and row.get("file") and (out / row["file"]).is_file():
+                self.pixels[row["pixel_sha256"]] = row["file"]
+                self.kept[row["label"]] += 1
+
+
+def _fetch_one(session, url: str, limits: DownloadLimits):
+    try:
+        return decode_image(fetch_bytes(session, url, limits), limits)
+    except DownloadFailed as exc:
+        return str(exc)
+
+
+def _save(img, dest: Path) -> None:
+    with atomic_path(dest) as tmp:
+        img.save(tmp, format="JPEG", quality=95)
+
+
+def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engine: ImageSearchEngine,
+                   per_class: int = 100, limits: DownloadLimits = DownloadLimits(), workers: int = 8,
+                   delay: float = 1.0, max_pages: int = 20, progress: bool = True) -> ScrapeReport:
+    """Fill ``out/<label>/`` with up to ``per_class`` valid, unique images per class; resumable."""
+    import imagehash
+    from tqdm.auto import tqdm
+
+    if per_class < 1:
+        raise BirdclsError(f"--per-class must be at least 1, got {per_class}")
+    specs = [c if isinstance(c, ClassSpec) else parse_class_spec(c) for c in classes]
+    if not specs:
+        raise BirdclsError("name at least one class, e.g. birdcls scrape \"cockatoo\" \"black-kite=black kite bird\"")
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise BirdclsError(f"two classes share a label ({', '.join(sorted({x for x in labels if labels.count(x) > 1}))}): "
+                           "give them distinct labels with label=query")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BirdclsError(f"--out {out} is a file: choose a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out / MANIFEST_NAME)
+    state = _State(manifest, out)
+    session = make_session(limits, pool_size=workers)
+    results = []
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for spec in specs:
+                results.append(_scrape_class(spec, out, engine, per_class, limits, pool, session, manifest, state,
+                                             delay, max_pages, progress, imagehash, tqdm))
+    finally:
+        close = getattr(engine, "close", None)
+        if close:
+            close()
+    return ScrapeReport(out, results)
+
+
+def _scrape_class(spec, out, engine, per_class, limits, pool, session, manifest, state, delay, max_pages,
+                  progress, imagehash, tqdm) -> ClassResult:
+    result = ClassResult(spec.label, spec.query, kept=state.kept[spec.label])
+    bar = tqdm(total=per_class, initial=min(result.kept, per_class), desc=spec.label, unit="img", disable=not progress,
+               leave=True)
+    query = spec.label if isinstance(engine, UrlListEngine) and spec.label in engine.by_label else spec.query
+    page = 0
+    try:
+        while result.kept < per_class:
+            page += 1
+            if page > max_pages:
+                result.outcome = f"stopped after {max_pages} result pages"
+                break
+            if page > 1 and delay:
+                time.sleep(delay)  # polite between search calls
+            try:
+                urls = engine.search(query, page)
+            except EngineRateLimited as exc:
+                result.outcome = f"rate limited: {exc}"
+                break
+            fresh = [u for u in dict.fromkeys(urls) if u not in state.tried]
+            if not fresh:
+                result.outcome = "engine ran dry"
+                break
+            for url in fresh:
+                state.tried.add(url)
+            # Fetch in waves sized to what is still missing, so a class stops near per_class.
+            while fresh and result.kept < per_class:
+                size = max(pool._max_workers, per_class - result.kept)
+                wave, fresh = fresh[:size], fresh[size:]
+                for url, got in zip(wave, pool.map(lambda u: _fetch_one(session, u, limits), wave)):
+                    _record(url, got, spec, engine, out, manifest, state, result, per_class, imagehash)
+                bar.n = min(result.kept, per_class)
+                bar.refresh()
+        else:
+            result.outcome = "complete"
+    finally:
+        bar.close()
+    return result
+
+
+def _record(url, got, spec, engine, out, manifest, state, result, per_class, imagehash) -> None:
+    row = {"url": url, "query": spec.query, "engine": engine.name, "label": spec.label, "time": time.time()}
+    if isinstance(got, str):
+        result.rejected[got.split(" (")[0]] += 1
+        manifest.append({**row, "status": "rejected", "reason": got})
+        return
+    facts = {"sha256": got.sha256, "pixel_sha256": got.pixel_sha256, "phash": str(imagehash.phash(got.image)),
+             "width": got.width, "height": got.height, "bytes": got.bytes}
+    if got.pixel_sha256 in state.pixels:
+        result.duplicates += 1
+        manifest.append({**row, **facts, "status": "duplicate", "reason": f"same pixels as {state.pixels[got.pixel_sha256]}"})
+        return
+    if result.kept >= per_class:
+        manifest.append({**row, **facts, "status": "rejected", "reason": "class already full"})
+        return
+    rel = f"{spec.label}/{got.pixel_sha256[:20]}.jpg"
+    _save(got.image, out / rel)
+    state.pixels[got.pixel_sha256] = rel
+    result.kept += 1
+    manifest.append({**row, **facts, "file": rel, "status": "kept", "reason": ""})
