@@ -54,6 +54,19 @@ def test_bad_urls_are_rejected_with_their_reason(server, path, reason):
         _get(server, path)
 
 
+def test_byte_cap(server):
+    session = make_session(FAST)
+    small = DownloadLimits(**{**FAST.__dict__, "max_bytes": 1000})
+    with pytest.raises(DownloadFailed, match="too large"):
+        fetch_bytes(session, server.url + "/good/1.jpg", small)
+
+
+def test_no_results_at_all_is_an_error(server, tmp_path):
+    engine = DDGSEngine("bing", client_factory=_FakeDDGS(server, pages=0))
+    with pytest.raises(BirdclsError, match="no image results for any class"):
+        scrape_classes(["heron"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress=False)
+
+
 def test_retries_recover_and_retry_after_is_honoured(server):
     import time
 

@@ -144,7 +144,11 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
         close = getattr(engine, "close", None)
         if close:
             close()
-    return ScrapeReport(out, results)
+    report = ScrapeReport(out, results)
+    if all(r.kept == 0 and r.outcome == "engine ran dry" and not r.rejected and not r.duplicates for r in results):
+        raise BirdclsError(f"{engine.name} returned no image results for any class: check the queries and the "
+                           "network, or try another --engine")
+    return report
 
 
 def _scrape_class(spec, out, engine, per_class, limits, pool, session, manifest, state, delay, max_pages,
