@@ -54,3 +54,28 @@ def write_with_atomic(dest: str | os.PathLike, writer: Callable[[Path], Any]) ->
     with atomic_path(dest) as tmp:
         writer(tmp)
     return Path(dest)
+
+
+def append_jsonl(dest: str | os.PathLike, obj: Any) -> None:
+    """Append one JSON line and fsync it: an append-only log survives a crash up to its last line."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with dest.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file; a torn or foreign line (a crash mid-write) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                yield row

@@ -40,6 +40,38 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+@app.command(epilog="Example: birdcls clean data/raw --auto --report   |   birdcls clean data/raw --undo")
+def clean(
+    data: Path = typer.Argument(..., help="dataset: DATA/<class>/ or DATA/{train,val,test}/<class>/"),
+    auto: bool = typer.Option(False, "--auto", help="run the automatic checks and quarantine what they flag"),
+    undo: bool = typer.Option(False, "--undo", help="move back what the last --auto run quarantined"),
+    undo_all: bool = typer.Option(False, "--all", help="with --undo: every cleaning decision, not just the last run"),
+    report: bool = typer.Option(False, "--report", help="write a contact sheet (PNG) and a list (HTML) of the flagged"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only list what would be quarantined"),
+    min_size: int = typer.Option(64, help="shorter side below this many pixels is flagged"),
+    max_aspect: float = typer.Option(3.0, help="long/short side above this is flagged"),
+    max_distance: int = typer.Option(4, help="perceptual-hash bits for near duplicates (-1: off)"),
+    dark: float | None = typer.Option(None, help="flag mean brightness (0-255) below this, e.g. 20"),
+    blurry: float | None = typer.Option(None, help="flag Laplacian variance below this, e.g. 30"),
+) -> None:
+    """Automatic quality checks: quarantine (never delete) corrupt, duplicate, tiny, odd images; undo."""
+    from .clean import CleanConfig, clean_auto, undo_clean
+
+    with _user_errors():
+        if undo:
+            n = undo_clean(data, "all" if undo_all else "run")
+            typer.echo(f"undid {n} decisions; the files are back in place")
+            return
+        if not auto:
+            raise BirdclsError("say what to do: --auto to run the checks, or --undo (in a notebook, use Cleaner)")
+        config = CleanConfig(min_size=min_size, max_aspect=max_aspect, near_distance=max_distance, dark=dark,
+                             blurry=blurry)
+        result = clean_auto(data, config, report=report, dry_run=dry_run)
+    typer.echo(result.table())
+    for flag in result.check.flags if dry_run else []:
+        typer.echo(f"  {flag.path}: {flag.reason} ({flag.detail})")
+
+
 @app.command(epilog="Example: birdcls split data/raw data/birds --ratio 0.7 0.15 0.15 --seed 1337   |   "
                      "birdcls split --check data/birds")
 def split(

@@ -70,27 +70,11 @@ def plot_confusion_matrix(cm: np.ndarray, classes: list[str], dest: Path) -> Pat
 
 def plot_top_losses(items: list[dict[str, Any]], dest: Path) -> Path:
     """A gallery of the worst test images: actual / predicted / probability / loss under each."""
-    plt = _plt()
-    from PIL import Image
+    from ._plots import contact_sheet
 
-    n = max(1, len(items))
-    cols = min(4, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, item in zip(axes.flat, items):
-        with Image.open(item["path"]) as im:
-            ax.imshow(im.convert("RGB"))
-        ax.set_title(f"{item['actual']} -> {item['predicted']}\np={item['prob']:.2f} loss={item['loss']:.2f}",
-                     fontsize=9, color="red" if item["actual"] != item["predicted"] else "black")
-    if not items:
-        axes.flat[0].text(0.5, 0.5, "no test images", ha="center")
-    fig.suptitle("top losses (actual -> predicted)")
-    fig.tight_layout()
-    save_figure_atomic(dest, fig, dpi=80)
-    plt.close(fig)
-    return dest
+    cells = [(it["path"], f"{it['actual']} -> {it['predicted']}\np={it['prob']:.2f} loss={it['loss']:.2f}",
+              it["actual"] != it["predicted"]) for it in items]
+    return contact_sheet(cells, dest, "top losses (actual -> predicted)", empty="no test images")
 
 
 def plot_curves(history: list[dict[str, Any]], dest: Path) -> Path:

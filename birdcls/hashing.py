@@ -29,12 +29,14 @@ _SIZE = 32  # imagehash.phash: hash_size 8 * highfreq_factor 4
 
 @dataclass
 class ImageHashes:
-    """Hashes of ``paths``: ``phash`` (uint64, 0 where unreadable), ``pixel`` (hex sha256 or ''), errors."""
+    """Hashes of ``paths``: ``phash`` (uint64, 0 where unreadable), ``pixel`` (hex sha256 or ''), errors,
+    and ``sizes`` (width, height; 0 where unreadable)."""
 
     paths: list[Path]
     phash: np.ndarray
     pixel: list[str]
     errors: dict[int, str]
+    sizes: np.ndarray | None = None
 
     @property
     def ok(self) -> np.ndarray:
@@ -43,27 +45,28 @@ class ImageHashes:
         return mask
 
 
-def _load(path: str) -> tuple[np.ndarray | None, str, str]:
+def _load(path: str) -> tuple[np.ndarray | None, str, str, tuple[int, int]]:
     try:
         with Image.open(path) as im:
             rgb = im.convert("RGB")
             pixel = hashlib.sha256(rgb.tobytes() + f"{rgb.width}x{rgb.height}".encode()).hexdigest()
             grey = im.convert("L").resize((_SIZE, _SIZE), Image.Resampling.LANCZOS)
-            return np.asarray(grey, dtype=np.uint8), pixel, ""
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        return None, "", f"unreadable ({type(exc).__name__})"
+            return np.asarray(grey, dtype=np.uint8), pixel, "", im.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return None, "", f"unreadable ({type(exc).__name__})", (0, 0)
 
 
-def _load_chunk(paths: Sequence[str]) -> tuple[np.ndarray, list[str], list[str]]:
+def _load_chunk(paths: Sequence[str]) -> tuple[np.ndarray, list[str], list[str], list[tuple[int, int]]]:
     grey = np.zeros((len(paths), _SIZE, _SIZE), np.uint8)
-    pixels, errors = [], []
+    pixels, errors, sizes = [], [], []
     for i, p in enumerate(paths):
-        arr, pixel, err = _load(p)
+        arr, pixel, err, size = _load(p)
         if arr is not None:
             grey[i] = arr
         pixels.append(pixel)
         errors.append(err)
-    return grey, pixels, errors
+        sizes.append(size)
+    return grey, pixels, errors, sizes
 
 
 def _phash_batch(grey: np.ndarray) -> np.ndarray:
@@ -85,7 +88,7 @@ def hash_images(paths: Sequence[str | os.PathLike], workers: int | None = None, 
     """Hash every file: decoding in ``workers`` processes (default: all cores), DCTs vectorised."""
     paths = [Path(p) for p in paths]
     if not paths:
-        return ImageHashes([], np.zeros(0, np.uint64), [], {})
+        return ImageHashes([], np.zeros(0, np.uint64), [], {}, np.zeros((0, 2), int))
     workers = workers or os.cpu_count() or 1
     chunks = [[str(p) for p in paths[i:i + chunk]] for i in range(0, len(paths), chunk)]
     if workers > 1 and len(chunks) > 1:
@@ -96,9 +99,10 @@ def hash_images(paths: Sequence[str | os.PathLike], workers: int | None = None, 
     grey = np.concatenate([p[0] for p in parts])
     pixel = [x for p in parts for x in p[1]]
     errors = {i: e for i, e in enumerate(x for p in parts for x in p[2]) if e}
+    sizes = np.array([x for p in parts for x in p[3]], dtype=int).reshape(-1, 2)
     hashes = _phash_batch(grey)
     hashes[list(errors)] = 0
-    return ImageHashes(paths, hashes, pixel, errors)
+    return ImageHashes(paths, hashes, pixel, errors, sizes)
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from conftest import run_cli
 from fixtures import make_class_folders
 
 runner = CliRunner()
-COMMANDS = ["scrape", "split", "train", "evaluate", "export", "predict", "demo", "recipes", "models"]
+COMMANDS = ["scrape", "clean", "split", "train", "evaluate", "export", "predict", "demo", "recipes", "models"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

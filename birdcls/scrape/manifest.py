@@ -6,12 +6,13 @@ is known) and what says where each image came from.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .._io import append_jsonl, read_jsonl
 
 __all__ = ["Manifest", "MANIFEST_NAME", "FIELDS"]
 
@@ -28,22 +29,8 @@ class Manifest:
         self._lock = threading.Lock()
 
     def rows(self) -> Iterator[dict[str, Any]]:
-        if not self.path.is_file():
-            return
-        with self.path.open(encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(row, dict):
-                    yield row
+        return read_jsonl(self.path)
 
     def append(self, row: dict[str, Any]) -> None:
-        line = json.dumps({k: row.get(k) for k in FIELDS}, ensure_ascii=False) + "\n"
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(line)
-                fh.flush()
-                os.fsync(fh.fileno())
+            append_jsonl(self.path, {k: row.get(k) for k in FIELDS})

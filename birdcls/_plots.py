@@ -1,0 +1,39 @@
+"""Shared plotting: a contact sheet of images with captions (top losses, flagged images, ...)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def contact_sheet(items: list[tuple[str | os.PathLike, str, bool]], dest: str | os.PathLike, title: str,
+                  cols: int = 4, empty: str = "nothing to show", dpi: int = 80) -> Path:
+    """A grid of ``(image path, caption, highlight)``; highlighted captions are red. Written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from ._io import save_figure_atomic
+
+    n = max(1, len(items))
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (path, caption, highlight) in zip(axes.flat, items):
+        try:
+            with Image.open(path) as im:
+                ax.imshow(im.convert("RGB"))
+        except OSError:
+            ax.text(0.5, 0.5, "unreadable", ha="center", va="center")
+        ax.set_title(caption, fontsize=8, color="red" if highlight else "black")
+    if not items:
+        axes.flat[0].text(0.5, 0.5, empty, ha="center")
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure_atomic(dest, fig, dpi=dpi)
+    plt.close(fig)
+    return Path(dest)

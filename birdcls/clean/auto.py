@@ -1,0 +1,74 @@
+"""``birdcls clean DATA --auto``: run the checks, quarantine what they flag, log it, report it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checks import CheckReport, CleanConfig, find_issues
+from .quarantine import Quarantine
+
+__all__ = ["clean_auto", "undo_clean", "AutoCleanResult"]
+
+
+@dataclass
+class AutoCleanResult:
+    check: CheckReport
+    moved: int
+    reported: int
+    run: str
+    report_png: Path | None = None
+    report_html: Path | None = None
+
+    def table(self) -> str:
+        lines = [self.check.table(), f"moved {self.moved} files to {self.check.data / '.quarantine'} (run {self.run}); "
+                 f"{self.reported} reported only"]
+        if self.report_png:
+            lines.append(f"contact sheet: {self.report_png}; list: {self.report_html}")
+        return "\n".join(lines)
+
+
+def _write_report(result: AutoCleanResult, data: Path) -> None:
+    import html
+
+    from .._io import write_text_atomic
+    from .._plots import contact_sheet
+
+    qdir = data / ".quarantine"
+    cells = []
+    for f in result.check.flags[:48]:
+        shown = f.path if f.path.exists() else qdir / f.path.relative_to(data)
+        cells.append((shown, f"{f.path.parent.name}/{f.path.name}"[-30:] + f"\n{f.reason}", f.move))
+    result.report_png = contact_sheet(cells, qdir / f"report-{result.run}.png",
+                                      f"flagged by birdcls clean ({len(result.check.flags)})", empty="nothing flagged")
+    rows = "".join(f"<tr><td>{html.escape(str(f.path.relative_to(data)))}</td><td>{html.escape(f.reason)}</td>"
+                   f"<td>{html.escape(f.detail)}</td><td>{'quarantined' if f.move else 'reported'}</td></tr>"
+                   for f in result.check.flags)
+    page = (f"<!doctype html><meta charset=utf-8><title>birdcls clean {result.run}</title>"
+            f"<h1>birdcls clean: {len(result.check.flags)} of {result.check.n_images} images flagged</h1>"
+            f"<p><img src='report-{result.run}.png' style='max-width:100%'></p>"
+            f"<table border=1 cellpadding=4><tr><th>file</th><th>reason</th><th>detail</th><th>action</th></tr>{rows}</table>")
+    result.report_html = write_text_atomic(qdir / f"report-{result.run}.html", page)
+
+
+def clean_auto(data: str | os.PathLike, config: CleanConfig = CleanConfig(), report: bool = False,
+               dry_run: bool = False) -> AutoCleanResult:
+    """Quarantine every file the checks flag (never delete); log each move; optionally write a report."""
+    data = Path(data)
+    check = find_issues(data, config)
+    quarantine = Quarantine(data, source="auto")
+    moved = 0
+    for flag in check.flags:
+        if flag.move and not dry_run and flag.path.is_file():
+            quarantine.quarantine(flag.path, f"{flag.reason} ({flag.detail})")
+            moved += 1
+    result = AutoCleanResult(check, moved, sum(1 for f in check.flags if not f.move), quarantine.run)
+    if report:
+        _write_report(result, data)
+    return result
+
+
+def undo_clean(data: str | os.PathLike, scope: str = "run") -> int:
+    """Move back what the last run (or ``all`` runs) quarantined; return how many decisions were undone."""
+    return len(Quarantine(data).undo(scope))

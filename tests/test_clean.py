@@ -1,0 +1,158 @@
+"""Automatic checks, quarantine + log + undo, and the widget driven by its own buttons."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from birdcls.clean import CleanConfig, Quarantine, clean_auto, find_issues, undo_clean
+from birdcls.cli import app
+from birdcls.errors import BirdclsError
+
+from fixtures import make_class_folders, make_split_dataset
+
+
+def _dirty(tmp_path: Path) -> Path:
+    """Class folders with one of every problem the checks look for."""
+    data = make_class_folders(tmp_path / "raw", per_class=6, size=96)
+    jay, parrot = data / "jay", data / "parrot"
+    shutil.copyfile(sorted(jay.iterdir())[0], jay / "exact-copy.jpg")
+    arr = np.asarray(Image.open(sorted(jay.iterdir())[1])).astype(int) + 2
+    Image.fromarray(np.clip(arr, 0, 255).astype("uint8")).save(jay / "near-copy.jpg", quality=75)
+    shutil.copyfile(sorted(parrot.iterdir())[0], jay / "parrot-as-jay.jpg")
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(jay / "tiny.jpg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 400, 3), dtype=np.uint8)).save(jay / "banner.jpg")
+    Image.fromarray(rng.integers(0, 12, (96, 96, 3), dtype=np.uint8)).save(jay / "dark.jpg")
+    (jay / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    return data
+
+
+def test_checks_find_every_problem(tmp_path):
+    data = _dirty(tmp_path)
+    report = find_issues(data, CleanConfig(dark=20))
+    flags = {f.path.name: f for f in report.flags if f.path.parent.name == "jay"}
+    assert flags["exact-copy.jpg"].reason == "exact duplicate"
+    assert flags["near-copy.jpg"].reason == "near duplicate"
+    conflicts = [f for f in report.flags if f.reason == "same image, other label"]
+    assert len(conflicts) == 1 and not conflicts[0].move
+    assert {conflicts[0].path.parent.name, conflicts[0].detail.split("/")[0][3:]} == {"jay", "parrot"}
+    assert flags["tiny.jpg"].reason == "too small"
+    assert flags["banner.jpg"].reason == "extreme aspect ratio"
+    assert flags["dark.jpg"].reason == "very dark"
+    assert flags["broken.jpg"].reason == "unreadable"
+
+
+def test_auto_clean_quarantines_logs_and_undoes(tmp_path):
+    data = _dirty(tmp_path)
+    before = sorted(p.relative_to(data) for p in data.rglob("*.jpg"))
+    result = clean_auto(data, CleanConfig(dark=20), report=True)
+    assert result.moved == 6 and result.reported >= 1  # the same image under two labels stays
+    assert (data / ".quarantine" / "jay" / "exact-copy.jpg").is_file() and not (data / "jay" / "exact-copy.jpg").exists()
+    assert (data / "jay" / "parrot-as-jay.jpg").is_file()  # a labelling question stays put
+    log = [json.loads(x) for x in (data / ".quarantine" / "decisions.jsonl").read_text().splitlines()]
+    assert len(log) == 6 and {row["action"] for row in log} == {"quarantine"}
+    assert all(row["file"] and row["reason"] and row["time"] for row in log)
+    assert result.report_png.stat().st_size > 1000 and "exact duplicate" in result.report_html.read_text()
+    assert undo_clean(data) == 6
+    after = sorted(p.relative_to(data) for p in data.rglob("*.jpg") if ".quarantine" not in p.parts)
+    assert after == before
+    with pytest.raises(BirdclsError, match="nothing to undo"):
+        undo_clean(data)
+
+
+def test_edited_quarantine_fails_cleanly(tmp_path):
+    data = _dirty(tmp_path)
+    clean_auto(data, CleanConfig())
+    (data / ".quarantine" / "jay" / "tiny.jpg").unlink()
+    with pytest.raises(BirdclsError, match="edited by hand"):
+        undo_clean(data)
+    assert (data / ".quarantine" / "jay" / "exact-copy.jpg").is_file()  # nothing was half-undone
+
+
+def test_cli_clean(tmp_path):
+    runner = CliRunner()
+    data = _dirty(tmp_path)
+    result = runner.invoke(app, ["clean", str(data), "--auto", "--dry-run"])
+    assert result.exit_code == 0 and "exact duplicate" in result.output
+    assert not (data / ".quarantine").exists()
+    result = runner.invoke(app, ["clean", str(data), "--auto"])
+    assert result.exit_code == 0 and "moved 5 files" in result.output  # no --dark here
+    result = runner.invoke(app, ["clean", str(data), "--undo"])
+    assert result.exit_code == 0 and "undid 5" in result.output
+    for args, message in ((["clean", str(tmp_path / "nope"), "--auto"], "does not exist"),
+                          (["clean", str(data), "--undo"], "nothing to undo"),
+                          (["clean", str(data)], "--auto"),
+                          (["clean", str(data), "--auto", "--max-aspect", "0.5"], "max_aspect")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and message in result.output, result.output
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    result = runner.invoke(app, ["clean", str(tmp_path / "empty"), "--auto"])
+    assert result.exit_code == 2 and "holds no images" in result.output
+
+
+def test_widget_buttons_apply_and_log(tmp_path):
+    from birdcls.clean import Cleaner
+
+    data = make_split_dataset(tmp_path / "d", counts=(6, 2, 2), size=64)
+    cleaner = Cleaner(data, page_size=4)
+    assert cleaner.split == "train" and cleaner.class_box.value == "cardinal"
+    assert len(cleaner.tiles) == 4 and cleaner.page_label.value.count("page 1/2")
+    first = cleaner.tiles[0]["path"]
+    cleaner.tiles[0]["delete"].click()
+    assert (data / ".quarantine" / "train" / "cardinal" / first.name).is_file()
+    second = cleaner.tiles[0]["path"]
+    cleaner.tiles[0]["keep"].click()
+    third = cleaner.tiles[1]["path"]
+    cleaner.tiles[1]["move"].value = "jay"
+    moved_to = data / "train" / "jay" / f"{third.stem}-2{third.suffix}"  # jay has its own file of that name
+    assert moved_to.is_file() and not third.exists()
+    cleaner.next_button.click()
+    cleaner.split_box.value = "val"
+    cleaner.class_box.value = "parrot"
+    cleaner.split_box.value = "train"
+    cleaner.class_box.value = "cardinal"
+    assert cleaner.tiles[0]["path"] == second and cleaner.tiles[0]["keep"].button_style == "success"  # mark survived
+    log = Quarantine(data).decisions()
+    assert [d.action for d in log] == ["quarantine", "keep", "move"] and {d.source for d in log} == {"widget"}
+    cleaner.undo_button.click()  # undoes the move
+    assert (data / "train" / "cardinal" / third.name).is_file()
+    assert "applied this session: 4" in cleaner.counter.value
+    # A fresh Cleaner (a kernel restart) sees the same state from the folder and the log.
+    again = Cleaner(data, page_size=4)
+    assert again.tiles[0]["path"] == second and again.tiles[0]["keep"].button_style == "success"
+
+
+def test_widget_filters_and_model_sorting(tmp_path, trained_run):
+    from birdcls.clean import Cleaner
+
+    data = make_split_dataset(tmp_path / "d", counts=(5, 2, 2), size=64)
+    shutil.copyfile(sorted((data / "train" / "jay").iterdir())[0], data / "train" / "jay" / "copy.jpg")
+    cleaner = Cleaner(data, model=trained_run.run_dir, page_size=20)
+    cleaner.class_box.value = "jay"
+    cleaner.filter_box.value = "duplicates"
+    assert [t["path"].name for t in cleaner.tiles] in (["copy.jpg"], ["train_000.jpg"])  # the later of the pair
+    cleaner.filter_box.value = "all"
+    cleaner.sort_box.value = "loss"
+    losses = [cleaner._predictions[t["path"]][2] for t in cleaner.tiles]
+    assert losses == sorted(losses, reverse=True) and len(losses) == 6
+    assert "pred " in cleaner.tiles[0]["box"].children[1].value
+
+
+def test_widget_shows_errors_instead_of_raising(tmp_path):
+    from birdcls.clean import Cleaner
+
+    missing = Cleaner(tmp_path / "nope")
+    assert "does not exist" in missing.message.value
+    data = make_split_dataset(tmp_path / "d", counts=(3, 1, 1), size=64)
+    cleaner = Cleaner(data)
+    cleaner.undo_button.click()
+    assert "nothing to undo" in cleaner.message.value
+    path = cleaner.tiles[0]["path"]
+    path.unlink()  # deleted behind the widget's back
+    cleaner.tiles[0]["delete"].click()
+    assert "already moved" in cleaner.message.value
