@@ -20,6 +20,14 @@ warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
 
 __version__ = "0.1.0"
 
+# These three share their names with their modules. Importing them eagerly binds the functions to the
+# package names for good (a submodule import sets the package attribute only on first import); they
+# need numpy and Pillow, not torch.
+from .evaluate import evaluate as evaluate  # noqa: E402
+from .export import export as export  # noqa: E402
+from .predict import load_model as load_model  # noqa: E402
+from .predict import predict as predict  # noqa: E402
+
 _EXPORTS = {
     "BirdclsError": "errors",
     "TrainConfig": "config",
@@ -29,16 +37,12 @@ _EXPORTS = {
     "train": "learn",
     "build_learner": "learn",
     "scan_dataset": "learn",
-    "evaluate": "evaluate",
-    "export": "export",
-    "load_model": "predict",
-    "predict": "predict",
     "build_model": "models.backbones",
     "list_architectures": "models.backbones",
     "run_demo": "demo",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "evaluate", "export", "load_model", "predict"])
 
 
 def __getattr__(name: str) -> Any:

@@ -151,3 +151,15 @@ def test_scrape_and_split_check_through_the_cli(tmp_path):
     _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--engine", "urls", "--out", str(tmp_path / "r2")]),
                            "--urls-file")
     _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--engine", "altavista"]), "unknown engine")
+
+
+def test_public_api_names_are_the_functions():
+    """evaluate/export/predict share names with their modules: the package must keep the functions."""
+    import birdcls
+    import birdcls.evaluate  # noqa: F401 - importing the submodules must not rebind the names
+    import birdcls.export  # noqa: F401
+    import birdcls.predict  # noqa: F401
+
+    for name in ("evaluate", "export", "predict", "load_model", "train", "split_dataset"):
+        assert callable(getattr(birdcls, name)), name
+    assert set(birdcls.__all__) >= {"train", "evaluate", "export", "load_model", "predict"}
