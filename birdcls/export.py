@@ -64,7 +64,7 @@ def _export_onnx(model, info: ModelInfo, dest: Path) -> None:
     import torch
 
     model = model.cpu().eval()
-    dummy = torch.zeros(2, 3, info.size, info.size)
+    dummy = torch.zeros(2, info.in_chans, info.size, info.size)
     meta = _info_with_versions(info, "onnx")
 
     def write(tmp: Path) -> None:

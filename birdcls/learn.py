@@ -99,6 +99,26 @@ def scan_dataset(data: str | os.PathLike) -> DatasetScan:
     return DatasetScan(layout, classes, items, checks)
 
 
+def _fit_small_arch(cfg: TrainConfig) -> TrainConfig:
+    """The reports' small CNNs train from scratch, at the input size their layers fix."""
+    import dataclasses
+
+    from .models.small import SMALL_MODELS
+
+    spec = SMALL_MODELS[cfg.arch]
+    changes: dict[str, Any] = {}
+    if cfg.pretrained:
+        changes["pretrained"] = False
+    if spec.fixed_size and cfg.size != spec.size:
+        changes["size"] = spec.size
+    if changes:
+        why = ["it has no pretrained weights"] if "pretrained" in changes else []
+        why += [f"it takes {spec.size} px inputs"] if "size" in changes else []
+        print(f"{cfg.arch}: {' and '.join(why)}, so using " + ", ".join(f"{k}={v}" for k, v in changes.items()),
+              flush=True)
+    return dataclasses.replace(cfg, **changes)
+
+
 def _prepare_run_dir(out: Path, data_root: Path, overwrite: bool, resume: bool) -> None:
     out_abs, data_abs = out.resolve(), data_root.resolve()
     if out_abs == data_abs or data_abs in out_abs.parents:
@@ -138,6 +158,7 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     from fastai.metrics import accuracy, error_rate
     from fastai.torch_core import set_seed
     from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
+    from fastai.vision.core import PILImage, PILImageBW
     from fastai.vision.data import ImageBlock
 
     from .models.backbones import build_model, splitter_for
@@ -149,7 +170,7 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     batch_tfms = [*aug_transforms(do_flip=cfg.flip)] if cfg.augment else []
     batch_tfms.append(Normalize.from_stats(list(spec.mean), list(spec.std)))
     block = DataBlock(
-        blocks=(ImageBlock, CategoryBlock(vocab=scan.classes)),
+        blocks=(ImageBlock(cls=PILImageBW if spec.in_chans == 1 else PILImage), CategoryBlock(vocab=scan.classes)),
         get_y=parent_label,
         splitter=GrandparentSplitter(train_name="train", valid_name=scan.layout.val.name),
         item_tfms=Resize(cfg.size, method=ResizeMethod.Squish),
@@ -168,7 +189,7 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     if cfg.pretrained:
         learn.freeze()
     learn.birdcls_info = ModelInfo(cfg.arch, list(scan.classes), cfg.size, list(spec.mean), list(spec.std),
-                                   spec.source, extra={"weights_from": spec.weights_from}).to_dict()
+                                   spec.source, spec.in_chans, extra={"weights_from": spec.weights_from}).to_dict()
     return learn
 
 
@@ -289,7 +310,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
         cfg = config or resolve_config(recipe=recipe, overrides=overrides)
     from .models.backbones import check_arch
 
-    check_arch(cfg.arch)
+    if check_arch(cfg.arch) == "small":
+        cfg = _fit_small_arch(cfg)
     if cfg.weights and not Path(cfg.weights).is_file():
         raise BirdclsError(f"weights file {cfg.weights} does not exist: pass the path of a .pth or .safetensors file")
     scan = scan_dataset(data)

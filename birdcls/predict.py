@@ -42,25 +42,26 @@ class ModelInfo:
     mean: list[float]
     std: list[float]
     source: str = "timm"
+    in_chans: int = 3  # 1: the model takes greyscale input
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"arch": self.arch, "classes": list(self.classes), "size": self.size, "mean": list(self.mean),
-                "std": list(self.std), "source": self.source, **self.extra}
+                "std": list(self.std), "source": self.source, "in_chans": self.in_chans, **self.extra}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
-        known = {"arch", "classes", "size", "mean", "std", "source"}
+        known = {"arch", "classes", "size", "mean", "std", "source", "in_chans"}
         return cls(**{k: d[k] for k in known if k in d}, extra={k: v for k, v in d.items() if k not in known})
 
 
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
-    """An image as ``size x size x 3`` uint8, squish-resized like the training pipeline's ``Resize``."""
+def load_image(path: str | os.PathLike, size: int, channels: int = 3) -> np.ndarray:
+    """An image as ``size x size x channels`` uint8, squish-resized like the training pipeline's ``Resize``."""
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = im.convert("RGB" if channels == 3 else "L")
         if im.size != (size, size):
             im = im.resize((size, size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+        return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
 
 
 def normalise(batch: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -248,12 +249,13 @@ class PredictionResult:
     probs: np.ndarray  # (n_rows, n_classes), in the order of ``rows``
 
 
-def _decoded_batches(paths: list[Path], size: int, bs: int, workers: int) -> Iterator[tuple[list[Path], np.ndarray, dict]]:
+def _decoded_batches(paths: list[Path], size: int, bs: int, workers: int,
+                     channels: int = 3) -> Iterator[tuple[list[Path], np.ndarray, dict]]:
     """Decode images in a thread pool, a few batches ahead of the model."""
 
     def load(p: Path) -> np.ndarray | str:
         try:
-            return load_image(p, size)
+            return load_image(p, size, channels)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             return f"unreadable image ({type(exc).__name__})"
 
@@ -267,7 +269,7 @@ def _decoded_batches(paths: list[Path], size: int, bs: int, workers: int) -> Ite
                 else:
                     arrays.append(res)
                     ok.append(p)
-            yield ok, (np.stack(arrays) if arrays else np.empty((0, size, size, 3), np.uint8)), bad
+            yield ok, (np.stack(arrays) if arrays else np.empty((0, size, size, channels), np.uint8)), bad
 
 
 def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 3, bs: int = 64,
@@ -284,7 +286,7 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
     k = min(top_k, len(model.classes))
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     rows, skipped, all_probs = [], {}, []
-    for ok, batch, bad in _decoded_batches(paths, model.info.size, bs, workers):
+    for ok, batch, bad in _decoded_batches(paths, model.info.size, bs, workers, model.info.in_chans):
         skipped.update(bad)
         if not ok:
             continue

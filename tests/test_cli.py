@@ -82,7 +82,7 @@ def test_train_weights_unavailable_offline(tmp_path, tiny_data):
 def test_recipes_and_models_list():
     result = runner.invoke(app, ["recipes"])
     assert result.exit_code == 0 and "demo" in result.output and "default" in result.output
-    result = runner.invoke(app, ["models", "--filter", "lite0"])
+    result = runner.invoke(app, ["models", "--all", "--filter", "lite0"])
     assert "tf_efficientnet_lite0  (offline weights)" in result.output
 
 

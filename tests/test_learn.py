@@ -127,3 +127,19 @@ def test_scratch_training_without_pretrained_weights(tmp_path, tiny_data):
     rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
     assert [r["phase"] for r in rows] == ["scratch"]
     assert result.metrics["n_test"] == 12
+
+
+@pytest.mark.parametrize("arch, size", [("cifar_small", 32), ("fmnist_cnn", 28)])
+def test_report_models_train_through_the_same_wrapper(tmp_path, tiny_data, arch, size):
+    """Small CNNs use the same train/evaluate/export/predict path; greyscale where the model wants it."""
+    from birdcls.export import export
+    from birdcls.predict import load_model, predict
+
+    result = train(tiny_data, tmp_path / "run", arch=arch, epochs=1, bs=8, progress="none")
+    assert result.config.pretrained is False and result.config.size == size
+    rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
+    assert [r["phase"] for r in rows] == ["scratch"]
+    onnx = export(tmp_path / "run", "onnx", tmp_path / "m.onnx")
+    info = load_model(onnx).info
+    assert info.size == size and info.in_chans == (1 if arch.startswith("fmnist") else 3)
+    assert len(predict(load_model(onnx), [tiny_data / "test"]).rows) == 12

