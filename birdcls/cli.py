@@ -296,6 +296,37 @@ def models(
             typer.echo(f"{row['arch']:<24} {row['input']:<10} {row['params']:>12,}  {row['weights']}")
 
 
+datasets_app = typer.Typer(help="The reports' datasets, imported or downloaded into train/val/test class folders.",
+                           no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+
+
+@datasets_app.command("get", epilog="Example: birdcls datasets get cifar10 data/cifar10 --from cifar-10-python.tar.gz")
+def datasets_get(
+    name: str = typer.Argument(..., help="cifar10, fashion-mnist, dogs-vs-cats or digits"),
+    dest: Path = typer.Argument(..., help="output folder: DEST/{train,val,test}/<class>/"),
+    source: Path | None = typer.Option(None, "--from", help="an archive or folder you already have (else download)"),
+    split: str = typer.Option("full", help="cifar10: full (batches 1-4 train, 5 val) or report (1 train, 2 val)"),
+    overwrite: bool = typer.Option(False, help="replace DEST if it exists"),
+) -> None:
+    """Import (--from) or download a dataset, verified, into the layout `birdcls train` reads."""
+    from .data.sources import get_dataset
+
+    with _user_errors():
+        out = get_dataset(name, dest, source, split=split, overwrite=overwrite)
+    typer.echo(f"wrote {out} ({(out / 'dataset.json').read_text().strip()})")
+
+
+@datasets_app.command("list", epilog="Example: birdcls datasets list")
+def datasets_list() -> None:
+    """List the datasets `birdcls datasets get` knows."""
+    from .data.sources import DATASETS, REMOTES
+
+    for name in DATASETS:
+        how = "download or --from" if name in REMOTES else ("bundled" if name == "digits" else "--from only (Kaggle login)")
+        typer.echo(f"{name:<15} {how}")
+
+
 def main() -> None:
     app(prog_name="birdcls")
 

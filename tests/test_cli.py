@@ -14,11 +14,11 @@ runner = CliRunner()
 COMMANDS = ["scrape", "clean", "split", "train", "evaluate", "export", "predict", "demo", "recipes", "models"]
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [*COMMANDS, "datasets get", "datasets list"])
 def test_every_command_has_help_with_an_example(command):
-    result = runner.invoke(app, [command, "--help"])
+    result = runner.invoke(app, [*command.split(), "--help"])
     assert result.exit_code == 0
-    assert "Example: birdcls " + command in result.output
+    assert "Example: birdcls " + command in " ".join(result.output.split())
 
 
 def _assert_one_line_error(result, *fragments):
