@@ -274,7 +274,7 @@ def recipes() -> None:
 
     for name, path in list_recipes().items():
         first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        typer.echo(f"{name:<16} {first}")
+        typer.echo(f"{name:<36} {first}")
 
 
 @app.command(epilog="Example: birdcls models   |   birdcls models --all --filter efficientnet")

@@ -28,6 +28,9 @@ __all__ = ["RECIPES_DIR", "TrainConfig", "list_recipes", "load_recipe", "resolve
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
+_OPTIMIZERS = ("adam", "sgd")
+_SCHEDULES = ("one_cycle", "constant")
+_NORMALIZE = ("model", "none", "raw255")
 _MONITORS = ("valid_loss", "accuracy", "error_rate")
 
 
@@ -49,9 +52,20 @@ class TrainConfig:
     epochs: int = _opt(10, "(int) fine_tune epochs with the whole network unfrozen", min=0, max=10000)
     freeze_epochs: int = _opt(1, "(int) fine_tune's own frozen epochs before it unfreezes", min=0, max=10000)
     lr: float = _opt(2e-3, "(float) base learning rate of both phases", min=1e-8, max=10.0)
+    opt: str = _opt("adam", "(str) optimizer: adam (fastai's Adam) or sgd (with momentum)", choices=_OPTIMIZERS)
+    momentum: float = _opt(0.9, "(float) SGD momentum", min=0.0, max=0.999)
+    schedule: str = _opt("one_cycle", "(str) one_cycle, or constant (plain fit at lr, as the reports did)",
+                         choices=_SCHEDULES)
     lr_mult: float = _opt(100.0, "(float) fine_tune: the body's first layers get lr/lr_mult", min=1.0, max=1e6)
     wd: float | None = _opt(None, "(float) weight decay; null = fastai's default", min=0.0, max=10.0)
     train_bn: bool = _opt(True, "(bool) train BatchNorm layers while the body is frozen (fastai's default)")
+    normalize: str = _opt("model", "(str) model: the backbone's mean/std; none: 0..1; raw255: raw 0..255 values",
+                          choices=_NORMALIZE)
+    shuffle: bool = _opt(True, "(bool) shuffle the training set every epoch")
+    train_subset: int | None = _opt(None, "(int) use only this many training images (seeded); null = all",
+                                    min=1, max=10**9)
+    valid_subset: int | None = _opt(None, "(int) use only this many validation images (seeded)", min=1, max=10**9)
+    mixed_precision: bool = _opt(True, "(bool) bf16/fp16 autocast when training on a GPU (ignored on CPU)")
     augment: bool = _opt(True, "(bool) fastai's aug_transforms (rotate, zoom, warp, lighting) on each batch")
     flip: bool = _opt(True, "(bool) random horizontal flips when augmenting (off for digits and text)")
     label_smoothing: float = _opt(0.0, "(float) label smoothing of the cross-entropy loss", min=0.0, max=0.99)

@@ -30,6 +30,7 @@ import shutil
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,7 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
     from fastai.metrics import accuracy, error_rate
+    from fastai.optimizer import SGD, Adam
     from fastai.torch_core import set_seed
     from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
     from fastai.vision.core import PILImage, PILImageBW
@@ -167,8 +169,9 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     device = resolve_device(cfg.device)
     set_seed(cfg.seed, reproducible=True)
     model, spec = build_model(cfg.arch, len(scan.classes), pretrained=cfg.pretrained, weights=cfg.weights)
+    mean, std = _normalisation(cfg, spec)
     batch_tfms = [*aug_transforms(do_flip=cfg.flip)] if cfg.augment else []
-    batch_tfms.append(Normalize.from_stats(list(spec.mean), list(spec.std)))
+    batch_tfms.append(Normalize.from_stats(mean, std))
     block = DataBlock(
         blocks=(ImageBlock(cls=PILImageBW if spec.in_chans == 1 else PILImage), CategoryBlock(vocab=scan.classes)),
         get_y=parent_label,
@@ -176,21 +179,45 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
         item_tfms=Resize(cfg.size, method=ResizeMethod.Squish),
         batch_tfms=batch_tfms,
     )
-    dls = block.dataloaders(scan.items["train"] + scan.items["val"], bs=cfg.bs, num_workers=_num_workers(cfg),
-                            device=torch.device(device))
+    items = _subset(scan.items["train"], cfg.train_subset, cfg.seed) + _subset(scan.items["val"], cfg.valid_subset,
+                                                                               cfg.seed + 1)
+    dls = block.dataloaders(items, bs=cfg.bs, num_workers=_num_workers(cfg), device=torch.device(device),
+                            shuffle=cfg.shuffle)
     if cfg.label_smoothing > 0:
         loss = LabelSmoothingCrossEntropyFlat(eps=cfg.label_smoothing)
     else:
         loss = CrossEntropyLossFlat()
     metrics = [accuracy] + ([error_rate] if cfg.monitor == "error_rate" else [])
     wd = {} if cfg.wd is None else {"wd": cfg.wd}
-    learn = Learner(dls, model, loss_func=loss, metrics=metrics, splitter=splitter_for(cfg.arch), path=Path(run_dir),
-                    model_dir="checkpoints", train_bn=cfg.train_bn, **wd)
+    opt_func = partial(SGD, mom=cfg.momentum) if cfg.opt == "sgd" else Adam
+    learn = Learner(dls, model, loss_func=loss, opt_func=opt_func, metrics=metrics, splitter=splitter_for(cfg.arch),
+                    path=Path(run_dir), model_dir="checkpoints", train_bn=cfg.train_bn, **wd)
+    if cfg.mixed_precision and device == "cuda":
+        learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
     if cfg.pretrained:
         learn.freeze()
-    learn.birdcls_info = ModelInfo(cfg.arch, list(scan.classes), cfg.size, list(spec.mean), list(spec.std),
+    learn.birdcls_info = ModelInfo(cfg.arch, list(scan.classes), cfg.size, mean, std,
                                    spec.source, spec.in_chans, extra={"weights_from": spec.weights_from}).to_dict()
     return learn
+
+
+def _normalisation(cfg: TrainConfig, spec) -> tuple[list[float], list[float]]:
+    """Mean/std for Normalize: the backbone's, none (inputs stay 0..1), or raw255 (x*255: raw pixel values)."""
+    c = spec.in_chans
+    if cfg.normalize == "none":
+        return [0.0] * c, [1.0] * c
+    if cfg.normalize == "raw255":
+        return [0.0] * c, [1 / 255] * c
+    return list(spec.mean), list(spec.std)
+
+
+def _subset(items: list[Path], n: int | None, seed: int) -> list[Path]:
+    """A seeded random ``n`` of ``items`` (all of them when n is None or larger)."""
+    if n is None or n >= len(items):
+        return items
+    import random
+
+    return sorted(random.Random(seed).sample(items, n))
 
 
 def _history_rows(path: Path) -> list[dict[str, Any]]:
@@ -254,18 +281,24 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
     state_file = out / "state.json"
     seconds = 0.0
     phases = []
+    one_cycle = cfg.schedule == "one_cycle"
     if cfg.pretrained and cfg.epochs_head > 0:
-        phases.append(("head", lambda: learn.fit_one_cycle(cfg.epochs_head, cfg.lr)))
+        fit_head = learn.fit_one_cycle if one_cycle else learn.fit
+        phases.append(("head", lambda: fit_head(cfg.epochs_head, cfg.lr)))
     if cfg.epochs > 0:
-        if cfg.pretrained:
+        if cfg.pretrained and one_cycle:
             phases.append(("fine_tune", lambda: learn.fine_tune(cfg.epochs, base_lr=cfg.lr,
                                                                 freeze_epochs=cfg.freeze_epochs, lr_mult=cfg.lr_mult)))
+        elif cfg.pretrained:  # constant lr: unfreeze and train with discriminative rates, no schedule
+            phases.append(("fine_tune", lambda: (learn.unfreeze(), learn.fit(cfg.epochs, slice(cfg.lr / cfg.lr_mult,
+                                                                                                  cfg.lr)))))
         else:
-            phases.append(("scratch", lambda: learn.fit_one_cycle(cfg.epochs, cfg.lr)))
+            fit_scratch = learn.fit_one_cycle if one_cycle else learn.fit
+            phases.append(("scratch", lambda: fit_scratch(cfg.epochs, cfg.lr)))
     if not phases:
         raise BirdclsError("nothing to train: epochs_head and epochs are both 0; set --epochs or --epochs-head")
     try:
-        for name, fit in phases:
+        for name, run_phase in phases:
             if name in done:
                 continue
             recorder.phase = name
@@ -274,7 +307,7 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*Saved file doesn't contain an optimizer.*")
-                fit()
+                run_phase()
             seconds += time.perf_counter() - start
             done.append(name)
             write_json_atomic(state_file, {"completed_phases": done, "train_seconds": seconds})
@@ -286,7 +319,7 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
 
 def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.PathLike | None = None, *,
           overwrite: bool = False, resume: bool = False, progress: str = "auto",
-          config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
+          config: TrainConfig | None = None, epoch_cap: int | None = None, **overrides: Any) -> TrainResult:
     """Train on ``data`` (``train/``, ``val/``, ``test/`` class folders) and write a run directory ``out``.
 
     Args:
@@ -298,6 +331,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
         progress: ``auto`` (bars in a terminal/notebook, one line per epoch otherwise), ``bars``,
             ``lines`` or ``none``.
         config: a ready TrainConfig (then ``recipe`` and ``overrides`` must be empty).
+        epoch_cap: cap every phase at this many epochs (smoke runs of long recipes).
         **overrides: any TrainConfig field, e.g. ``epochs=3, size=160``.
     """
     data, out = Path(data), Path(out)
@@ -312,6 +346,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
 
     if check_arch(cfg.arch) == "small":
         cfg = _fit_small_arch(cfg)
+    if epoch_cap is not None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, epochs_head=min(cfg.epochs_head, epoch_cap), epochs=min(cfg.epochs, epoch_cap),
+                                  freeze_epochs=min(cfg.freeze_epochs, epoch_cap))
     if cfg.weights and not Path(cfg.weights).is_file():
         raise BirdclsError(f"weights file {cfg.weights} does not exist: pass the path of a .pth or .safetensors file")
     scan = scan_dataset(data)

@@ -143,3 +143,39 @@ def test_report_models_train_through_the_same_wrapper(tmp_path, tiny_data, arch,
     info = load_model(onnx).info
     assert info.size == size and info.in_chans == (1 if arch.startswith("fmnist") else 3)
     assert len(predict(load_model(onnx), [tiny_data / "test"]).rows) == 12
+
+
+def _recipes():
+    from birdcls.config import list_recipes
+
+    return sorted(list_recipes())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", _recipes())
+def test_every_shipped_recipe_smoke_runs(tmp_path, tiny_data, recipe):
+    """Each recipe (the reports' experiments and the fast ones), capped at one epoch per phase."""
+    # 64 px keeps the 224/256 px recipes quick; fixed-size small CNNs take their own size regardless.
+    result = train(tiny_data, tmp_path / "run", recipe=recipe, epoch_cap=1, progress="none", bs=8, size=64)
+    assert result.metrics["n_test"] == 12
+    for name in ("metrics.json", "history.csv", "curves.png", "confusion_matrix.png", "model.pkl"):
+        assert (tmp_path / "run" / name).is_file()
+
+
+def test_recipe_settings_reach_the_learner(tmp_path, tiny_data):
+    """sgd/constant/raw255/subsets/shuffle from a recipe end up in the fastai Learner."""
+    import yaml
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"arch": "cifar_small", "opt": "sgd", "momentum": 0.5, "schedule": "constant",
+                                      "normalize": "raw255", "train_subset": 10, "valid_subset": 4, "shuffle": False,
+                                      "epochs": 2, "lr": 0.01}))
+    result = train(tiny_data, tmp_path / "run", recipe=recipe, bs=4, progress="none")
+    learn = result.learner
+    assert len(learn.dls.train_ds) == 10 and len(learn.dls.valid_ds) == 4
+    assert learn.dls.train.shuffle is False
+    assert learn.opt.hypers[0]["mom"] == 0.5 and "sqr_mom" not in learn.opt.hypers[0]  # SGD, not Adam
+    lrs = set(round(x, 8) for x in learn.recorder.lrs)
+    assert lrs == {0.01}  # constant: no schedule
+    info = learn.birdcls_info
+    assert info["mean"] == [0.0, 0.0, 0.0] and info["std"] == [pytest.approx(1 / 255)] * 3
