@@ -31,3 +31,6 @@ lint: env
 
 clean:
 	rm -rf .tools .venv .pytest_cache models/demo
+
+bench: env
+	$(RUN) python benchmarks/run.py --case all

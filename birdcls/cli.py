@@ -40,6 +40,28 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+@app.command(epilog='Example: birdcls scrape "cockatoo" "black-kite=black kite bird" --per-class 100 --out data/raw')
+def scrape(
+    classes: list[str] = typer.Argument(..., help="classes as 'label=query' or just 'query'"),
+    out: Path = typer.Option(Path("data/raw"), "--out", "-o", help="dataset folder: OUT/<label>/ + manifest.jsonl"),
+    per_class: int = typer.Option(100, help="valid, unique images wanted per class"),
+    engine: str = typer.Option("ddg", help="ddg, bing, google (Selenium + Chromium) or urls"),
+    urls_file: Path | None = typer.Option(None, help="with --engine urls: CSV of label,url rows or a text file"),
+    min_size: int = typer.Option(64, help="shorter side below this many pixels is rejected"),
+    workers: int = typer.Option(8, help="parallel downloads"),
+    delay: float = typer.Option(1.0, help="seconds between search calls (be polite)"),
+) -> None:
+    """Scrape images per class from an image search engine; resumable, with a manifest."""
+    from .scrape import DownloadLimits, make_engine, scrape_classes
+
+    with _user_errors():
+        search = make_engine(engine, urls_file=urls_file)
+        report = scrape_classes(classes, out, search, per_class=per_class, limits=DownloadLimits(min_size=min_size),
+                                workers=workers, delay=delay, progress=True)
+    typer.echo(report.table())
+    typer.echo(f"wrote {report.out} (manifest.jsonl records every URL tried)")
+
+
 @app.command(epilog="Example: birdcls clean data/raw --auto --report   |   birdcls clean data/raw --undo")
 def clean(
     data: Path = typer.Argument(..., help="dataset: DATA/<class>/ or DATA/{train,val,test}/<class>/"),
@@ -104,28 +126,6 @@ def split(
     if result.too_small:
         typer.echo(f"too small for all three splits: {', '.join(result.too_small)}", err=True)
     typer.echo(f"wrote {result.dst} (split.json lists every file's split and hashes)")
-
-
-@app.command(epilog='Example: birdcls scrape "cockatoo" "black-kite=black kite bird" --per-class 100 --out data/raw')
-def scrape(
-    classes: list[str] = typer.Argument(..., help="classes as 'label=query' or just 'query'"),
-    out: Path = typer.Option(Path("data/raw"), "--out", "-o", help="dataset folder: OUT/<label>/ + manifest.jsonl"),
-    per_class: int = typer.Option(100, help="valid, unique images wanted per class"),
-    engine: str = typer.Option("ddg", help="ddg, bing, google (Selenium + Chromium) or urls"),
-    urls_file: Path | None = typer.Option(None, help="with --engine urls: CSV of label,url rows or a text file"),
-    min_size: int = typer.Option(64, help="shorter side below this many pixels is rejected"),
-    workers: int = typer.Option(8, help="parallel downloads"),
-    delay: float = typer.Option(1.0, help="seconds between search calls (be polite)"),
-) -> None:
-    """Scrape images per class from an image search engine; resumable, with a manifest."""
-    from .scrape import DownloadLimits, make_engine, scrape_classes
-
-    with _user_errors():
-        search = make_engine(engine, urls_file=urls_file)
-        report = scrape_classes(classes, out, search, per_class=per_class, limits=DownloadLimits(min_size=min_size),
-                                workers=workers, delay=delay, progress=True)
-    typer.echo(report.table())
-    typer.echo(f"wrote {report.out} (manifest.jsonl records every URL tried)")
 
 
 def _parse_set(pairs: list[str]) -> dict:

@@ -163,3 +163,14 @@ def test_public_api_names_are_the_functions():
     for name in ("evaluate", "export", "predict", "load_model", "train", "split_dataset"):
         assert callable(getattr(birdcls, name)), name
     assert set(birdcls.__all__) >= {"train", "evaluate", "export", "load_model", "predict"}
+
+
+def test_cli_reference_is_generated_from_help():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "gen_cli.py"
+    spec = importlib.util.spec_from_file_location("gen_cli", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (path.parent / "cli.md").read_text() == gen.render(), "run: python docs/gen_cli.py"

@@ -1,0 +1,206 @@
+"""birdcls benchmarks: both sides of each comparison in one process, one line per side, JSON out.
+
+    python benchmarks/run.py [--case transfer|scratch|predict|coldstart|all] [--quick]
+
+Cases (each skips with a message when its data in ../shared/data is absent):
+  transfer   dogs-vs-cats: plain fastai (the reports' recipe as a user writes it) vs `birdcls train` defaults
+  scratch    CIFAR-10 JPEG: the CIFAR-10 report's recipe vs the fastest birdcls recipe (cifar10-fast)
+  predict    JPEG files on disk: a loop of learn.predict vs birdcls batched predict (images/s)
+  coldstart  whole processes: `birdcls --help`, and `birdcls predict` of one image from an ONNX export
+--quick caps epochs and image counts so a CPU run finishes in minutes; the JSON records what ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+warnings.filterwarnings("ignore")
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+
+
+def line(case: str, side: str, **fields) -> dict:
+    shown = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+    print(f"[{case}] {side:<28} {shown}", flush=True)
+    return {"side": side, **fields}
+
+
+def extract(archive: str, work: Path) -> Path | None:
+    src = SHARED / archive
+    if not src.is_file():
+        print(f"skip: {src} is absent (see ../shared/data/README.md)", flush=True)
+        return None
+    with tarfile.open(src) as tar:
+        tar.extractall(work, filter="data")
+    return work
+
+
+def dogs_vs_cats_split(work: Path) -> Path | None:
+    if extract("dogs-vs-cats.tar", work) is None:
+        return None
+    from birdcls.split import split_dataset
+
+    return split_dataset(work / "dogs-vs-cats", work / "dvc", seed=1337, overwrite=True).dst
+
+
+def case_transfer(work: Path, quick: bool) -> list[dict] | None:
+    data = dogs_vs_cats_split(work)
+    if data is None:
+        return None
+    from fastai.vision.all import (
+        EarlyStoppingCallback,
+        ImageDataLoaders,
+        ReduceLROnPlateau,
+        Resize,
+        SaveModelCallback,
+        accuracy,
+        vision_learner,
+    )
+
+    from birdcls import train
+    from birdcls.models.backbones import load_offline_state_dict
+
+    head, tune = (1, 1) if quick else (10, 10)
+    rows = []
+    # Plain fastai, as a user writes the reports' recipe (offline: the lite0 weights loaded by hand).
+    start = time.perf_counter()
+    dls = ImageDataLoaders.from_folder(data, train="train", valid="val", item_tfms=Resize(224), bs=64)
+    learn = vision_learner(dls, "tf_efficientnet_lite0", pretrained=False, metrics=accuracy, path=work / "plain")
+    learn.model[0].model.load_state_dict(load_offline_state_dict("tf_efficientnet_lite0"), strict=False)
+    learn.freeze()
+    cbs = [EarlyStoppingCallback(patience=3), SaveModelCallback(), ReduceLROnPlateau(patience=2)]
+    with learn.no_bar():
+        learn.fit_one_cycle(head, cbs=cbs)
+        learn.fine_tune(tune, cbs=cbs)
+    seconds = time.perf_counter() - start
+    test = dls.test_dl(sorted((data / "test").rglob("*.jpg")), with_labels=True)
+    preds, targs = learn.get_preds(dl=test)
+    rows.append(line("transfer", "plain fastai", seconds=seconds, test_acc=float((preds.argmax(1) == targs).float().mean()),
+                     epochs=f"{head}+{tune}"))
+    start = time.perf_counter()
+    result = train(data, work / "birdcls-run", overwrite=True, progress="none",
+                   **({"epochs_head": head, "epochs": tune} if quick else {}))
+    seconds = time.perf_counter() - start
+    rows.append(line("transfer", "birdcls train (defaults)", seconds=seconds, train_seconds=result.metrics["train_seconds"],
+                     test_acc=result.metrics["test_accuracy"]))
+    return rows
+
+
+def case_scratch(work: Path, quick: bool) -> list[dict] | None:
+    if extract("cifar10-jpg.tar.gz", work) is None:
+        return None
+    from birdcls import train
+
+    root = work / "cifar10"
+    (root / "val").mkdir(exist_ok=True)
+    from birdcls.data.sources import _carve_val
+
+    _carve_val(root, fraction=0.1)
+    rows = []
+    for recipe in ("cifar10-report-small", "cifar10-fast"):
+        cap = 1 if quick else None
+        start = time.perf_counter()
+        result = train(root, work / recipe, recipe=recipe, overwrite=True, progress="none", epoch_cap=cap)
+        rows.append(line("scratch", recipe, seconds=time.perf_counter() - start,
+                         train_seconds=result.metrics["train_seconds"], test_acc=result.metrics["test_accuracy"]))
+    return rows
+
+
+def case_predict(work: Path, quick: bool) -> list[dict] | None:
+    data = dogs_vs_cats_split(work)
+    if data is None:
+        return None
+    from fastai.learner import load_learner
+
+    from birdcls import load_model, predict, train
+
+    result = train(data, work / "pred-run", epochs_head=1, epochs=0, size=224, progress="none", overwrite=True,
+                   train_subset=64, valid_subset=32)
+    images = sorted(data.rglob("*.jpg"))
+    n = 200 if quick else 2000
+    images = (images * (n // len(images) + 1))[:n]
+    learn = load_learner(result.run_dir / "model.pkl")
+    loop_n = min(len(images), 100 if quick else 300)
+    start = time.perf_counter()
+    with learn.no_bar():
+        for p in images[:loop_n]:
+            learn.predict(p)
+    loop_rate = loop_n / (time.perf_counter() - start)
+    rows = [line("predict", "learn.predict loop", images=loop_n, images_per_s=loop_rate)]
+    model = load_model(result.run_dir)
+    predict(model, images[:64])  # warm-up
+    start = time.perf_counter()
+    predict(model, images, bs=64)
+    rate = len(images) / (time.perf_counter() - start)
+    rows.append(line("predict", "birdcls predict (pkl)", images=len(images), images_per_s=rate, ratio=rate / loop_rate))
+    return rows
+
+
+def case_coldstart(work: Path, quick: bool) -> list[dict] | None:
+    from birdcls import export
+    from birdcls.demo import write_digits
+
+    raw = write_digits(work / "digits")
+    image = next((raw / "3").iterdir())
+    runs = sorted((ROOT / "models" / "demo" / "run").glob("model.pkl"))
+    if not runs:
+        print("skip: no trained run at models/demo (run `make demo` first)", flush=True)
+        return None
+    onnx = export(runs[0].parent, "onnx", work / "m.onnx")
+    rows = []
+    for side, args in (("birdcls --help", ["--help"]), ("birdcls predict (onnx, 1 image)", ["predict", str(onnx), str(image)])):
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "birdcls", *args], check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+        rows.append(line("coldstart", side, seconds=min(times), runs=len(times)))
+    return rows
+
+
+CASES = {"transfer": case_transfer, "scratch": case_scratch, "predict": case_predict, "coldstart": case_coldstart}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", default="all", choices=[*CASES, "all"])
+    parser.add_argument("--quick", action="store_true", help="cap epochs and image counts")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    dev = device_name()
+    print(f"device: {dev}", flush=True)
+    for name in CASES if args.case == "all" else [args.case]:
+        work = Path(tempfile.mkdtemp(prefix=f"birdcls-bench-{name}-"))
+        try:
+            rows = CASES[name](work, args.quick)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if rows:
+            out = RESULTS / f"{name}-{time.strftime('%Y%m%d')}-{'gpu' if 'CPU' not in dev else 'cpu'}.json"
+            out.write_text(json.dumps({"case": name, "device": dev, "quick": args.quick, "date": time.strftime("%F"),
+                                       "rows": rows}, indent=2))
+            print(f"[{name}] wrote {out.relative_to(ROOT)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
