@@ -240,8 +240,9 @@ class Cleaner:
         self.next_button.disabled = self.page >= pages - 1
         in_force = self.quarantine.active()
         n_kept = sum(d.action == "keep" for d in in_force)
-        self.counter.value = (f"&nbsp;applied this session: {self.applied} · in force: "
-                              f"{len(in_force) - n_kept} moved, {n_kept} kept")
+        pending = sum(1 for p in files if str(p.relative_to(self.data)) not in kept)
+        self.counter.value = (f"&nbsp;pending review here: {pending} · applied this session: {self.applied} · "
+                              f"in force: {len(in_force) - n_kept} moved, {n_kept} kept")
         if not files:
             self.grid.children = []
             if not keep_message:
