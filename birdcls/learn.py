@@ -314,6 +314,8 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
     finally:
         learn.remove_cbs(cbs)
         learn.logger = print
+        if progress != "bars" and not any(isinstance(cb, ProgressCallback) for cb in learn.cbs):
+            learn.add_cb(ProgressCallback())  # the exported learner shows bars again in a notebook
     return seconds
 
 
