@@ -252,8 +252,10 @@ def _resolve_progress(progress: str) -> str:
     return progress
 
 
-def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: list[dict], progress: str) -> float:
-    """Head phase then fine_tune phase, skipping those already done (resume). Returns train seconds."""
+def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: list[dict], progress: str,
+                prior_seconds: float = 0.0) -> float:
+    """Head phase then fine_tune phase, skipping those already done (resume). Returns total train seconds,
+    counting ``prior_seconds`` from the interrupted runs before."""
     from fastai.callback.progress import ProgressCallback
     from fastai.callback.tracker import EarlyStoppingCallback
     from fastcore.basics import noop
@@ -279,7 +281,7 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
         learn.logger = noop  # without the bar, fastai's Recorder would print raw lists
     learn.add_cbs(cbs)
     state_file = out / "state.json"
-    seconds = 0.0
+    seconds = prior_seconds
     phases = []
     one_cycle = cfg.schedule == "one_cycle"
     if cfg.pretrained and cfg.epochs_head > 0:
@@ -372,7 +374,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
         if check.bad or check.not_images:
             print(f"{split}: {check.summary()}", flush=True)
     try:
-        seconds = _run_phases(learn, cfg, out, done, history, progress) + float(state.get("train_seconds", 0.0))
+        seconds = _run_phases(learn, cfg, out, done, history, progress, float(state.get("train_seconds", 0.0)))
     except KeyboardInterrupt:
         best = out / "checkpoints" / "best.pth"
         where = f"best checkpoint so far: {best}" if best.is_file() else "no epoch finished, so no checkpoint yet"
