@@ -101,17 +101,12 @@ def plot_curves(history: list[dict[str, Any]], dest: Path) -> Path:
     return dest
 
 
-def _per_class(cm: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
-    out = {}
-    for i, name in enumerate(classes):
-        tp = float(cm[i, i])
-        predicted, actual = float(cm[:, i].sum()), float(cm[i, :].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out[name] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-                     "support": int(actual)}
-    return out
+def _per_class(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict[str, dict[str, float]]:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    p, r, f, n = precision_recall_fscore_support(y_true, y_pred, labels=list(range(len(classes))), zero_division=0)
+    return {name: {"precision": round(float(p[i]), 4), "recall": round(float(r[i]), 4), "f1": round(float(f[i]), 4),
+                   "support": int(n[i])} for i, name in enumerate(classes)}
 
 
 def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -138,7 +133,7 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
     true_prob = result.probs[np.arange(len(y_true)), y_true]
     losses = -np.log(np.clip(true_prob, 1e-12, None))
     cm = confusion_matrix(y_true, y_pred, labels=list(range(len(model.classes))))
-    per_class = _per_class(cm, model.classes)
+    per_class = _per_class(y_true, y_pred, model.classes)
     present = [c for c in model.classes if per_class[c]["support"] > 0]
     report = {
         "test_accuracy": round(float((y_true == y_pred).mean()), 6),

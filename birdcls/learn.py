@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 import shutil
@@ -102,8 +103,6 @@ def scan_dataset(data: str | os.PathLike) -> DatasetScan:
 
 def _fit_small_arch(cfg: TrainConfig) -> TrainConfig:
     """The reports' small CNNs train from scratch, at the input size their layers fix."""
-    import dataclasses
-
     from .models.small import SMALL_MODELS
 
     spec = SMALL_MODELS[cfg.arch]
@@ -351,8 +350,6 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     if check_arch(cfg.arch) == "small":
         cfg = _fit_small_arch(cfg)
     if epoch_cap is not None:
-        import dataclasses
-
         cfg = dataclasses.replace(cfg, epochs_head=min(cfg.epochs_head, epoch_cap), epochs=min(cfg.epochs, epoch_cap),
                                   freeze_epochs=min(cfg.freeze_epochs, epoch_cap))
     if cfg.weights and not Path(cfg.weights).is_file():

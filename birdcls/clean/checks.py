@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.folders import IMAGE_EXTENSIONS
+from ..data.folders import class_files
 from ..errors import BirdclsError
 
 __all__ = ["CleanConfig", "Flag", "CheckReport", "find_issues", "class_folders"]
@@ -103,8 +103,7 @@ def find_issues(data: str | os.PathLike, config: CleanConfig = CleanConfig(), wo
     folders = class_folders(data)
     paths, labels = [], []
     for _, label, folder in folders:
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        files = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        files, _ = class_files(folder)
         paths += files
         labels += [label] * len(files)
     if not paths:

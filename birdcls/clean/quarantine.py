@@ -124,9 +124,6 @@ class Quarantine:
     def _undo_one(self, d: Decision) -> None:
         if d.action in ("quarantine", "move"):
             moved, original = self.data / d.dest, self.data / d.file
-            if not moved.is_file():
-                raise BirdclsError(f"cannot undo: {moved} is missing, so the quarantine was edited by hand; "
-                                   f"restore the file there or leave {d.file} as it is")
             if original.exists():
                 raise BirdclsError(f"cannot undo: {original} exists again; move it away first")
             original.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..data.folders import IMAGE_EXTENSIONS
+from ..data.folders import class_files
 from ..errors import BirdclsError
 from .checks import CleanConfig, class_folders, find_issues
 from .quarantine import Quarantine
@@ -89,7 +89,8 @@ class Cleaner:
             box.observe(lambda _: self._goto(0), names="value")
         self.prev_button.on_click(lambda _: self._goto(self.page - 1))
         self.next_button.on_click(lambda _: self._goto(self.page + 1))
-        self.undo_button.on_click(lambda _: self._act(lambda: self.quarantine.undo("action"), "undid the last action"))
+        self.undo_button.on_click(lambda _: self._act(lambda: self.quarantine.undo("action"), "undid the last action",
+                                                                files_return=True))
         controls = w.HBox([self.split_box, self.class_box, self.filter_box, self.sort_box])
         paging = w.HBox([self.prev_button, self.page_label, self.next_button, self.undo_button, self.counter])
         self.widget = w.VBox([controls, paging, self.message, self.grid])
@@ -156,8 +157,7 @@ class Cleaner:
 
     def images(self) -> list[Path]:
         """The current class folder's images after the filter and sort."""
-        files = sorted(p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                       and not p.name.startswith("."))
+        files, _ = class_files(self.folder)
         if self.filter_box.value != "all":
             flags = self.flags()
             wanted = (lambda f: True) if self.filter_box.value == "flagged" else (lambda f: "duplicate" in f.reason)
@@ -170,14 +170,16 @@ class Cleaner:
         return files
 
     # -- actions ---------------------------------------------------------------------------------
-    def _act(self, fn, done: str) -> None:
+    def _act(self, fn, done: str, files_return: bool = False) -> None:
+        """Apply one decision; ``files_return`` (an undo) brings files back, so the checks' flags are stale."""
         try:
             fn()
         except BirdclsError as exc:
             self._error(str(exc))
             return
         self.applied += 1
-        self._flags = None if "undid" in done else self._flags
+        if files_return:
+            self._flags = None
         self._info(done)
         self.render(keep_message=True)
 

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import BirdclsError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageCheck", "SplitLayout", "find_splits", "list_labelled_images", "verify_images"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageCheck", "class_files", "SplitLayout", "find_splits", "list_labelled_images", "verify_images"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _VAL_NAMES = ("val", "valid")
@@ -78,6 +78,13 @@ def _class_dirs(split_dir: Path) -> list[Path]:
     return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def class_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(image files, other files) directly inside one class folder, sorted; hidden files are ignored."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    return images, [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+
+
 def list_labelled_images(split_dir: str | os.PathLike) -> tuple[dict[str, list[Path]], list[Path]]:
     """Return ``{class: [image files]}`` for one split folder, plus the non-image files found.
 
@@ -93,9 +100,8 @@ def list_labelled_images(split_dir: str | os.PathLike) -> tuple[dict[str, list[P
     found: dict[str, list[Path]] = {}
     others: list[Path] = []
     for cdir in classes:
-        files = sorted(p for p in cdir.iterdir() if p.is_file() and not p.name.startswith("."))
-        found[cdir.name] = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
-        others += [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+        found[cdir.name], rest = class_files(cdir)
+        others += rest
     return found, others
 
 
