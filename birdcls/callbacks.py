@@ -70,11 +70,21 @@ class ReduceLROnPlateau(_FastaiReduceLROnPlateau):
 
 class AtomicSaveModelCallback(SaveModelCallback):
     """SaveModelCallback whose checkpoints appear under their final name only when complete, and
-    which says so only when ``verbose``."""
+    which says so only when ``verbose``.
 
-    def __init__(self, *args, verbose: bool = True, **kwargs):
+    ``prior_best`` carries the best score of an earlier phase: this phase saves only what beats it,
+    and if nothing does, the earlier phase's checkpoint (same file name) is reloaded at the end, so
+    a fine_tune that makes things worse cannot replace a better head.
+    """
+
+    def __init__(self, *args, verbose: bool = True, prior_best: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.verbose = verbose
+        self.verbose, self.prior_best = verbose, prior_best
+
+    def before_fit(self) -> None:
+        super().before_fit()
+        if self.prior_best is not None and self.last_saved_path is None:
+            self.best = self.prior_best
 
     def after_epoch(self) -> None:
         if self.every_epoch:
@@ -86,9 +96,16 @@ class AtomicSaveModelCallback(SaveModelCallback):
             self._save(self.fname)
 
     def after_fit(self, **kwargs) -> None:
-        # A zero-epoch fit (fine_tune with freeze_epochs=0 runs one) has saved nothing to reload.
+        # A zero-epoch fit (fine_tune with freeze_epochs=0 runs one) has changed nothing to reload over.
+        if self.n_epoch == 0:
+            return
         if self.at_end or self.every_epoch or self.last_saved_path is not None:
             super().after_fit(**kwargs)
+        elif self.prior_best is not None and (self.learn.path / self.learn.model_dir / f"{self.fname}.pth").is_file():
+            if self.verbose:
+                print(f"  no epoch beat the earlier best {self.monitor} {self.prior_best:.4f}: reloaded {self.fname}.pth",
+                      flush=True)
+            self.learn.load(self.fname, with_opt=False)
 
     def _save(self, name: str) -> None:
         final = self.learn.path / self.learn.model_dir / f"{name}.pth"
@@ -132,7 +149,8 @@ class EpochHistory(Callback):
         for name, value in zip(names, values):
             row[name] = float(value) if value is not None else math.nan
         row["lr"] = float(self.opt.hypers[-1]["lr"])
-        row["frozen"] = bool(getattr(self.opt, "frozen_idx", 0))
+        # the head phase may train a head-only Learner on cached features: its body is frozen by construction
+        row["frozen"] = self.phase == "head" or bool(getattr(self.opt, "frozen_idx", 0))
         row["seconds"] = round(time.perf_counter() - self._start, 2)
         self.rows.append(row)
         if self.print_lines:

@@ -149,7 +149,7 @@ def train(
     size: int | None = typer.Option(None, help="input size in pixels"),
     bs: int | None = typer.Option(None, help="batch size"),
     epochs_head: int | None = typer.Option(None, help="head-only fit_one_cycle epochs"),
-    epochs: int | None = typer.Option(None, help="fine_tune epochs"),
+    epochs: str | None = typer.Option(None, help="fine_tune epochs, or auto (10; 0 on a CPU for a pretrained body)"),
     lr: float | None = typer.Option(None, help="base learning rate"),
     patience: int | None = typer.Option(None, help="EarlyStopping patience"),
     seed: int | None = typer.Option(None, help="random seed"),
@@ -216,7 +216,7 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", "-k", help="how many labels to list per image"),
     as_json: bool = typer.Option(False, "--json", help="print JSON rows to stdout"),
     csv_path: Path | None = typer.Option(None, "--csv", help="also write the rows to this CSV file"),
-    bs: int = typer.Option(64, help="batch size"),
+    bs: int | None = typer.Option(None, help="batch size (default: 32 on a CPU, 256 on a GPU)"),
     trust: bool = typer.Option(False, help="allow loading a .pkl you did not create (runs its code)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
 ) -> None:

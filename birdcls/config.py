@@ -49,7 +49,9 @@ class TrainConfig:
     size: int = _opt(224, "(int) square input size in pixels", min=16, max=2048)
     bs: int = _opt(64, "(int) batch size", min=1, max=4096)
     epochs_head: int = _opt(10, "(int) head-only fit_one_cycle epochs with the body frozen", min=0, max=10000)
-    epochs: int = _opt(10, "(int) fine_tune epochs with the whole network unfrozen", min=0, max=10000)
+    epochs: int | None = _opt(None, "(int) fine_tune epochs with the whole network unfrozen; auto = 10, or 0 on a CPU "
+                              "for a pretrained body (the head on cached features is the fast path there)",
+                              min=0, max=10000, auto=True)
     freeze_epochs: int = _opt(1, "(int) fine_tune's own frozen epochs before it unfreezes", min=0, max=10000)
     lr: float = _opt(2e-3, "(float) base learning rate of both phases", min=1e-8, max=10.0)
     opt: str = _opt("adam", "(str) optimizer: adam (fastai's Adam) or sgd (with momentum)", choices=_OPTIMIZERS)
@@ -80,6 +82,13 @@ class TrainConfig:
     device: str = _opt("auto", "(str) auto, cpu, cuda or mps", choices=_DEVICES)
     num_workers: int = _opt(-1, "(int) DataLoader worker processes; -1 = automatic", min=-1, max=64)
     top_losses: int = _opt(16, "(int) images in the top-losses gallery", min=0, max=400)
+    fast_data: bool = _opt(True, "(bool) decode each image once into a cached uint8 store and augment whole batches "
+                                 "on the device; false = fastai's per-image PIL pipeline")
+    cache_features: bool = _opt(True, "(bool) head phase: compute the frozen body's features once (eval mode, no "
+                                      "augmentation) and train the head on them")
+    cache_max_gb: float = _opt(8.0, "(float) largest decoded-image store the fast path builds; bigger datasets use "
+                                    "the plain path", min=0.0, max=1e4)
+    channels_last: bool = _opt(True, "(bool) channels_last memory format for the network (faster convolutions)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,7 +97,9 @@ class TrainConfig:
         """YAML with each key's meaning as a trailing comment, like the recipe files."""
         lines = ["# birdcls training config (resolved: defaults < recipe < flags)"]
         for f in fields(self):
-            value = yaml.safe_dump(getattr(self, f.name), default_flow_style=True).strip()
+            value = getattr(self, f.name)
+            value = "auto" if value is None and f.metadata.get("auto") else yaml.safe_dump(value, default_flow_style=True)
+            value = value.strip()
             value = value.removesuffix("\n...").removesuffix("...").strip()
             lines.append(f"{f.name}: {value}  # {f.metadata['doc']}")
         return "\n".join(lines) + "\n"
@@ -112,6 +123,8 @@ def _coerce(name: str, value: Any) -> Any:
     optional = "None" in str(f.type)
     example = f"{name}={f.default if f.default is not None else '...'}"
     if value is None and optional:
+        return None
+    if f.metadata.get("auto") and isinstance(value, str) and value.strip().lower() == "auto":
         return None
     if isinstance(value, str) and kind != "str" and value.strip().lower() in ("null", "none") and optional:
         return None

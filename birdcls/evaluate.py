@@ -110,7 +110,7 @@ def _per_class(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> di
 
 
 def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                       top_losses: int = 16, bs: int = 64) -> dict[str, Any]:
+                       top_losses: int = 16, bs: int | None = None) -> dict[str, Any]:
     """Predict every image of ``labelled_dir/<class>/`` and write the report into ``out_dir``."""
     from sklearn.metrics import confusion_matrix
 
@@ -169,7 +169,7 @@ def _write_predictions(rows: list[dict], label_of: dict[str, str], losses: np.nd
 
 
 def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out: str | os.PathLike | None = None,
-             trust: bool = False, device: str = "auto", top_losses: int = 16, bs: int = 64) -> dict[str, Any]:
+             trust: bool = False, device: str = "auto", top_losses: int = 16, bs: int | None = None) -> dict[str, Any]:
     """Re-run the test report for ``model`` (a run directory or export) on a labelled folder.
 
     ``data`` is a folder with one sub-folder per class, or a split dataset whose ``test/`` is used.

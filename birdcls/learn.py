@@ -30,6 +30,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -152,13 +153,10 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     """A fastai Learner for ``scan``'s images: pretrained body + head, DataLoaders, loss and metrics."""
     import torch
     from fastai.data.block import CategoryBlock, DataBlock
-    from fastai.data.transforms import GrandparentSplitter, Normalize, parent_label
+    from fastai.data.transforms import GrandparentSplitter, parent_label
     from fastai.learner import Learner
-    from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
-    from fastai.metrics import accuracy, error_rate
-    from fastai.optimizer import SGD, Adam
     from fastai.torch_core import set_seed
-    from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
+    from fastai.vision.augment import Resize, ResizeMethod
     from fastai.vision.core import PILImage, PILImageBW
     from fastai.vision.data import ImageBlock
 
@@ -169,8 +167,7 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     set_seed(cfg.seed, reproducible=True)
     model, spec = build_model(cfg.arch, len(scan.classes), pretrained=cfg.pretrained, weights=cfg.weights)
     mean, std = _normalisation(cfg, spec)
-    batch_tfms = [*aug_transforms(do_flip=cfg.flip)] if cfg.augment else []
-    batch_tfms.append(Normalize.from_stats(mean, std))
+    batch_tfms = batch_transforms(cfg, mean, std)
     block = DataBlock(
         blocks=(ImageBlock(cls=PILImageBW if spec.in_chans == 1 else PILImage), CategoryBlock(vocab=scan.classes)),
         get_y=parent_label,
@@ -178,19 +175,13 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
         item_tfms=Resize(cfg.size, method=ResizeMethod.Squish),
         batch_tfms=batch_tfms,
     )
-    items = _subset(scan.items["train"], cfg.train_subset, cfg.seed) + _subset(scan.items["val"], cfg.valid_subset,
-                                                                               cfg.seed + 1)
-    dls = block.dataloaders(items, bs=cfg.bs, num_workers=_num_workers(cfg), device=torch.device(device),
-                            shuffle=cfg.shuffle)
-    if cfg.label_smoothing > 0:
-        loss = LabelSmoothingCrossEntropyFlat(eps=cfg.label_smoothing)
-    else:
-        loss = CrossEntropyLossFlat()
-    metrics = [accuracy] + ([error_rate] if cfg.monitor == "error_rate" else [])
-    wd = {} if cfg.wd is None else {"wd": cfg.wd}
-    opt_func = partial(SGD, mom=cfg.momentum) if cfg.opt == "sgd" else Adam
-    learn = Learner(dls, model, loss_func=loss, opt_func=opt_func, metrics=metrics, splitter=splitter_for(cfg.arch),
-                    path=Path(run_dir), model_dir="checkpoints", train_bn=cfg.train_bn, **wd)
+    train_items, valid_items = _train_valid_items(scan, cfg)
+    dls = block.dataloaders(train_items + valid_items, bs=cfg.bs, num_workers=_num_workers(cfg),
+                            device=torch.device(device), shuffle=cfg.shuffle)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    learn = Learner(dls, model, splitter=splitter_for(cfg.arch), path=Path(run_dir), model_dir="checkpoints",
+                    train_bn=cfg.train_bn, **_learner_settings(cfg))
     if cfg.mixed_precision and device == "cuda":
         learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
     if cfg.pretrained:
@@ -198,6 +189,34 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     learn.birdcls_info = ModelInfo(cfg.arch, list(scan.classes), cfg.size, mean, std,
                                    spec.source, spec.in_chans, extra={"weights_from": spec.weights_from}).to_dict()
     return learn
+
+
+def batch_transforms(cfg: TrainConfig, mean: list[float], std: list[float]) -> list:
+    """fastai's batch transforms of the recipe: aug_transforms (training batches only) and Normalize."""
+    from fastai.data.transforms import Normalize
+    from fastai.vision.augment import aug_transforms
+
+    tfms = [*aug_transforms(do_flip=cfg.flip)] if cfg.augment else []
+    return [*tfms, Normalize.from_stats(mean, std)]
+
+
+def _learner_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """Loss, optimizer, metrics and weight decay: the same for the full Learner and the head-on-features one."""
+    from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
+    from fastai.metrics import accuracy, error_rate
+    from fastai.optimizer import SGD, Adam
+
+    loss = LabelSmoothingCrossEntropyFlat(eps=cfg.label_smoothing) if cfg.label_smoothing > 0 else CrossEntropyLossFlat()
+    settings = {"loss_func": loss, "opt_func": partial(SGD, mom=cfg.momentum) if cfg.opt == "sgd" else Adam,
+                "metrics": [accuracy] + ([error_rate] if cfg.monitor == "error_rate" else [])}
+    if cfg.wd is not None:
+        settings["wd"] = cfg.wd
+    return settings
+
+
+def _train_valid_items(scan: DatasetScan, cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
+    return (_subset(scan.items["train"], cfg.train_subset, cfg.seed),
+            _subset(scan.items["val"], cfg.valid_subset, cfg.seed + 1))
 
 
 def _normalisation(cfg: TrainConfig, spec) -> tuple[list[float], list[float]]:
@@ -251,10 +270,9 @@ def _resolve_progress(progress: str) -> str:
     return progress
 
 
-def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: list[dict], progress: str,
-                prior_seconds: float = 0.0) -> float:
-    """Head phase then fine_tune phase, skipping those already done (resume). Returns total train seconds,
-    counting ``prior_seconds`` from the interrupted runs before."""
+def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out: Path):
+    """A function that adds the run's callbacks (history, SaveModel, EarlyStopping, ReduceLROnPlateau)
+    to a Learner for one phase and returns the function that takes them off again."""
     from fastai.callback.progress import ProgressCallback
     from fastai.callback.tracker import EarlyStoppingCallback
     from fastcore.basics import noop
@@ -265,59 +283,111 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
         history.append(row)
         _write_history(history, out / "history.csv")
 
-    recorder = EpochHistory(print_lines=(progress == "lines"), on_epoch=on_epoch)
-    cbs = [recorder]
-    if cfg.save_best:
-        cbs.append(AtomicSaveModelCallback(monitor=cfg.monitor, fname="best", reset_on_fit=False,
-                                           verbose=progress != "none"))
-    if cfg.early_stopping:
-        cbs.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
-    if cfg.reduce_lr:
-        cbs.append(ReduceLROnPlateau(monitor=cfg.monitor, patience=cfg.lr_patience, factor=cfg.lr_factor,
-                                     verbose=progress != "none"))
-    if progress != "bars":
-        learn.remove_cb(ProgressCallback)
-        learn.logger = noop  # without the bar, fastai's Recorder would print raw lists
-    learn.add_cbs(cbs)
+    def attach(learn, phase: str, fname: str = "best"):
+        cbs = [EpochHistory(phase=phase, print_lines=(progress == "lines"), on_epoch=on_epoch)]
+        if cfg.save_best:
+            prior = _best_valid(history, cfg.monitor) if fname == "best" else None
+            cbs.append(AtomicSaveModelCallback(monitor=cfg.monitor, fname=fname, reset_on_fit=False,
+                                               verbose=progress != "none",
+                                               prior_best=prior[cfg.monitor] if prior else None))
+        if cfg.early_stopping:
+            cbs.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
+        if cfg.reduce_lr:
+            cbs.append(ReduceLROnPlateau(monitor=cfg.monitor, patience=cfg.lr_patience, factor=cfg.lr_factor,
+                                         verbose=progress != "none"))
+        if progress != "bars":
+            learn.remove_cb(ProgressCallback)
+            learn.logger = noop  # without the bar, fastai's Recorder would print raw lists
+        learn.add_cbs(cbs)
+
+        def detach() -> None:
+            learn.remove_cbs(cbs)
+            learn.logger = print
+            if progress != "bars" and not any(isinstance(cb, ProgressCallback) for cb in learn.cbs):
+                learn.add_cb(ProgressCallback())  # the exported learner shows bars again in a notebook
+
+        return detach
+
+    return attach
+
+
+def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: list[dict], progress: str,
+                prior_seconds: float = 0.0, fast: Any = None) -> float:
+    """Head phase then fine_tune phase, skipping those already done (resume). Returns total train seconds,
+    counting ``prior_seconds`` from the interrupted runs before.
+
+    With ``fast`` (the tensor store) and ``cache_features``, the head phase trains on the frozen body's
+    features, computed once, instead of running the body in every epoch.
+    """
+    from .fast import head_split, train_head_on_features
+
+    attach = _callback_attacher(cfg, progress, history, out)
+    say = print if progress != "none" else (lambda _msg: None)
     state_file = out / "state.json"
     seconds = prior_seconds
     phases = []
     one_cycle = cfg.schedule == "one_cycle"
+
+    def head_phase() -> None:
+        if fast is not None and cfg.cache_features and head_split(learn.model) is not None:
+            train_head_on_features(learn, fast, cfg, _learner_settings(cfg),
+                                   lambda lrn, fname: attach(lrn, "head", fname), say)
+            return
+        if fast is not None and cfg.cache_features:
+            say(f"head: {cfg.arch} has no fastai body + head split, so the head trains with the body in the loop")
+        learn.freeze()
+        detach = attach(learn, "head")
+        try:
+            (learn.fit_one_cycle if one_cycle else learn.fit)(cfg.epochs_head, cfg.lr)
+        finally:
+            detach()
+
+    def tune_phase(name: str, run: Callable[[], Any]) -> Callable[[], None]:
+        def phase() -> None:
+            detach = attach(learn, name)
+            try:
+                run()
+            finally:
+                detach()
+        return phase
+
     if cfg.pretrained and cfg.epochs_head > 0:
-        fit_head = learn.fit_one_cycle if one_cycle else learn.fit
-        phases.append(("head", lambda: fit_head(cfg.epochs_head, cfg.lr)))
+        phases.append(("head", head_phase))
     if cfg.epochs > 0:
         if cfg.pretrained and one_cycle:
-            phases.append(("fine_tune", lambda: learn.fine_tune(cfg.epochs, base_lr=cfg.lr,
-                                                                freeze_epochs=cfg.freeze_epochs, lr_mult=cfg.lr_mult)))
+            phases.append(("fine_tune", tune_phase("fine_tune", lambda: learn.fine_tune(
+                cfg.epochs, base_lr=cfg.lr, freeze_epochs=cfg.freeze_epochs, lr_mult=cfg.lr_mult))))
         elif cfg.pretrained:  # constant lr: unfreeze and train with discriminative rates, no schedule
-            phases.append(("fine_tune", lambda: (learn.unfreeze(), learn.fit(cfg.epochs, slice(cfg.lr / cfg.lr_mult,
-                                                                                                  cfg.lr)))))
+            phases.append(("fine_tune", tune_phase("fine_tune", lambda: (learn.unfreeze(), learn.fit(
+                cfg.epochs, slice(cfg.lr / cfg.lr_mult, cfg.lr))))))
         else:
             fit_scratch = learn.fit_one_cycle if one_cycle else learn.fit
-            phases.append(("scratch", lambda: fit_scratch(cfg.epochs, cfg.lr)))
+            phases.append(("scratch", tune_phase("scratch", lambda: fit_scratch(cfg.epochs, cfg.lr))))
     if not phases:
         raise BirdclsError("nothing to train: epochs_head and epochs are both 0; set --epochs or --epochs-head")
-    try:
-        for name, run_phase in phases:
-            if name in done:
-                continue
-            recorder.phase = name
-            if name == "head":
-                learn.freeze()
-            start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*Saved file doesn't contain an optimizer.*")
-                run_phase()
-            seconds += time.perf_counter() - start
-            done.append(name)
-            write_json_atomic(state_file, {"completed_phases": done, "train_seconds": seconds})
-    finally:
-        learn.remove_cbs(cbs)
-        learn.logger = print
-        if progress != "bars" and not any(isinstance(cb, ProgressCallback) for cb in learn.cbs):
-            learn.add_cb(ProgressCallback())  # the exported learner shows bars again in a notebook
+    for name, run_phase in phases:
+        if name in done:
+            continue
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Saved file doesn't contain an optimizer.*")
+            run_phase()
+        seconds += time.perf_counter() - start
+        done.append(name)
+        write_json_atomic(state_file, {"completed_phases": done, "train_seconds": seconds})
     return seconds
+
+
+def _resolve_auto(cfg: TrainConfig, device: str, say: Callable[[str], None]) -> TrainConfig:
+    """Fill in ``epochs: auto``: fine_tune on a GPU; on a CPU a pretrained body stays frozen, because one
+    fine_tune epoch at 224 px costs minutes there while the head on cached features costs seconds."""
+    if cfg.epochs is not None:
+        return cfg
+    epochs = 0 if (device == "cpu" and cfg.pretrained) else 10
+    if epochs == 0:
+        say("epochs auto -> 0 on this CPU: the head trains on cached body features and the body stays frozen "
+            "(a fine_tune epoch at 224 px takes minutes here); pass --epochs N to fine-tune")
+    return dataclasses.replace(cfg, epochs=epochs)
 
 
 def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.PathLike | None = None, *,
@@ -346,9 +416,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     else:
         cfg = config or resolve_config(recipe=recipe, overrides=overrides)
     from .models.backbones import check_arch
+    from .predict import resolve_device
 
+    say = print if progress != "none" else (lambda _msg: None)
     if check_arch(cfg.arch) == "small":
         cfg = _fit_small_arch(cfg)
+    cfg = _resolve_auto(cfg, resolve_device(cfg.device), say)
     if epoch_cap is not None:
         cfg = dataclasses.replace(cfg, epochs_head=min(cfg.epochs_head, epoch_cap), epochs=min(cfg.epochs, epoch_cap),
                                   freeze_epochs=min(cfg.freeze_epochs, epoch_cap))
@@ -358,6 +431,13 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     _prepare_run_dir(out, scan.layout.root, overwrite, resume)
     write_text_atomic(out / "config.yaml", cfg.to_yaml())
     learn = build_learner(scan, cfg, out)
+    fast = None
+    if cfg.fast_data:
+        from .fast import attach_fast_data
+
+        info = learn.birdcls_info
+        fast = attach_fast_data(learn, *_train_valid_items(scan, cfg), scan.classes, cfg,
+                                batch_transforms(cfg, info["mean"], info["std"]), say)
     state = {}
     if resume:
         import json
@@ -371,16 +451,21 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
         if check.bad or check.not_images:
             print(f"{split}: {check.summary()}", flush=True)
     try:
-        seconds = _run_phases(learn, cfg, out, done, history, progress, float(state.get("train_seconds", 0.0)))
+        prior = float(state.get("train_seconds", 0.0)) + (fast.decode_seconds if fast else 0.0)
+        seconds = _run_phases(learn, cfg, out, done, history, progress, prior, fast=fast)
     except KeyboardInterrupt:
         best = out / "checkpoints" / "best.pth"
         where = f"best checkpoint so far: {best}" if best.is_file() else "no epoch finished, so no checkpoint yet"
         raise TrainingInterrupted(f"training interrupted; {where}; resume with: "
                                   f"birdcls train {data} --out {out} --resume") from None
-    return _finish_run(learn, cfg, scan, out, history, seconds)
+    data_path = "tensor store" if fast else "fastai per-image"
+    if fast:
+        fast.restore(learn)
+    return _finish_run(learn, cfg, scan, out, history, seconds, data_path)
 
 
-def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: list[dict], seconds: float) -> TrainResult:
+def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: list[dict], seconds: float,
+                data_path: str = "fastai per-image") -> TrainResult:
     """Export model.pkl, evaluate on test/, write metrics, history and curves."""
     from .evaluate import evaluate_predictor, plot_curves
     from .predict import predictor_from_learner
@@ -389,7 +474,7 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
     write_with_atomic(model_path, lambda tmp: learn.export(tmp.resolve()))
     register_pickle(model_path)
     report = evaluate_predictor(predictor_from_learner(learn, str(learn.dls.device)), scan.layout.test, out,
-                                top_losses=cfg.top_losses, bs=cfg.bs)
+                                top_losses=cfg.top_losses)
     metrics = {
         **report,
         "train_seconds": round(seconds, 2),
@@ -400,6 +485,7 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
         "arch": cfg.arch,
         "size": cfg.size,
         "device": str(learn.dls.device),
+        "data_path": data_path,
     }
     write_json_atomic(out / "metrics.json", metrics)
     _write_history(history, out / "history.csv")

@@ -65,10 +65,14 @@ def load_image(path: str | os.PathLike, size: int, channels: int = 3) -> np.ndar
 
 
 def normalise(batch: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """uint8 NHWC -> float32 NCHW, scaled to 0..1 and normalised."""
+    """uint8 NHWC -> float32 NCHW, scaled to 0..1 and normalised.
+
+    The result is a transposed view (channels_last strides), which is what a channels_last network
+    wants; backends that need contiguous NCHW copy it.
+    """
     x = batch.astype(np.float32) / 255.0
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x.transpose(0, 3, 1, 2)
 
 
 class Predictor:
@@ -80,6 +84,12 @@ class Predictor:
     @property
     def classes(self) -> list[str]:
         return self.info.classes
+
+    @property
+    def default_bs(self) -> int:
+        """Batch size for inference: small on a CPU, where batches beyond ~32 images at 224 px fall out
+        of cache and get slower per image; large on a GPU."""
+        return 256 if getattr(self._backend, "device", None) is not None and self._backend.device.type == "cuda" else 32
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities for a uint8 NHWC batch of images already at ``info.size``."""
@@ -94,12 +104,13 @@ class _TorchBackend:
         import torch
 
         self.torch, self.device = torch, torch.device(device)
-        self.model = model.to(self.device).eval()
+        # channels_last: about twice the convolution speed on a CPU, and what the GPU's tensor cores want
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(x).to(self.device))
+            out = self.model(torch.from_numpy(x).to(self.device, non_blocking=True))
         return out.float().cpu().numpy()
 
 
@@ -109,7 +120,7 @@ class _OnnxBackend:
         self.input_name = session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x})[0]
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -251,7 +262,7 @@ class PredictionResult:
 
 def _decoded_batches(paths: list[Path], size: int, bs: int, workers: int,
                      channels: int = 3) -> Iterator[tuple[list[Path], np.ndarray, dict]]:
-    """Decode images in a thread pool, a few batches ahead of the model."""
+    """Decode images in a thread pool, the next batch while the model runs on this one."""
 
     def load(p: Path) -> np.ndarray | str:
         try:
@@ -259,11 +270,14 @@ def _decoded_batches(paths: list[Path], size: int, bs: int, workers: int,
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             return f"unreadable image ({type(exc).__name__})"
 
+    chunks = [paths[start:start + bs] for start in range(0, len(paths), bs)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(paths), bs):
-            chunk = paths[start:start + bs]
+        pending = [pool.submit(load, p) for p in chunks[0]] if chunks else []
+        for i, chunk in enumerate(chunks):
+            results = [f.result() for f in pending]
+            pending = [pool.submit(load, p) for p in chunks[i + 1]] if i + 1 < len(chunks) else []
             arrays, ok, bad = [], [], {}
-            for p, res in zip(chunk, pool.map(load, chunk)):
+            for p, res in zip(chunk, results):
                 if isinstance(res, str):
                     bad[str(p)] = res
                 else:
@@ -272,14 +286,16 @@ def _decoded_batches(paths: list[Path], size: int, bs: int, workers: int,
             yield ok, (np.stack(arrays) if arrays else np.empty((0, size, size, channels), np.uint8)), bad
 
 
-def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 3, bs: int = 64,
+def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 3, bs: int | None = None,
             workers: int | None = None) -> PredictionResult:
-    """Classify every image in ``inputs`` (files or folders), ``bs`` at a time.
+    """Classify every image in ``inputs`` (files or folders), ``bs`` at a time (default: the model's
+    ``default_bs`` for its device).
 
     Unreadable files do not stop the run: they are listed in ``skipped`` with their reason.
     """
     if top_k < 1:
         raise BirdclsError(f"--top-k must be at least 1, got {top_k}")
+    bs = model.default_bs if bs is None else bs
     if bs < 1:
         raise BirdclsError(f"--bs must be at least 1, got {bs}")
     paths = gather_images(inputs)

@@ -9,8 +9,18 @@ from birdcls.errors import BirdclsError
 
 def test_defaults_are_the_reports_recipe():
     cfg = resolve_config()
-    assert (cfg.arch, cfg.size, cfg.bs, cfg.epochs_head, cfg.epochs) == ("tf_efficientnet_lite0", 224, 64, 10, 10)
+    assert (cfg.arch, cfg.size, cfg.bs, cfg.epochs_head, cfg.epochs) == ("tf_efficientnet_lite0", 224, 64, 10, None)
     assert cfg.early_stopping and cfg.save_best and cfg.reduce_lr
+    assert resolve_config(recipe="default") == cfg  # the shipped default recipe spells out the same values
+
+
+def test_epochs_auto_parses_and_round_trips(tmp_path: Path):
+    assert resolve_config(overrides={"epochs": "auto"}).epochs is None
+    assert resolve_config(overrides={"epochs": "7"}).epochs == 7
+    saved = tmp_path / "config.yaml"
+    saved.write_text(resolve_config().to_yaml())
+    assert "epochs: auto" in saved.read_text()
+    assert resolve_config(recipe=saved).epochs is None
 
 
 def test_precedence_defaults_recipe_overrides(tmp_path: Path):

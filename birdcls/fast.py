@@ -1,0 +1,137 @@
+"""What feeds the Learner fast: a cached tensor store instead of per-image PIL work, and the head
+phase on features the frozen body computes once.
+
+Both keep fastai's Learner, callbacks and export as the one training path; they only change the
+DataLoaders it iterates. Each falls back to the plain path with a one-line notice when it cannot
+apply (a dataset too big for the cache, a model without fastai's body + head split).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+from .data.tensors import CacheRefused, TensorSplit, body_features, decode_cached, tensor_dataloaders
+
+__all__ = ["FastData", "attach_fast_data", "head_split", "train_head_on_features"]
+
+
+@dataclass
+class FastData:
+    """The tensor store behind a Learner's DataLoaders, and the plain DataLoaders to restore for export."""
+
+    plain_dls: Any
+    train: TensorSplit
+    valid: TensorSplit
+    mean: list[float]
+    std: list[float]
+    decode_seconds: float
+
+    def restore(self, learn: Any) -> None:
+        """Give the Learner back its file-based DataLoaders, so its export predicts from image files."""
+        learn.dls = self.plain_dls
+
+
+def _labels(items: list[Path], classes: list[str]) -> Any:
+    import torch
+
+    index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([index[p.parent.name] for p in items], dtype=torch.long)
+
+
+def attach_fast_data(learn: Any, train_items: list[Path], valid_items: list[Path], classes: list[str],
+                     cfg: TrainConfig, batch_tfms: list, say: Callable[[str], None] = print) -> FastData | None:
+    """Swap ``learn.dls`` for DataLoaders over decoded tensors. Returns None, after one line through
+    ``say``, when the store cannot be built; the Learner then keeps fastai's per-image pipeline."""
+    import numpy as np
+    import torch
+    from fastai.data.transforms import IntToFloatTensor
+
+    info = learn.birdcls_info
+    channels = int(info.get("in_chans", 3))
+    start = time.perf_counter()
+    try:
+        arrays = [decode_cached(items, cfg.size, channels, cfg.cache_max_gb) for items in (train_items, valid_items)]
+    except CacheRefused as exc:
+        say(f"fast data path off: {exc}; using fastai's per-image pipeline")
+        return None
+    # np.array: one copy of the cached store into memory, where random batches are cheap to cut
+    train, valid = (TensorSplit(torch.from_numpy(np.array(x)), _labels(items, classes), split_idx)
+                    for x, items, split_idx in zip(arrays, (train_items, valid_items), (0, 1)))
+    device, plain = learn.dls.device, learn.dls
+    learn.dls = tensor_dataloaders(train, valid, cfg.bs, device, after_batch=[IntToFloatTensor(), *batch_tfms],
+                                   shuffle=cfg.shuffle, seed=cfg.seed)
+    fast = FastData(plain, train, valid, list(info["mean"]), list(info["std"]), time.perf_counter() - start)
+    return fast
+
+
+def head_split(model: Any) -> tuple[Any, Any, Any] | None:
+    """``(body, pool, rest_of_head)`` of a fastai vision model (Sequential(body, head) whose head starts
+    with a pooling layer and Flatten), or None for any other shape."""
+    from fastai.layers import AdaptiveConcatPool2d, Flatten
+    from torch import nn
+
+    if not (isinstance(model, nn.Sequential) and len(model) == 2 and isinstance(model[1], nn.Sequential)):
+        return None
+    head = model[1]
+    pools = (AdaptiveConcatPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+    if len(head) < 3 or not isinstance(head[0], pools) or not isinstance(head[1], Flatten):
+        return None
+    return model[0], head[:2], head[2:]
+
+
+def feature_dataloaders(learn: Any, fast: FastData, cfg: TrainConfig) -> tuple[Any, Any, float]:
+    """DataLoaders of the frozen body's pooled features (computed once), the head layers that train on
+    them, and the seconds the features took."""
+    import torch
+
+    body, pool, rest = head_split(learn.model)
+    device = learn.dls.device
+    mean = torch.tensor(fast.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(fast.std, device=device).view(1, -1, 1, 1)
+
+    def prepare(x):
+        return (x.float() / 255 - mean) / std
+
+    start = time.perf_counter()
+    # On a CPU, batches of 32 stay in cache (at 224 px: 17 ms/image, against 30 ms at 64 and 36 at 128)
+    bs = 32 if device.type == "cpu" else max(cfg.bs, 256)
+    feats = [body_features(body, split.x, bs, device, prepare, pool) for split in (fast.train, fast.valid)]
+    seconds = time.perf_counter() - start
+    train, valid = (TensorSplit(f, split.y, split.split_idx, images=False)
+                    for f, split in zip(feats, (fast.train, fast.valid)))
+    dls = tensor_dataloaders(train, valid, cfg.bs, device, shuffle=cfg.shuffle, seed=cfg.seed)
+    return dls, rest, seconds
+
+
+def train_head_on_features(learn: Any, fast: FastData, cfg: TrainConfig, settings: dict[str, Any],
+                           attach: Callable[[Any, str], Callable[[], None]], say: Callable[[str], None]) -> None:
+    """The head phase as a fastai fit on cached body features; the trained layers are the full model's own.
+
+    ``attach(learner, checkpoint_name)`` adds the run's callbacks to the head Learner and returns a
+    function that removes them. The best head is reloaded by SaveModel and then saved as the whole
+    model's ``best`` checkpoint, which is what fine_tune and ``--resume`` start from.
+    """
+    from fastai.learner import Learner
+
+    from ._io import write_with_atomic
+
+    dls, rest, seconds = feature_dataloaders(learn, fast, cfg)
+    say(f"head: body features of {len(fast.train) + len(fast.valid)} images computed once in {seconds:.1f} s; "
+        f"the head trains on them")
+    head_learn = Learner(dls, rest, path=learn.path, model_dir=learn.model_dir, **settings)
+    detach = attach(head_learn, "best_head")
+    try:
+        fit = head_learn.fit_one_cycle if cfg.schedule == "one_cycle" else head_learn.fit
+        fit(cfg.epochs_head, cfg.lr)
+    finally:
+        detach()
+    import torch
+
+    ckpt = Path(learn.path) / learn.model_dir
+    write_with_atomic(ckpt / "best.pth", lambda tmp: torch.save(learn.model.state_dict(), tmp))
+    (ckpt / "best_head.pth").unlink(missing_ok=True)

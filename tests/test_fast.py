@@ -1,0 +1,153 @@
+"""The fast data path: the cached tensor store, tensor DataLoaders, the head on cached features, fallbacks."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from birdcls.data.tensors import (
+    CacheRefused,
+    TensorSplit,
+    body_features,
+    cache_dir,
+    decode_cached,
+    tensor_dataloaders,
+)
+from birdcls.fast import head_split
+from birdcls.learn import train
+from birdcls.predict import load_image
+
+from conftest import FAST
+from fixtures import make_split_dataset
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.jpg"))
+
+
+def test_store_holds_the_prediction_preprocessing_and_is_reused(tiny_data: Path):
+    paths = _images(tiny_data / "train")
+    store = decode_cached(paths, 40)
+    assert store.shape == (len(paths), 40, 40, 3) and store.dtype == np.uint8
+    for i in (0, len(paths) // 2, len(paths) - 1):  # the same pixels prediction will see
+        assert np.array_equal(store[i], load_image(paths[i], 40))
+    files = list(cache_dir().glob(f"*-{len(paths)}x40x3.npy"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    again = decode_cached(paths, 40)
+    assert files[0].stat().st_mtime_ns == stamp  # not decoded again
+    assert np.array_equal(np.asarray(again), np.asarray(store))
+
+
+def test_store_is_rebuilt_when_a_file_changes(tmp_path: Path):
+    data = make_split_dataset(tmp_path / "d", counts=(3, 1, 1))
+    paths = _images(data / "train")
+    first = np.array(decode_cached(paths, 24))
+    Image.new("RGB", (30, 30), (255, 255, 255)).save(paths[0])
+    os.utime(paths[0], ns=(time.time_ns(), time.time_ns() + 10**9))
+    second = decode_cached(paths, 24)
+    assert second[0].min() == 255 and not np.array_equal(first[0], second[0])
+    assert np.array_equal(first[1:], second[1:])
+
+
+def test_store_refuses_what_does_not_fit(tiny_data: Path):
+    with pytest.raises(CacheRefused, match="over cache_max_gb"):
+        decode_cached(_images(tiny_data / "train"), 64, max_gb=1e-6)
+
+
+def test_tensor_dataloaders_cut_whole_batches(tiny_data: Path):
+    from fastai.data.transforms import IntToFloatTensor
+
+    paths = _images(tiny_data / "train")
+    x = torch.from_numpy(np.array(decode_cached(paths, 32)))
+    y = torch.arange(len(paths)) % 3
+    dls = tensor_dataloaders(TensorSplit(x, y, 0), TensorSplit(x[:5], y[:5], 1), bs=8, device=torch.device("cpu"),
+                             after_batch=[IntToFloatTensor()], seed=0)
+    batches = list(dls.train)
+    assert len(batches) == len(paths) // 8  # a short last batch is dropped when training
+    xb, yb = batches[0]
+    assert xb.shape == (8, 3, 32, 32) and xb.dtype == torch.float32 and float(xb.max()) <= 1.0
+    assert xb.is_contiguous(memory_format=torch.channels_last)
+    seen = torch.cat([b[1] for b in batches])
+    assert len(seen) == 8 * len(batches)
+    vx, vy = next(iter(dls.valid))
+    assert torch.equal(vy, y[:5]) and torch.allclose(vx, x[:5].permute(0, 3, 1, 2).float() / 255)
+
+
+def test_cached_features_are_what_the_body_and_pool_compute(trained_run, tiny_data: Path):
+    learn = trained_run.learner
+    body, pool, rest = head_split(learn.model)
+    x = torch.from_numpy(np.array(decode_cached(_images(tiny_data / "val"), 32)))
+    info = learn.birdcls_info
+    mean, std = (torch.tensor(info[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+
+    def prepare(b):
+        return (b.float() / 255 - mean) / std
+
+    feats = body_features(body, x, 5, torch.device("cpu"), prepare, pool)
+    learn.model.eval()
+    with torch.no_grad():
+        whole = learn.model(prepare(x.permute(0, 3, 1, 2)))
+        assert torch.allclose(rest.eval()(feats), whole, atol=1e-4)  # head(features) == the full network
+    assert feats.requires_grad is False and not feats.is_inference()
+
+
+def test_head_split_only_for_fastai_body_and_head():
+    from torch import nn
+
+    assert head_split(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())) is None
+    assert head_split(nn.Linear(3, 2)) is None
+
+
+def test_train_uses_the_store_and_features(tmp_path: Path, tiny_data: Path, capsys):
+    result = train(tiny_data, tmp_path / "run", **{**FAST, "progress": "lines"})
+    out = capsys.readouterr().out
+    assert "body features of 48 images computed once" in out
+    assert result.metrics["data_path"] == "tensor store"
+    ckpt = tmp_path / "run" / "checkpoints"
+    assert (ckpt / "best.pth").is_file() and not (ckpt / "best_head.pth").exists()
+    state = torch.load(ckpt / "best.pth", weights_only=True)
+    assert set(state) == set(result.learner.model.state_dict())  # the whole model, not just the head
+
+
+def test_exported_learner_predicts_from_files_after_the_fast_path(trained_run, tiny_data: Path):
+    """The Learner trained on tensors is exported with its file-based DataLoaders: learn.predict works."""
+    from fastai.learner import load_learner
+
+    learn = load_learner(trained_run.run_dir / "model.pkl")
+    image = _images(tiny_data / "test")[0]
+    label, _, probs = learn.predict(image)
+    assert label in trained_run.learner.birdcls_info["classes"] and abs(float(probs.sum()) - 1) < 1e-5
+
+
+def test_too_big_for_the_cache_falls_back_with_one_line(tmp_path: Path, tiny_data: Path, capsys):
+    result = train(tiny_data, tmp_path / "run", **{**FAST, "progress": "lines"}, cache_max_gb=1e-6)
+    out = capsys.readouterr().out
+    notices = [line for line in out.splitlines() if "fast data path off" in line]
+    assert len(notices) == 1 and "cache_max_gb" in notices[0] and "per-image pipeline" in notices[0]
+    assert result.metrics["data_path"] == "fastai per-image"
+    assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
+
+
+def test_plain_paths_still_train(tmp_path: Path, tiny_data: Path):
+    plain = train(tiny_data, tmp_path / "plain", **FAST, fast_data=False, channels_last=False)
+    assert plain.metrics["data_path"] == "fastai per-image"
+    nofeat = train(tiny_data, tmp_path / "nofeat", **FAST, cache_features=False)
+    rows = (tmp_path / "nofeat" / "history.csv").read_text()
+    assert "head" in rows and nofeat.metrics["data_path"] == "tensor store"
+
+
+def test_epochs_auto_on_cpu_keeps_the_body_frozen(tmp_path: Path, tiny_data: Path, capsys):
+    settings = {k: v for k, v in FAST.items() if k != "epochs"}
+    result = train(tiny_data, tmp_path / "run", **{**settings, "progress": "lines"}, device="cpu")
+    assert "epochs auto -> 0 on this CPU" in capsys.readouterr().out
+    assert result.metrics["epochs_run"] == {"head": 1}
+    assert "epochs: 0 " in (tmp_path / "run" / "config.yaml").read_text()  # the resolved value is saved
+    scratch = train(tiny_data, tmp_path / "scratch", **{**settings, "epochs_head": 0}, pretrained=False, device="cpu")
+    assert scratch.config.epochs == 10  # no frozen body to lean on: auto trains
