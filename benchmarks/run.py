@@ -63,11 +63,12 @@ def dogs_vs_cats_split(work: Path) -> Path | None:
     return split_dataset(work / "dogs-vs-cats", work / "dvc", seed=1337, overwrite=True).dst
 
 
-def case_transfer(work: Path, quick: bool) -> list[dict] | None:
+def case_transfer(work: Path, quick: bool, plain_epochs: tuple[int, int] | None = None) -> list[dict] | None:
     data = dogs_vs_cats_split(work)
     if data is None:
         return None
     from fastai.vision.all import (
+        Callback,
         EarlyStoppingCallback,
         ImageDataLoaders,
         ReduceLROnPlateau,
@@ -80,7 +81,8 @@ def case_transfer(work: Path, quick: bool) -> list[dict] | None:
     from birdcls import train
     from birdcls.models.backbones import load_offline_state_dict
 
-    head, tune = (1, 1) if quick else (10, 10)
+    head, tune = plain_epochs or ((1, 1) if quick else (10, 10))
+    n_train = sum(1 for _ in (data / "train").rglob("*.jpg"))
     rows = []
     # Plain fastai, as a user writes the reports' recipe (offline: the lite0 weights loaded by hand).
     start = time.perf_counter()
@@ -88,21 +90,28 @@ def case_transfer(work: Path, quick: bool) -> list[dict] | None:
     learn = vision_learner(dls, "tf_efficientnet_lite0", pretrained=False, metrics=accuracy, path=work / "plain")
     learn.model[0].model.load_state_dict(load_offline_state_dict("tf_efficientnet_lite0"), strict=False)
     learn.freeze()
+    epochs_seen = []
     cbs = [EarlyStoppingCallback(patience=3), SaveModelCallback(), ReduceLROnPlateau(patience=2)]
+    learn.add_cb(Callback(after_epoch=lambda: epochs_seen.append(1)))  # all fits: head, frozen and unfrozen
     with learn.no_bar():
         learn.fit_one_cycle(head, cbs=cbs)
         learn.fine_tune(tune, cbs=cbs)
     seconds = time.perf_counter() - start
     test = dls.test_dl(sorted((data / "test").rglob("*.jpg")), with_labels=True)
     preds, targs = learn.get_preds(dl=test)
-    rows.append(line("transfer", "plain fastai", seconds=seconds, test_acc=float((preds.argmax(1) == targs).float().mean()),
-                     epochs=f"{head}+{tune}"))
+    epochs_run = len(epochs_seen)
+    rows.append(line("transfer", "plain fastai", size=224, train_images=n_train, seconds=seconds,
+                     images_per_s=n_train * epochs_run / seconds,
+                     test_acc=float((preds.argmax(1) == targs).float().mean()), epochs=f"{head}+{tune} ({epochs_run} run)"))
     start = time.perf_counter()
     result = train(data, work / "birdcls-run", overwrite=True, progress="none",
                    **({"epochs_head": head, "epochs": tune} if quick else {}))
     seconds = time.perf_counter() - start
-    rows.append(line("transfer", "birdcls train (defaults)", seconds=seconds, train_seconds=result.metrics["train_seconds"],
-                     test_acc=result.metrics["test_accuracy"]))
+    train_s = result.metrics["train_seconds"]
+    runs = result.metrics["epochs_run"]
+    rows.append(line("transfer", "birdcls train (defaults)", size=result.config.size, train_images=n_train,
+                     seconds=seconds, train_seconds=train_s, test_acc=result.metrics["test_accuracy"],
+                     epochs="+".join(f"{k} {v}" for k, v in runs.items()), ratio=rows[0]["seconds"] / train_s))
     return rows
 
 
@@ -146,13 +155,19 @@ def case_predict(work: Path, quick: bool) -> list[dict] | None:
         for p in images[:loop_n]:
             learn.predict(p)
     loop_rate = loop_n / (time.perf_counter() - start)
-    rows = [line("predict", "learn.predict loop", images=loop_n, images_per_s=loop_rate)]
-    model = load_model(result.run_dir)
-    predict(model, images[:64])  # warm-up
-    start = time.perf_counter()
-    predict(model, images, bs=64)
-    rate = len(images) / (time.perf_counter() - start)
-    rows.append(line("predict", "birdcls predict (pkl)", images=len(images), images_per_s=rate, ratio=rate / loop_rate))
+    rows = [line("predict", "learn.predict loop", size=224, images=loop_n, images_per_s=loop_rate)]
+    from birdcls import export
+
+    onnx = export(result.run_dir, "onnx", work / "model.onnx")
+    for side, source, backend in (("birdcls predict (pkl, torch)", result.run_dir, "torch"),
+                                  ("birdcls predict (onnx)", onnx, "auto")):
+        model = load_model(source, backend=backend)
+        predict(model, images[:64])  # warm-up
+        start = time.perf_counter()
+        out = predict(model, images)
+        rate = len(images) / (time.perf_counter() - start)
+        rows.append(line("predict", side, size=224, images=len(images), bs=model.default_bs, images_per_s=rate,
+                         ratio=rate / loop_rate, answered=len(out.rows)))
     return rows
 
 
@@ -185,6 +200,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", default="all", choices=[*CASES, "all"])
     parser.add_argument("--quick", action="store_true", help="cap epochs and image counts")
+    parser.add_argument("--plain-epochs", metavar="HEAD,TUNE", help="transfer: cap the plain fastai side's epochs "
+                        "(the full recipe takes over an hour on a 2-core CPU)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     dev = device_name()
@@ -192,7 +209,10 @@ def main() -> None:
     for name in CASES if args.case == "all" else [args.case]:
         work = Path(tempfile.mkdtemp(prefix=f"birdcls-bench-{name}-"))
         try:
-            rows = CASES[name](work, args.quick)
+            extra = {}
+            if name == "transfer" and args.plain_epochs:
+                extra["plain_epochs"] = tuple(int(v) for v in args.plain_epochs.split(","))
+            rows = CASES[name](work, args.quick, **extra)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         if rows:

@@ -75,11 +75,15 @@ class AtomicSaveModelCallback(SaveModelCallback):
     ``prior_best`` carries the best score of an earlier phase: this phase saves only what beats it,
     and if nothing does, the earlier phase's checkpoint (same file name) is reloaded at the end, so
     a fine_tune that makes things worse cannot replace a better head.
+
+    ``whole``: the module to save and reload instead of ``learn.model``. The head phase on cached
+    features trains a Learner over the head's layers only; passing the full network here keeps
+    ``best.pth`` a checkpoint of the whole model (what fine_tune and ``--resume`` load) in every phase.
     """
 
-    def __init__(self, *args, verbose: bool = True, prior_best: float | None = None, **kwargs):
+    def __init__(self, *args, verbose: bool = True, prior_best: float | None = None, whole=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.verbose, self.prior_best = verbose, prior_best
+        self.verbose, self.prior_best, self.whole = verbose, prior_best, whole
 
     def before_fit(self) -> None:
         super().before_fit()
@@ -99,19 +103,41 @@ class AtomicSaveModelCallback(SaveModelCallback):
         # A zero-epoch fit (fine_tune with freeze_epochs=0 runs one) has changed nothing to reload over.
         if self.n_epoch == 0:
             return
-        if self.at_end or self.every_epoch or self.last_saved_path is not None:
-            super().after_fit(**kwargs)
-        elif self.prior_best is not None and (self.learn.path / self.learn.model_dir / f"{self.fname}.pth").is_file():
+        if self.at_end:
+            self._save(self.fname)
+        elif self.every_epoch:
+            return
+        elif self.last_saved_path is not None:
+            self._load()
+        elif self.prior_best is not None and self._path(self.fname).is_file():
             if self.verbose:
                 print(f"  no epoch beat the earlier best {self.monitor} {self.prior_best:.4f}: reloaded {self.fname}.pth",
                       flush=True)
-            self.learn.load(self.fname, with_opt=False)
+            self._load()
+
+    def _path(self, name: str):
+        return self.learn.path / self.learn.model_dir / f"{name}.pth"
+
+    def _load(self) -> None:
+        if self.whole is None:
+            self.learn.load(self.fname, with_opt=self.with_opt)
+            return
+        import torch
+
+        device = next(self.whole.parameters()).device
+        self.whole.load_state_dict(torch.load(self._path(self.fname), map_location=device, weights_only=True))
 
     def _save(self, name: str) -> None:
-        final = self.learn.path / self.learn.model_dir / f"{name}.pth"
+        final = self._path(name)
         partial = final.with_name(f"{name}.partial.pth")
         try:
-            self.learn.save(f"{name}.partial", with_opt=self.with_opt)
+            if self.whole is None:
+                self.learn.save(f"{name}.partial", with_opt=self.with_opt)
+            else:
+                import torch
+
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(self.whole.state_dict(), partial)
             os.replace(partial, final)
         except BaseException:
             partial.unlink(missing_ok=True)

@@ -95,7 +95,7 @@ def export(run: str | os.PathLike, fmt: str, dest: str | os.PathLike, trust: boo
     if dest.exists() and not overwrite:
         raise BirdclsError(f"{dest} already exists: pass --overwrite or choose another -o")
     source = Path(run)
-    predictor = load_model(source, trust=trust, device="cpu")
+    predictor = load_model(source, trust=trust, device="cpu", backend="torch")
     if predictor.path is None or predictor.path.suffix != ".pkl":
         raise BirdclsError(f"export reads a run directory or its model.pkl, not {source}: pass the run folder")
     if fmt == "pkl":

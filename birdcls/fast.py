@@ -109,29 +109,22 @@ def feature_dataloaders(learn: Any, fast: FastData, cfg: TrainConfig) -> tuple[A
 
 
 def train_head_on_features(learn: Any, fast: FastData, cfg: TrainConfig, settings: dict[str, Any],
-                           attach: Callable[[Any, str], Callable[[], None]], say: Callable[[str], None]) -> None:
+                           attach: Callable[[Any], Callable[[], None]], say: Callable[[str], None]) -> None:
     """The head phase as a fastai fit on cached body features; the trained layers are the full model's own.
 
-    ``attach(learner, checkpoint_name)`` adds the run's callbacks to the head Learner and returns a
-    function that removes them. The best head is reloaded by SaveModel and then saved as the whole
-    model's ``best`` checkpoint, which is what fine_tune and ``--resume`` start from.
+    ``attach(learner)`` adds the run's callbacks to the head Learner and returns a function that removes
+    them; its SaveModel checkpoints the whole network, so ``best.pth`` is what fine_tune and ``--resume``
+    start from whichever phase wrote it.
     """
     from fastai.learner import Learner
-
-    from ._io import write_with_atomic
 
     dls, rest, seconds = feature_dataloaders(learn, fast, cfg)
     say(f"head: body features of {len(fast.train) + len(fast.valid)} images computed once in {seconds:.1f} s; "
         f"the head trains on them")
     head_learn = Learner(dls, rest, path=learn.path, model_dir=learn.model_dir, **settings)
-    detach = attach(head_learn, "best_head")
+    detach = attach(head_learn)
     try:
         fit = head_learn.fit_one_cycle if cfg.schedule == "one_cycle" else head_learn.fit
         fit(cfg.epochs_head, cfg.lr)
     finally:
         detach()
-    import torch
-
-    ckpt = Path(learn.path) / learn.model_dir
-    write_with_atomic(ckpt / "best.pth", lambda tmp: torch.save(learn.model.state_dict(), tmp))
-    (ckpt / "best_head.pth").unlink(missing_ok=True)

@@ -283,12 +283,12 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
         history.append(row)
         _write_history(history, out / "history.csv")
 
-    def attach(learn, phase: str, fname: str = "best"):
+    def attach(learn, phase: str, whole=None):
         cbs = [EpochHistory(phase=phase, print_lines=(progress == "lines"), on_epoch=on_epoch)]
         if cfg.save_best:
-            prior = _best_valid(history, cfg.monitor) if fname == "best" else None
-            cbs.append(AtomicSaveModelCallback(monitor=cfg.monitor, fname=fname, reset_on_fit=False,
-                                               verbose=progress != "none",
+            prior = _best_valid(history, cfg.monitor)
+            cbs.append(AtomicSaveModelCallback(monitor=cfg.monitor, fname="best", reset_on_fit=False,
+                                               verbose=progress != "none", whole=whole,
                                                prior_best=prior[cfg.monitor] if prior else None))
         if cfg.early_stopping:
             cbs.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
@@ -331,7 +331,7 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
     def head_phase() -> None:
         if fast is not None and cfg.cache_features and head_split(learn.model) is not None:
             train_head_on_features(learn, fast, cfg, _learner_settings(cfg),
-                                   lambda lrn, fname: attach(lrn, "head", fname), say)
+                                   lambda lrn: attach(lrn, "head", whole=learn.model), say)
             return
         if fast is not None and cfg.cache_features:
             say(f"head: {cfg.arch} has no fastai body + head split, so the head trains with the body in the loop")
@@ -421,7 +421,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     say = print if progress != "none" else (lambda _msg: None)
     if check_arch(cfg.arch) == "small":
         cfg = _fit_small_arch(cfg)
-    cfg = _resolve_auto(cfg, resolve_device(cfg.device), say)
+    notes: list[str] = []  # said once the data and the run folder have passed their checks
+    cfg = _resolve_auto(cfg, resolve_device(cfg.device), notes.append)
     if epoch_cap is not None:
         cfg = dataclasses.replace(cfg, epochs_head=min(cfg.epochs_head, epoch_cap), epochs=min(cfg.epochs, epoch_cap),
                                   freeze_epochs=min(cfg.freeze_epochs, epoch_cap))
@@ -431,6 +432,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     _prepare_run_dir(out, scan.layout.root, overwrite, resume)
     write_text_atomic(out / "config.yaml", cfg.to_yaml())
     learn = build_learner(scan, cfg, out)
+    for note in notes:
+        say(note)
     fast = None
     if cfg.fast_data:
         from .fast import attach_fast_data
@@ -473,6 +476,8 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
     model_path = out / "model.pkl"
     write_with_atomic(model_path, lambda tmp: learn.export(tmp.resolve()))
     register_pickle(model_path)
+    if cfg.export_onnx:
+        _write_run_onnx(learn, out)
     report = evaluate_predictor(predictor_from_learner(learn, str(learn.dls.device)), scan.layout.test, out,
                                 top_losses=cfg.top_losses)
     metrics = {
@@ -492,6 +497,20 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
     if history:
         plot_curves(history, out / "curves.png")
     return TrainResult(out, metrics, cfg, learn)
+
+
+def _write_run_onnx(learn, out: Path) -> None:
+    """model.onnx beside model.pkl, for fast CPU prediction; a model ONNX cannot express keeps only the pkl."""
+    import copy
+
+    from .export import _export_onnx
+    from .predict import ModelInfo
+
+    try:
+        _export_onnx(copy.deepcopy(learn.model), ModelInfo.from_dict(learn.birdcls_info), out / "model.onnx")
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the pkl is still there
+        print(f"model.onnx not written ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+              "prediction uses model.pkl", flush=True)
 
 
 def _best_valid(history: list[dict], monitor: str) -> dict[str, Any] | None:

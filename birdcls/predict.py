@@ -208,19 +208,25 @@ def _load_onnx(path: Path) -> Predictor:
     return Predictor(info, _OnnxBackend(session), path)
 
 
-def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto") -> Predictor:
+def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto", backend: str = "auto") -> Predictor:
     """Load a run directory or an export for prediction.
 
     Args:
-        path: a run directory (its ``model.pkl``), or a ``.pkl``, ``.safetensors`` or ``.onnx`` file.
+        path: a run directory, or a ``.pkl``, ``.safetensors`` or ``.onnx`` file.
         trust: allow unpickling a ``.pkl`` that this user did not create.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (ONNX always runs on the CPU).
+        backend: for a run directory: ``auto`` runs its ``model.onnx`` in onnxruntime when the device
+            is the CPU (about 3x faster there) and its ``model.pkl`` otherwise; ``torch`` always the pkl.
     """
     path = Path(path)
     if path.is_dir():
         if not (path / "model.pkl").is_file():
             raise BirdclsError(f"{path} is a folder without model.pkl: pass a run directory from `birdcls train` "
                                "or an exported model file")
+        onnx = path / "model.onnx"
+        if (backend == "auto" and onnx.is_file() and onnx.stat().st_mtime >= (path / "model.pkl").stat().st_mtime
+                and resolve_device(device) == "cpu"):
+            return _load_onnx(onnx)
         path = path / "model.pkl"
     if not path.is_file():
         raise BirdclsError(f"model {path} does not exist: pass a run directory or a .pkl/.safetensors/.onnx file")

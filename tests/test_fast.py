@@ -151,3 +151,36 @@ def test_epochs_auto_on_cpu_keeps_the_body_frozen(tmp_path: Path, tiny_data: Pat
     assert "epochs: 0 " in (tmp_path / "run" / "config.yaml").read_text()  # the resolved value is saved
     scratch = train(tiny_data, tmp_path / "scratch", **{**settings, "epochs_head": 0}, pretrained=False, device="cpu")
     assert scratch.config.epochs == 10  # no frozen body to lean on: auto trains
+
+
+def test_run_folder_predicts_through_its_onnx_on_cpu(trained_run, tiny_data: Path):
+    from birdcls import load_model, predict
+
+    images = _images(tiny_data / "test")
+    assert (trained_run.run_dir / "model.onnx").is_file()
+    fast = load_model(trained_run.run_dir, device="cpu")
+    torch_side = load_model(trained_run.run_dir, device="cpu", backend="torch")
+    assert fast.path.suffix == ".onnx" and torch_side.path.suffix == ".pkl"
+    a, b = predict(fast, images), predict(torch_side, images)
+    assert [r["label"] for r in a.rows] == [r["label"] for r in b.rows]
+    assert np.allclose(a.probs, b.probs, atol=1e-4)
+
+
+def test_a_model_onnx_cannot_express_keeps_the_pkl(tmp_path: Path, tiny_data: Path, capsys, monkeypatch):
+    """The exporter's failure (here: an opset no exporter has) leaves a working run and one line."""
+    import importlib
+
+    export_module = importlib.import_module("birdcls.export")  # the module; birdcls.export is the function
+
+    real = export_module._export_onnx
+
+    def unsupported(model, info, dest):
+        raise RuntimeError("Exporting the operator 'aten::fancy' to ONNX opset version 17 is not supported")
+
+    monkeypatch.setattr(export_module, "_export_onnx", unsupported)
+    result = train(tiny_data, tmp_path / "run", **{**FAST, "export_onnx": True, "progress": "lines"})
+    monkeypatch.setattr(export_module, "_export_onnx", real)
+    out = capsys.readouterr().out
+    assert "model.onnx not written (RuntimeError: Exporting the operator 'aten::fancy'" in out
+    assert not (tmp_path / "run" / "model.onnx").exists() and (tmp_path / "run" / "model.pkl").is_file()
+    assert result.metrics["n_test"] == 12

@@ -48,6 +48,16 @@ def test_learns_the_tiny_task(tmp_path):
     assert result.metrics["test_accuracy"] >= 0.7
 
 
+def test_default_recipe_accuracy_on_cpu(tmp_path):
+    """The guard rail on the fast paths: the default recipe, no flags (224 px, cached features, epochs auto),
+    on a CPU must classify a held-out test split of photos-like images well."""
+    data = make_split_dataset(tmp_path / "d", counts=(20, 6, 10))
+    result = train(data, tmp_path / "run", progress="none", device="cpu")
+    assert result.config.size == 224 and result.metrics["data_path"] == "tensor store"
+    assert result.metrics["epochs_run"]["head"] >= 1 and "fine_tune" not in result.metrics["epochs_run"]
+    assert result.metrics["test_accuracy"] >= 0.9
+
+
 def test_unreadable_files_are_skipped_and_counted(tmp_path):
     data = make_split_dataset(tmp_path / "d", counts=(6, 2, 2))
     (data / "train" / "jay" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
