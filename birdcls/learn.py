@@ -312,7 +312,7 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
 
 
 def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: list[dict], progress: str,
-                prior_seconds: float = 0.0, fast: Any = None) -> float:
+                prior_seconds: float = 0.0, fast: Any = None, say: Callable[[str], None] = print) -> float:
     """Head phase then fine_tune phase, skipping those already done (resume). Returns total train seconds,
     counting ``prior_seconds`` from the interrupted runs before.
 
@@ -322,7 +322,6 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
     from .fast import head_split, train_head_on_features
 
     attach = _callback_attacher(cfg, progress, history, out)
-    say = print if progress != "none" else (lambda _msg: None)
     state_file = out / "state.json"
     seconds = prior_seconds
     phases = []
@@ -455,7 +454,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
             print(f"{split}: {check.summary()}", flush=True)
     try:
         prior = float(state.get("train_seconds", 0.0)) + (fast.decode_seconds if fast else 0.0)
-        seconds = _run_phases(learn, cfg, out, done, history, progress, prior, fast=fast)
+        seconds = _run_phases(learn, cfg, out, done, history, progress, prior, fast=fast, say=say)
     except KeyboardInterrupt:
         best = out / "checkpoints" / "best.pth"
         where = f"best checkpoint so far: {best}" if best.is_file() else "no epoch finished, so no checkpoint yet"

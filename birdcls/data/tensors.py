@@ -20,7 +20,9 @@ import os
 import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +143,7 @@ class TensorSplit:
         return iter(())
 
 
+@cache
 def _tensor_batch_dl_class():
     from fastai.data.core import TfmdDL
 
@@ -211,7 +214,7 @@ def body_features(body: Any, images: Any, bs: int, device: Any, prepare: Any, po
     was_training = body.training
     body.eval()
     out = []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     try:
         with torch.inference_mode(), autocast:
             for start in range(0, len(images), bs):
@@ -221,10 +224,3 @@ def body_features(body: Any, images: Any, bs: int, device: Any, prepare: Any, po
         body.train(was_training)
     return torch.cat(out).clone()  # clone: inference tensors cannot be saved for backward later
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
