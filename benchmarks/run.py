@@ -63,12 +63,24 @@ def dogs_vs_cats_split(work: Path) -> Path | None:
     return split_dataset(work / "dogs-vs-cats", work / "dvc", seed=1337, overwrite=True).dst
 
 
+def epoch_counter():
+    """A fastai callback that counts epochs across every fit (fastai is imported inside the cases)."""
+    from fastai.callback.core import Callback
+
+    class EpochCounter(Callback):
+        seen = 0
+
+        def after_epoch(self) -> None:
+            self.seen += 1
+
+    return EpochCounter()
+
+
 def case_transfer(work: Path, quick: bool, plain_epochs: tuple[int, int] | None = None) -> list[dict] | None:
     data = dogs_vs_cats_split(work)
     if data is None:
         return None
     from fastai.vision.all import (
-        Callback,
         EarlyStoppingCallback,
         ImageDataLoaders,
         ReduceLROnPlateau,
@@ -90,16 +102,16 @@ def case_transfer(work: Path, quick: bool, plain_epochs: tuple[int, int] | None 
     learn = vision_learner(dls, "tf_efficientnet_lite0", pretrained=False, metrics=accuracy, path=work / "plain")
     learn.model[0].model.load_state_dict(load_offline_state_dict("tf_efficientnet_lite0"), strict=False)
     learn.freeze()
-    epochs_seen = []
     cbs = [EarlyStoppingCallback(patience=3), SaveModelCallback(), ReduceLROnPlateau(patience=2)]
-    learn.add_cb(Callback(after_epoch=lambda: epochs_seen.append(1)))  # all fits: head, frozen and unfrozen
+    counter = epoch_counter()
+    learn.add_cb(counter)  # counts all fits: head, frozen and unfrozen
     with learn.no_bar():
         learn.fit_one_cycle(head, cbs=cbs)
         learn.fine_tune(tune, cbs=cbs)
     seconds = time.perf_counter() - start
+    epochs_run = counter.seen  # read before get_preds, which fires the epoch events too
     test = dls.test_dl(sorted((data / "test").rglob("*.jpg")), with_labels=True)
     preds, targs = learn.get_preds(dl=test)
-    epochs_run = len(epochs_seen)
     rows.append(line("transfer", "plain fastai", size=224, train_images=n_train, seconds=seconds,
                      images_per_s=n_train * epochs_run / seconds,
                      test_acc=float((preds.argmax(1) == targs).float().mean()), epochs=f"{head}+{tune} ({epochs_run} run)"))
@@ -150,8 +162,9 @@ def case_predict(work: Path, quick: bool) -> list[dict] | None:
 
     from birdcls import load_model, predict, train
 
-    result = train(data, work / "pred-run", epochs_head=1, epochs=0, size=224, progress="none", overwrite=True,
-                   train_subset=64, valid_subset=32)
+    # a real model (defaults: about half a minute on a CPU), so its int8 copy faces a meaningful accuracy check
+    result = train(data, work / "pred-run", size=224, progress="none", overwrite=True,
+                   **({"epochs_head": 1, "epochs": 0, "train_subset": 64, "valid_subset": 32} if quick else {}))
     images = sorted(data.rglob("*.jpg"))
     n = 200 if quick else 2000
     images = (images * (n // len(images) + 1))[:n]
@@ -166,8 +179,13 @@ def case_predict(work: Path, quick: bool) -> list[dict] | None:
     from birdcls import export
 
     onnx = export(result.run_dir, "onnx", work / "model.onnx")
-    for side, source, backend in (("birdcls predict (pkl, torch)", result.run_dir, "torch"),
-                                  ("birdcls predict (onnx)", onnx, "auto")):
+    int8 = result.run_dir / "model.int8.onnx"  # what `birdcls predict RUN` runs on a CPU when it passed its check
+    sides = [("birdcls predict (pkl, torch)", result.run_dir, "torch"), ("birdcls predict (onnx)", onnx, "auto")]
+    if int8.is_file():
+        sides.append(("birdcls predict (int8 onnx)", int8, "auto"))
+    else:
+        print(f"no int8 row: {result.metrics.get('int8', 'int8 export off')}", flush=True)
+    for side, source, backend in sides:
         model = load_model(source, backend=backend)
         predict(model, images[:64])  # warm-up
         start = time.perf_counter()

@@ -195,15 +195,17 @@ def evaluate(
 @app.command(epilog="Example: birdcls export models/birds --format safetensors -o models/birds.safetensors")
 def export(
     run: Path = typer.Argument(..., help="run folder from `birdcls train` (or its model.pkl)"),
-    format: str = typer.Option("pkl", "--format", "-f", help="pkl, safetensors or onnx"),
+    format: str = typer.Option("pkl", "--format", "-f", help="pkl, safetensors, onnx or onnx-int8"),
     output: Path = typer.Option(..., "--output", "-o", help="file to write"),
     trust: bool = typer.Option(False, help="allow reading a .pkl you did not create"),
+    data: Path | None = typer.Option(None, help="onnx-int8: dataset whose train/ calibrates and val/ checks "
+                                                   "the int8 model (default: the one the run trained on)"),
 ) -> None:
-    """Export a trained run as fastai .pkl, .safetensors (+ .json) or .onnx."""
+    """Export a trained run as fastai .pkl, .safetensors (+ .json), .onnx or int8 .onnx."""
     from .export import export as export_model
 
     with _user_errors():
-        dest = export_model(run, format, output, trust=trust)
+        dest = export_model(run, format, output, trust=trust, data=data)
     typer.echo(f"wrote {dest}" + (f" and {dest.with_suffix('.json')}" if format == "safetensors" else ""))
     if format == "pkl":
         typer.echo("note: a .pkl runs code when loaded; share the .safetensors export instead", err=True)

@@ -90,6 +90,9 @@ class TrainConfig:
                                     "the plain path", min=0.0, max=1e4)
     export_onnx: bool = _opt(True, "(bool) also write model.onnx into the run; `birdcls predict RUN` on a CPU then "
                                    "runs onnxruntime, about 3x faster than PyTorch there")
+    export_int8: bool = _opt(True, "(bool) with export_onnx: also write model.int8.onnx (calibrated on training "
+                                   "images), kept only if it stays within one point of float32 on val/; "
+                                   "`birdcls predict RUN` on a CPU prefers it")
     channels_last: bool = _opt(True, "(bool) channels_last memory format for the network (faster convolutions)")
 
     def to_dict(self) -> dict[str, Any]:

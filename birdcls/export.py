@@ -4,8 +4,10 @@
   unpickles code, so only share it with people who trust you.
 - ``safetensors``: the weights only, plus ``<name>.json`` (arch, classes, input size, normalisation,
   versions). Loading it never unpickles anything: the safe format for sharing.
-- ``onnx``: the network with a dynamic batch axis and the same JSON in its metadata; runs in
-  onnxruntime without torch.
+- ``onnx``: the network with a dynamic batch axis and the same JSON in its metadata; takes uint8
+  NHWC images (normalisation is inside the graph) and runs in onnxruntime without torch.
+- ``onnx-int8``: the same, quantized to int8 (calibrated on the training images, checked on the
+  validation images against float32); faster on a CPU.
 
 Every file is written to a temp file and renamed, so a crash never leaves half a model.
 
@@ -19,17 +21,20 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from ._io import write_json_atomic, write_with_atomic
 from ._trust import register_pickle
 from .errors import BirdclsError
+from .data.folders import SplitLayout, find_splits
 from .predict import ModelInfo, load_model, sidecar_path
+from .quantize import Int8Check, int8_if_it_keeps_accuracy
 
 __all__ = ["EXPORT_FORMATS", "export"]
 
-EXPORT_FORMATS = ("pkl", "safetensors", "onnx")
+EXPORT_FORMATS = ("pkl", "safetensors", "onnx", "onnx-int8")
 
 
 def _versions() -> dict[str, str]:
@@ -57,14 +62,34 @@ def _export_safetensors(model, info: ModelInfo, dest: Path) -> None:
     write_json_atomic(sidecar_path(dest), meta)
 
 
+def _uint8_input_model(model, info: ModelInfo):
+    """``model`` behind its preprocessing: uint8 NHWC in, normalised float NCHW to the network.
+
+    Doing this inside the ONNX graph saves the numpy pass that took ~1.8 ms of ~9 ms per 224 px image."""
+    import torch
+
+    class UInt8Input(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            shape = (1, len(info.mean), 1, 1)
+            self.register_buffer("mean", torch.tensor(info.mean).view(shape) * 255)
+            self.register_buffer("inv_std", 1 / (torch.tensor(info.std).view(shape) * 255))
+
+        def forward(self, x):
+            return self.model((x.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std)
+
+    return UInt8Input().eval()
+
+
 def _export_onnx(model, info: ModelInfo, dest: Path) -> None:
     import warnings
 
     import onnx
     import torch
 
-    model = model.cpu().eval()
-    dummy = torch.zeros(2, info.in_chans, info.size, info.size)
+    model = _uint8_input_model(model.cpu().to(memory_format=torch.contiguous_format).eval(), info)
+    dummy = torch.zeros(2, info.size, info.size, info.in_chans, dtype=torch.uint8)
     meta = _info_with_versions(info, "onnx")
 
     def write(tmp: Path) -> None:
@@ -81,27 +106,66 @@ def _export_onnx(model, info: ModelInfo, dest: Path) -> None:
     write_with_atomic(dest, write)
 
 
+def export_int8(model, info: ModelInfo, dest: Path, data: SplitLayout) -> Int8Check:
+    """Quantize to int8 with ``data``'s training images, check it on its validation images, and write it
+    only when it keeps accuracy (see :mod:`birdcls.quantize`)."""
+    from .data.folders import list_labelled_images
+
+    train, _ = list_labelled_images(data.train)
+    val, _ = list_labelled_images(data.val)
+    pairs = [(p, c) for c, files in val.items() for p in files]
+    with tempfile.TemporaryDirectory(prefix="birdcls-export-") as work:
+        fp32 = Path(work) / "fp32.onnx"
+        _export_onnx(model, info, fp32)
+        return int8_if_it_keeps_accuracy(fp32, dest, [p for files in train.values() for p in files],
+                                         [p for p, _ in pairs], [c for _, c in pairs])
+
+
+def _calibration_data(run: Path, data: str | os.PathLike | None) -> SplitLayout:
+    """The dataset whose train/ calibrates and val/ checks an int8 export: ``data``, or the run's own."""
+    if data is None:
+        metrics = run / "metrics.json" if run.is_dir() else run.with_name("metrics.json")
+        try:
+            data = json.loads(metrics.read_text())["data_root"]
+        except (OSError, ValueError, KeyError):
+            raise BirdclsError("--format onnx-int8 calibrates on the training images and checks on the validation "
+                               f"images, and {run} does not record its dataset: pass --data DATASET") from None
+    return find_splits(data, require_test=False)
+
+
 def export(run: str | os.PathLike, fmt: str, dest: str | os.PathLike, trust: bool = False,
-           overwrite: bool = True) -> Path:
-    """Write the model of ``run`` (a run directory or a ``.pkl``) to ``dest`` in format ``fmt``."""
+           overwrite: bool = True, data: str | os.PathLike | None = None) -> Path:
+    """Write the model of ``run`` (a run directory or a ``.pkl``) to ``dest`` in format ``fmt``.
+
+    ``onnx-int8`` calibrates on ``data``'s train/ (default: the dataset the run trained on) and is
+    written only if, on its val/, it stays within one point of the float32 model's accuracy.
+    """
     fmt = fmt.lower().lstrip(".")
     if fmt not in EXPORT_FORMATS:
         raise BirdclsError(f"unknown export format '{fmt}': use one of {', '.join(EXPORT_FORMATS)}")
+    suffix = ".onnx" if fmt == "onnx-int8" else f".{fmt}"
     dest = Path(dest)
     if dest.is_dir():
-        raise BirdclsError(f"-o {dest} is a folder: give a file name, e.g. {dest / ('model.' + fmt)}")
-    if dest.suffix.lower() != f".{fmt}":
-        raise BirdclsError(f"-o {dest} should end in .{fmt} for --format {fmt}: e.g. {dest.with_suffix('.' + fmt)}")
+        raise BirdclsError(f"-o {dest} is a folder: give a file name, e.g. {dest / ('model' + suffix)}")
+    if dest.suffix.lower() != suffix:
+        raise BirdclsError(f"-o {dest} should end in {suffix} for --format {fmt}: e.g. {dest.with_suffix(suffix)}")
     if dest.exists() and not overwrite:
         raise BirdclsError(f"{dest} already exists: pass --overwrite or choose another -o")
     source = Path(run)
     predictor = load_model(source, trust=trust, device="cpu", backend="torch")
     if predictor.path is None or predictor.path.suffix != ".pkl":
         raise BirdclsError(f"export reads a run directory or its model.pkl, not {source}: pass the run folder")
+    layout = _calibration_data(source, data) if fmt == "onnx-int8" else None
+    model = predictor._backend.model
     if fmt == "pkl":
         write_with_atomic(dest, lambda tmp: shutil.copyfile(predictor.path, tmp))
         register_pickle(dest)
+    elif fmt == "onnx-int8":
+        check = export_int8(model, predictor.info, dest, layout)
+        if not check.kept:
+            raise BirdclsError(f"{check.summary()}: int8 loses more than one point, so nothing was written; "
+                               "use --format onnx")
+        print(check.summary(), flush=True)
     else:
-        model = predictor._backend.model
         (_export_safetensors if fmt == "safetensors" else _export_onnx)(model, predictor.info, dest)
     return dest

@@ -475,8 +475,9 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
     model_path = out / "model.pkl"
     write_with_atomic(model_path, lambda tmp: learn.export(tmp.resolve()))
     register_pickle(model_path)
-    if cfg.export_onnx:
-        _write_run_onnx(learn, out)
+    int8 = None
+    if cfg.export_onnx and _write_run_onnx(learn, out) and cfg.export_int8:
+        int8 = _write_run_int8(out, *_train_valid_items(scan, cfg))
     report = evaluate_predictor(predictor_from_learner(learn, str(learn.dls.device)), scan.layout.test, out,
                                 top_losses=cfg.top_losses)
     metrics = {
@@ -490,6 +491,8 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
         "size": cfg.size,
         "device": str(learn.dls.device),
         "data_path": data_path,
+        "data_root": str(scan.layout.root.resolve()),
+        **({"int8": int8} if int8 else {}),
     }
     write_json_atomic(out / "metrics.json", metrics)
     _write_history(history, out / "history.csv")
@@ -498,18 +501,37 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
     return TrainResult(out, metrics, cfg, learn)
 
 
-def _write_run_onnx(learn, out: Path) -> None:
+def _write_run_onnx(learn, out: Path) -> bool:
     """model.onnx beside model.pkl, for fast CPU prediction; a model ONNX cannot express keeps only the pkl."""
     import copy
 
     from .export import _export_onnx
     from .predict import ModelInfo
 
+    (out / "model.int8.onnx").unlink(missing_ok=True)  # a stale one from an earlier run must not outlive it
     try:
         _export_onnx(copy.deepcopy(learn.model), ModelInfo.from_dict(learn.birdcls_info), out / "model.onnx")
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the pkl is still there
         print(f"model.onnx not written ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
               "prediction uses model.pkl", flush=True)
+        return False
+    return True
+
+
+def _write_run_int8(out: Path, train_items: list[Path], valid_items: list[Path]) -> dict[str, Any] | None:
+    """model.int8.onnx beside model.onnx when it keeps accuracy on val/; the check goes into metrics.json."""
+    from .quantize import int8_if_it_keeps_accuracy
+
+    try:
+        check = int8_if_it_keeps_accuracy(out / "model.onnx", out / "model.int8.onnx", train_items, valid_items,
+                                          [p.parent.name for p in valid_items])
+    except Exception as exc:  # noqa: BLE001 - the quantizer raises many types; model.onnx is still there
+        print(f"model.int8.onnx not written ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+              "prediction uses model.onnx", flush=True)
+        return None
+    print(check.summary() + ("; wrote model.int8.onnx" if check.kept else
+                             "; more than one point lost, so prediction uses model.onnx"), flush=True)
+    return check.to_dict()
 
 
 def _best_valid(history: list[dict], monitor: str) -> dict[str, Any] | None:

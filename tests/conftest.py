@@ -34,6 +34,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 FAST = dict(size=32, bs=8, epochs_head=1, epochs=1, freeze_epochs=0, lr=1e-2, progress="none", export_onnx=False)
+# int8 is tested in test_quantize.py on a run trained to confident answers (tiny runs are often not)
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +42,7 @@ def trained_run(tiny_data, tmp_path_factory):
     """One real training run (a few seconds at 32 px) shared by the export/predict/evaluate tests."""
     from birdcls.learn import train
 
-    return train(tiny_data, tmp_path_factory.mktemp("runs") / "run", **{**FAST, "export_onnx": True})
+    return train(tiny_data, tmp_path_factory.mktemp("runs") / "run", **{**FAST, "export_onnx": True, "export_int8": False})
 
 
 def run_cli(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -1,0 +1,129 @@
+"""int8 ONNX: calibrated on training images, kept only when it holds accuracy on val/, preferred on a CPU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from birdcls import export, load_model, predict
+from birdcls.errors import BirdclsError
+from birdcls.quantize import MAX_ACCURACY_DROP, Int8Check, int8_if_it_keeps_accuracy
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def confident_run(tiny_data: Path, tmp_path_factory):
+    """A run whose answers are confident (head-only, 8 epochs on cached features): the one-epoch
+    ``trained_run`` sits near 0.5 on some images, where int8's small errors flip answers and the check
+    rightly refuses it."""
+    from birdcls.learn import train
+
+    return train(tiny_data, tmp_path_factory.mktemp("int8") / "run", size=32, bs=8, epochs_head=8, epochs=0,
+                 lr=2e-2, progress="none", export_onnx=True)
+
+
+def test_a_run_keeps_an_int8_model_that_passed_its_check(confident_run, tiny_data: Path):
+    run = confident_run.run_dir
+    check = confident_run.metrics["int8"]
+    assert check["kept"] and check["images"] == len(_images(tiny_data / "val"))
+    assert check["int8_accuracy"] >= check["fp32_accuracy"] - MAX_ACCURACY_DROP
+    assert (run / "model.int8.onnx").is_file()
+    fast = load_model(run, device="cpu")
+    assert fast.path.name == "model.int8.onnx"  # what `birdcls predict RUN` runs on a CPU
+    images = _images(tiny_data / "test")
+    a, b = predict(fast, images), predict(load_model(run, device="cpu", backend="torch"), images)
+    agree = np.mean([x["label"] == y["label"] for x, y in zip(a.rows, b.rows)])
+    assert agree >= 0.9
+    assert np.abs(a.probs - b.probs).max() < 0.2  # quantized, so close rather than equal
+    assert (run / "model.int8.onnx").stat().st_size < 0.5 * (run / "model.onnx").stat().st_size
+
+
+def test_int8_that_loses_accuracy_is_not_kept(confident_run, tiny_data: Path, tmp_path: Path):
+    """Calibrated on black images, the activation ranges are wrong for real ones: the check catches it
+    and an older int8 file at the destination is removed, so what sits there always passed."""
+    black = []
+    for i in range(8):
+        black.append(tmp_path / f"black{i}.jpg")
+        Image.new("RGB", (48, 48)).save(black[-1])
+    dest = tmp_path / "model.int8.onnx"
+    dest.write_bytes(b"an older int8 model")
+    val = _images(tiny_data / "val")
+    check = int8_if_it_keeps_accuracy(confident_run.run_dir / "model.onnx", dest, black, val,
+                                      [p.parent.name for p in val])
+    assert not check.kept and check.int8_accuracy < check.fp32_accuracy - MAX_ACCURACY_DROP
+    assert not dest.exists()
+    assert "int8 check on 12 validation images" in check.summary()
+
+
+def test_an_empty_check_keeps_nothing():
+    assert not Int8Check(0, 0.0, 0.0, 0.0).kept
+    assert Int8Check(10, 0.9, 0.89, 0.95).kept and not Int8Check(10, 0.9, 0.85, 0.9).kept
+
+
+def test_export_onnx_int8_from_the_cli(confident_run, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from birdcls.cli import app
+
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(app, ["export", str(confident_run.run_dir), "--format", "onnx-int8", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "int8 check on 12 validation images" in result.output and out.is_file()
+    rows = predict(load_model(out), [tiny for tiny in _images(Path(json.loads(
+        (confident_run.run_dir / "metrics.json").read_text())["data_root"]) / "test")]).rows
+    assert len(rows) == 12
+
+
+def test_int8_export_of_a_run_that_does_not_record_its_data(confident_run, tiny_data: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from birdcls.cli import app
+
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(confident_run.run_dir / "model.pkl", lone / "model.pkl")
+    result = CliRunner().invoke(app, ["export", str(lone), "--format", "onnx-int8", "-o", str(tmp_path / "m.onnx"),
+                                      "--trust"])
+    assert result.exit_code == 2
+    assert "does not record its dataset: pass --data DATASET" in result.output
+    assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(BirdclsError, match="should end in .onnx for --format onnx-int8"):
+        export(confident_run.run_dir, "onnx-int8", tmp_path / "m.int8")
+    done = export(lone / "model.pkl", "onnx-int8", tmp_path / "m.onnx", trust=True, data=tiny_data)
+    assert done.is_file()
+
+
+def test_current_onnx_exports_take_uint8_images(trained_run):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(trained_run.run_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    spec = session.get_inputs()[0]
+    assert spec.type == "tensor(uint8)" and spec.shape[1:] == [32, 32, 3]
+
+
+def test_float_input_onnx_from_older_exports_still_predicts(trained_run, tiny_data: Path, tmp_path: Path):
+    """Exports made before normalisation moved into the graph take float NCHW; they keep working."""
+    import onnx
+    import torch
+
+    torch_side = load_model(trained_run.run_dir, device="cpu", backend="torch")
+    old = tmp_path / "old.onnx"
+    model = torch_side._backend.model.to(memory_format=torch.contiguous_format)
+    torch.onnx.export(model, (torch.zeros(2, 3, 32, 32),), str(old), input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+    proto = onnx.load(str(old))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "birdcls", json.dumps(torch_side.info.to_dict())
+    onnx.save(proto, str(old))
+    images = _images(tiny_data / "test")
+    np.testing.assert_allclose(predict(load_model(old), images).probs, predict(torch_side, images).probs, atol=1e-4)
+    with pytest.raises(BirdclsError, match="takes float input"):
+        int8_if_it_keeps_accuracy(old, tmp_path / "q.onnx", images, images, [p.parent.name for p in images])
