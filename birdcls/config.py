@@ -70,6 +70,9 @@ class TrainConfig:
     mixed_precision: bool = _opt(True, "(bool) bf16/fp16 autocast when training on a GPU (ignored on CPU)")
     augment: bool = _opt(True, "(bool) fastai's aug_transforms (rotate, zoom, warp, lighting) on each batch")
     flip: bool = _opt(True, "(bool) random horizontal flips when augmenting (off for digits and text)")
+    augment_style: str = _opt("full", "(str) full: aug_transforms' rotate, zoom, warp and lighting; light: flips and "
+                                      "up-to-10% zoom-and-shift only (what small-image speed recipes use)",
+                              choices=("full", "light"))
     label_smoothing: float = _opt(0.0, "(float) label smoothing of the cross-entropy loss", min=0.0, max=0.99)
     early_stopping: bool = _opt(True, "(bool) EarlyStoppingCallback on `monitor`")
     patience: int = _opt(3, "(int) EarlyStopping patience in epochs", min=1, max=10000)

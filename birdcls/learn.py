@@ -196,7 +196,8 @@ def batch_transforms(cfg: TrainConfig, mean: list[float], std: list[float]) -> l
     from fastai.data.transforms import Normalize
     from fastai.vision.augment import aug_transforms
 
-    tfms = [*aug_transforms(do_flip=cfg.flip)] if cfg.augment else []
+    light = dict(max_rotate=0.0, max_zoom=1.1, max_lighting=0.0, max_warp=0.0) if cfg.augment_style == "light" else {}
+    tfms = [*aug_transforms(do_flip=cfg.flip, **light)] if cfg.augment else []
     return [*tfms, Normalize.from_stats(mean, std)]
 
 
@@ -361,7 +362,8 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
                 cfg.epochs, slice(cfg.lr / cfg.lr_mult, cfg.lr))))))
         else:
             fit_scratch = learn.fit_one_cycle if one_cycle else learn.fit
-            phases.append(("scratch", tune_phase("scratch", lambda: fit_scratch(cfg.epochs, cfg.lr))))
+            phases.append(("scratch", tune_phase("scratch", lambda: (_init_from_data(learn, say),
+                                                                     fit_scratch(cfg.epochs, cfg.lr)))))
     if not phases:
         raise BirdclsError("nothing to train: epochs_head and epochs are both 0; set --epochs or --epochs-head")
     for name, run_phase in phases:
@@ -375,6 +377,16 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
         done.append(name)
         write_json_atomic(state_file, {"completed_phases": done, "train_seconds": seconds})
     return seconds
+
+
+def _init_from_data(learn, say: Callable[[str], None]) -> None:
+    """Layers that start from the data (the speed-run network's patch whitening) see one training batch."""
+    from .models.small import PatchWhitening, init_from_data
+
+    if any(isinstance(m, PatchWhitening) and not bool(m.fitted) for m in learn.model.modules()):
+        xb = learn.dls.train.one_batch()[0]
+        init_from_data(learn.model, xb)
+        say(f"patch whitening fitted on {len(xb)} training images")
 
 
 def _resolve_auto(cfg: TrainConfig, device: str, say: Callable[[str], None]) -> TrainConfig:

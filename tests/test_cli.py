@@ -109,7 +109,10 @@ def test_ctrl_c_leaves_the_best_checkpoint_and_resume_finishes(tmp_path, tiny_da
     run = tmp_path / "run"
     args = [sys.executable, "-m", "birdcls", "train", str(tiny_data), "--out", str(run), "--size", "32", "--bs", "4",
             "--epochs-head", "200", "--epochs", "1", "--set", "early_stopping=false", "--progress", "lines"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT back to its default in the child: a shell that starts the suite in the background ignores it,
+    # and Python then never turns it into KeyboardInterrupt
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not (run / "checkpoints" / "best.pth").is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)

@@ -189,3 +189,15 @@ def test_recipe_settings_reach_the_learner(tmp_path, tiny_data):
     assert lrs == {0.01}  # constant: no schedule
     info = learn.birdcls_info
     assert info["mean"] == [0.0, 0.0, 0.0] and info["std"] == [pytest.approx(1 / 255)] * 3
+
+
+def test_speedrun_recipe_fits_its_whitening_from_training_images(tmp_path, tiny_data, capsys):
+    import torch
+
+    result = train(tiny_data, tmp_path / "run", recipe="cifar10-speedrun", epochs=2, bs=8, progress="lines")
+    assert "patch whitening fitted on 8 training images" in capsys.readouterr().out
+    whiten = result.learner.model[0]
+    assert bool(whiten.fitted) and whiten.weight.abs().sum() > 0
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "best.pth", map_location="cpu", weights_only=True)
+    assert torch.equal(saved["0.weight"].cpu(), whiten.weight.cpu())
+    assert result.metrics["n_test"] == 12

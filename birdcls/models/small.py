@@ -13,6 +13,12 @@
 - ``dvc_resnet`` (3x256x256, 1,208,354): stem + three residual blocks (64, 128, 256), global pool,
   Linear(256, 2).
 
+Not from the reports: ``cifar_speedrun`` (3x32x32), the shape of the public CIFAR-10 speed-run networks
+(hlb-cifar10, airbench): a 2x2 convolution whose filters whiten the image patches, set once from the
+training data and never trained (:class:`PatchWhitening`), then three groups of conv-pool-BN-GELU-conv-BN-GELU
+(64, 256, 256 channels) with identity-initialised convolutions, a max-pool and a linear layer with its
+logits scaled by 1/9.
+
 The CIFAR-10 report's printed code shares one BatchNorm between the two convs of a stage (5,653,578
 parameters), which breaks evaluation mode (one set of running statistics for two different layers);
 ``cifar_large`` implements the table: one BatchNorm per conv.
@@ -23,9 +29,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SMALL_MODELS", "SmallModel", "create_small_model", "count_parameters"]
+__all__ = ["SMALL_MODELS", "PatchWhitening", "SmallModel", "create_small_model", "count_parameters",
+           "init_from_data"]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -113,6 +122,83 @@ def dvc_resnet(n_out: int = 2) -> nn.Sequential:
     )
 
 
+class PatchWhitening(nn.Module):
+    """A 2x2 convolution whose filters decorrelate the input's 2x2 patches (each eigenvector of their
+    covariance, scaled by 1/sqrt(eigenvalue), and its negative): the first layer the speed-run networks
+    start from, because it saves the epochs a trained first layer would spend getting there.
+
+    The filters are a buffer, set by :meth:`fit` from a batch of training images before training and
+    saved with the weights; only the bias trains.
+    """
+
+    def __init__(self, in_chans: int = 3, eps: float = 5e-4):
+        super().__init__()
+        k = in_chans * 4
+        self.eps = eps
+        self.register_buffer("weight", torch.zeros(2 * k, in_chans, 2, 2))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.bias = nn.Parameter(torch.zeros(2 * k))
+
+    @property
+    def out_chans(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor) -> None:
+        """Set the filters from ``images`` (N, C, H, W), normalised as the network will see them."""
+        c = images.shape[1]
+        patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)  # N, C, H-1, W-1, 2, 2
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * 4)
+        eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(patches.T.double()))
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + self.eps)[:, None]).float()
+        filters = filters.reshape(-1, c, 2, 2).to(self.weight.device)
+        self.weight.copy_(torch.cat([filters, -filters]))
+        self.fitted.fill_(True)
+
+
+def init_from_data(model: nn.Module, batch: torch.Tensor) -> bool:
+    """Fit every :class:`PatchWhitening` of ``model`` not fitted yet (a resumed run keeps its own) from
+    ``batch``; True if any was."""
+    layers = [m for m in model.modules() if isinstance(m, PatchWhitening) and not bool(m.fitted)]
+    for layer in layers:
+        layer.fit(batch)
+    return bool(layers)
+
+
+class _Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+def _dirac_conv(cin: int, cout: int) -> nn.Conv2d:
+    """3x3 conv whose first ``cin`` filters start as the identity (the rest at PyTorch's default init)."""
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[:min(cin, cout)])
+    return conv
+
+
+def _speedrun_group(cin: int, cout: int) -> list[nn.Module]:
+    return [_dirac_conv(cin, cout), nn.MaxPool2d(2), nn.BatchNorm2d(cout), nn.GELU(),
+            _dirac_conv(cout, cout), nn.BatchNorm2d(cout), nn.GELU()]
+
+
+def cifar_speedrun(n_out: int = 10) -> nn.Sequential:
+    whiten = PatchWhitening(3)
+    layers: list[nn.Module] = [whiten, nn.GELU()]
+    for cin, cout in ((whiten.out_chans, 64), (64, 256), (256, 256)):
+        layers += _speedrun_group(cin, cout)
+    layers += [nn.MaxPool2d(3), nn.Flatten(), nn.Linear(256, n_out, bias=False), _Scale(1 / 9)]
+    return nn.Sequential(*layers)
+
+
 @dataclass(frozen=True)
 class SmallModel:
     build: Callable[[int], nn.Module]
@@ -132,6 +218,7 @@ SMALL_MODELS: dict[str, SmallModel] = {
     "dvc_cnn": SmallModel(dvc_cnn, 3, 256, 2, "dogs-vs-cats reports, Conv-BN-ReLU-MaxPool stack", fixed_size=False),
     "dvc_linear": SmallModel(dvc_linear, 3, 64, 2, "dogs-vs-cats reports, linear+ReLU model"),
     "dvc_resnet": SmallModel(dvc_resnet, 3, 256, 2, "dogs-vs-cats reports, residual-block model", fixed_size=False),
+    "cifar_speedrun": SmallModel(cifar_speedrun, 3, 32, 10, "CIFAR-10 speed-run network (whitened 2x2 patches)"),
 }
 
 
