@@ -475,11 +475,11 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     data_path = "tensor store" if fast else "fastai per-image"
     if fast:
         fast.restore(learn)
-    return _finish_run(learn, cfg, scan, out, history, seconds, data_path)
+    return _finish_run(learn, cfg, scan, out, history, seconds, data_path, say)
 
 
 def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: list[dict], seconds: float,
-                data_path: str = "fastai per-image") -> TrainResult:
+                data_path: str = "fastai per-image", say: Callable[[str], None] = print) -> TrainResult:
     """Export model.pkl, evaluate on test/, write metrics, history and curves."""
     from .evaluate import evaluate_predictor, plot_curves
     from .predict import predictor_from_learner
@@ -489,7 +489,7 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
     register_pickle(model_path)
     int8 = None
     if cfg.export_onnx and _write_run_onnx(learn, out) and cfg.export_int8:
-        int8 = _write_run_int8(out, *_train_valid_items(scan, cfg))
+        int8 = _write_run_int8(out, *_train_valid_items(scan, cfg), say=say)
     report = evaluate_predictor(predictor_from_learner(learn, str(learn.dls.device)), scan.layout.test, out,
                                 top_losses=cfg.top_losses)
     metrics = {
@@ -530,7 +530,8 @@ def _write_run_onnx(learn, out: Path) -> bool:
     return True
 
 
-def _write_run_int8(out: Path, train_items: list[Path], valid_items: list[Path]) -> dict[str, Any] | None:
+def _write_run_int8(out: Path, train_items: list[Path], valid_items: list[Path],
+                    say: Callable[[str], None] = print) -> dict[str, Any] | None:
     """model.int8.onnx beside model.onnx when it keeps accuracy on val/; the check goes into metrics.json."""
     from .quantize import int8_if_it_keeps_accuracy
 
@@ -541,8 +542,8 @@ def _write_run_int8(out: Path, train_items: list[Path], valid_items: list[Path])
         print(f"model.int8.onnx not written ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
               "prediction uses model.onnx", flush=True)
         return None
-    print(check.summary() + ("; wrote model.int8.onnx" if check.kept else
-                             "; more than one point lost, so prediction uses model.onnx"), flush=True)
+    say(check.summary() + ("; wrote model.int8.onnx" if check.kept else
+                           "; more than one point lost, so prediction uses model.onnx"))
     return check.to_dict()
 
 

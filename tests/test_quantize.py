@@ -127,3 +127,21 @@ def test_float_input_onnx_from_older_exports_still_predicts(trained_run, tiny_da
     np.testing.assert_allclose(predict(load_model(old), images).probs, predict(torch_side, images).probs, atol=1e-4)
     with pytest.raises(BirdclsError, match="takes float input"):
         int8_if_it_keeps_accuracy(old, tmp_path / "q.onnx", images, images, [p.parent.name for p in images])
+
+
+def test_predicting_from_a_run_folder_on_a_cpu_never_imports_torch(confident_run, tiny_data: Path):
+    """The run folder's ONNX path is the quick one to start: deciding that no GPU is there must not cost
+    the seconds of importing torch."""
+    import subprocess
+    import sys
+
+    from birdcls.predict import _no_accelerator_visible
+
+    if not _no_accelerator_visible():
+        pytest.skip("a GPU device node is visible here, so torch is asked")
+    image = _images(tiny_data / "test")[0]
+    code = ("import sys; from birdcls.predict import load_model, predict; "
+            f"m = load_model({str(confident_run.run_dir)!r}); r = predict(m, [{str(image)!r}]); "
+            "print(m.path.name, len(r.rows), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["model.int8.onnx", "1", "False"]
