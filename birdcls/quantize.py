@@ -36,12 +36,16 @@ MAX_ACCURACY_DROP = 0.01  # one point of accuracy on the check images
 
 @dataclass(frozen=True)
 class Int8Check:
-    """float32 and int8 accuracy on the same labelled images, and how often their top-1 agree."""
+    """float32 and int8 accuracy on the same labelled images, how often their top-1 agree, and how far
+    apart their probabilities are (int8 can move a borderline image's probability a long way while
+    keeping accuracy, so both are on record)."""
 
     images: int
     fp32_accuracy: float
     int8_accuracy: float
     agreement: float
+    mean_prob_difference: float = 0.0
+    max_prob_difference: float = 0.0
 
     @property
     def kept(self) -> bool:
@@ -49,7 +53,8 @@ class Int8Check:
 
     def summary(self) -> str:
         return (f"int8 check on {self.images} validation images: accuracy {self.int8_accuracy:.4f} "
-                f"(float32 {self.fp32_accuracy:.4f}), top-1 agreement {self.agreement:.4f}")
+                f"(float32 {self.fp32_accuracy:.4f}), top-1 agreement {self.agreement:.4f}, probabilities "
+                f"{self.mean_prob_difference:.3f} apart on average ({self.max_prob_difference:.3f} at most)")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "kept": self.kept, "max_accuracy_drop": MAX_ACCURACY_DROP}
@@ -138,12 +143,13 @@ def check_int8(fp32: str | os.PathLike, int8: str | os.PathLike, images: Sequenc
     preds: list[list[np.ndarray]] = [[], []]
     for batch in _batches([Path(p) for p in images], info.size, info.in_chans):
         for out, model in zip(preds, models):
-            out.append(model.probabilities(batch).argmax(1))
+            out.append(model.probabilities(batch))
     if not len(truth):
         return Int8Check(0, 0.0, 0.0, 0.0)
-    a, b = (np.concatenate(p) for p in preds)
+    pa, pb = (np.concatenate(p) for p in preds)
+    a, b, gap = pa.argmax(1), pb.argmax(1), np.abs(pa - pb)
     return Int8Check(len(truth), round(float((a == truth).mean()), 6), round(float((b == truth).mean()), 6),
-                     round(float((a == b).mean()), 6))
+                     round(float((a == b).mean()), 6), round(float(gap.mean()), 6), round(float(gap.max()), 6))
 
 
 def int8_if_it_keeps_accuracy(fp32: str | os.PathLike, dest: str | os.PathLike,

@@ -35,6 +35,7 @@ def test_a_run_keeps_an_int8_model_that_passed_its_check(confident_run, tiny_dat
     check = confident_run.metrics["int8"]
     assert check["kept"] and check["images"] == len(_images(tiny_data / "val"))
     assert check["int8_accuracy"] >= check["fp32_accuracy"] - MAX_ACCURACY_DROP
+    assert 0 < check["mean_prob_difference"] <= check["max_prob_difference"] < 1  # int8 is close, not equal
     assert (run / "model.int8.onnx").is_file()
     fast = load_model(run, device="cpu")
     assert fast.path.name == "model.int8.onnx"  # what `birdcls predict RUN` runs on a CPU
