@@ -178,7 +178,7 @@ def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out:
     data = Path(data)
     if not data.is_dir():
         raise BirdclsError(f"{data} is not a folder: pass a folder with one sub-folder of images per class")
-    predictor = model if isinstance(model, Predictor) else load_model(model, trust=trust, device=device)
+    predictor = model if isinstance(model, Predictor) else load_model(model, trust=trust, device=device, int8=False)
     if out is None:
         base = Path(model) if not isinstance(model, Predictor) and Path(model).is_dir() else Path(predictor.path or ".").parent
         out = base / f"eval-{_labelled_dir(data).name}"

@@ -117,8 +117,14 @@ def export_int8(model, info: ModelInfo, dest: Path, data: SplitLayout) -> Int8Ch
     with tempfile.TemporaryDirectory(prefix="birdcls-export-") as work:
         fp32 = Path(work) / "fp32.onnx"
         _export_onnx(model, info, fp32)
-        return int8_if_it_keeps_accuracy(fp32, dest, [p for files in train.values() for p in files],
-                                         [p for p, _ in pairs], [c for _, c in pairs])
+        try:
+            return int8_if_it_keeps_accuracy(fp32, dest, [p for files in train.values() for p in files],
+                                             [p for p, _ in pairs], [c for _, c in pairs])
+        except BirdclsError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the quantizer raises many types
+            raise BirdclsError(f"int8 quantization failed ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}): "
+                               "use --format onnx") from None
 
 
 def _calibration_data(run: Path, data: str | os.PathLike | None) -> SplitLayout:
@@ -163,8 +169,8 @@ def export(run: str | os.PathLike, fmt: str, dest: str | os.PathLike, trust: boo
     elif fmt == "onnx-int8":
         check = export_int8(model, predictor.info, dest, layout)
         if not check.kept:
-            raise BirdclsError(f"{check.summary()}: int8 loses more than one point, so nothing was written; "
-                               "use --format onnx")
+            why = "" if not check.images else ": int8 loses more than one point"
+            raise BirdclsError(f"{check.summary()}{why}, so nothing was written; use --format onnx")
         print(check.summary(), flush=True)
     else:
         (_export_safetensors if fmt == "safetensors" else _export_onnx)(model, predictor.info, dest)

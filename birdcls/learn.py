@@ -487,9 +487,7 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
     model_path = out / "model.pkl"
     write_with_atomic(model_path, lambda tmp: learn.export(tmp.resolve()))
     register_pickle(model_path)
-    int8 = None
-    if cfg.export_onnx and _write_run_onnx(learn, out) and cfg.export_int8:
-        int8 = _write_run_int8(out, *_train_valid_items(scan, cfg), say=say)
+    onnx_written = cfg.export_onnx and _write_run_onnx(learn, out)
     report = evaluate_predictor(predictor_from_learner(learn, str(learn.dls.device)), scan.layout.test, out,
                                 top_losses=cfg.top_losses)
     metrics = {
@@ -504,12 +502,17 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
         "device": str(learn.dls.device),
         "data_path": data_path,
         "data_root": str(scan.layout.root.resolve()),
-        **({"int8": int8} if int8 else {}),
     }
     write_json_atomic(out / "metrics.json", metrics)
     _write_history(history, out / "history.csv")
     if history:
         plot_curves(history, out / "curves.png")
+    # last: the run's report is on disk even if quantizing a big network runs out of memory
+    if onnx_written and cfg.export_int8:
+        int8 = _write_run_int8(out, *_train_valid_items(scan, cfg), say=say)
+        if int8:
+            metrics["int8"] = int8
+            write_json_atomic(out / "metrics.json", metrics)
     return TrainResult(out, metrics, cfg, learn)
 
 
@@ -537,7 +540,7 @@ def _write_run_int8(out: Path, train_items: list[Path], valid_items: list[Path],
 
     try:
         check = int8_if_it_keeps_accuracy(out / "model.onnx", out / "model.int8.onnx", train_items, valid_items,
-                                          [p.parent.name for p in valid_items])
+                                          [p.parent.name for p in valid_items], remove_stale=True)
     except Exception as exc:  # noqa: BLE001 - the quantizer raises many types; model.onnx is still there
         print(f"model.int8.onnx not written ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
               "prediction uses model.onnx", flush=True)

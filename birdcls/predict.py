@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -147,10 +146,9 @@ def resolve_device(device: str = "auto") -> str:
 
 def _no_accelerator_visible() -> bool:
     """True when no GPU can be there, decided without importing torch (which costs seconds at a cold start):
-    no NVIDIA, ROCm or WSL GPU device node on Linux, an Intel Mac."""
-    if sys.platform.startswith("linux"):
-        return not any(os.path.exists(node) for node in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
-    return sys.platform == "darwin" and platform.machine() != "arm64"
+    Linux with no NVIDIA, ROCm or WSL GPU device node. Elsewhere torch is asked."""
+    return sys.platform.startswith("linux") and not any(
+        os.path.exists(node) for node in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
 
 
 def predictor_from_learner(learn: Any, device: str = "cpu") -> Predictor:
@@ -226,7 +224,8 @@ def _load_onnx(path: Path) -> Predictor:
     return Predictor(info, _OnnxBackend(session, info), path)
 
 
-def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto", backend: str = "auto") -> Predictor:
+def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto", backend: str = "auto",
+               int8: bool = True) -> Predictor:
     """Load a run directory or an export for prediction.
 
     Args:
@@ -236,6 +235,8 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
         backend: for a run directory: ``auto`` runs its ``model.int8.onnx`` (else ``model.onnx``) in
             onnxruntime when the device is the CPU (2-3x faster there than PyTorch) and its ``model.pkl`` otherwise;
             ``torch`` always the pkl.
+        int8: for a run directory: ``False`` passes over ``model.int8.onnx`` (``evaluate`` does, so its
+            figures match the float32 ones in metrics.json).
     """
     path = Path(path)
     if path.is_dir():
@@ -245,7 +246,7 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
         if backend == "auto" and (device == "cpu" or (device == "auto" and _no_accelerator_visible())
                                   or resolve_device(device) == "cpu"):
             pkl_time = (path / "model.pkl").stat().st_mtime
-            for onnx in (path / "model.int8.onnx", path / "model.onnx"):
+            for onnx in (path / "model.int8.onnx", path / "model.onnx")[0 if int8 else 1:]:
                 if onnx.is_file() and onnx.stat().st_mtime >= pkl_time:
                     return _load_onnx(onnx)
         path = path / "model.pkl"

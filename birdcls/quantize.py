@@ -52,6 +52,8 @@ class Int8Check:
         return self.images > 0 and self.int8_accuracy >= self.fp32_accuracy - MAX_ACCURACY_DROP
 
     def summary(self) -> str:
+        if not self.images:
+            return "int8 check: no readable validation images to check the int8 model against"
         return (f"int8 check on {self.images} validation images: accuracy {self.int8_accuracy:.4f} "
                 f"(float32 {self.fp32_accuracy:.4f}), top-1 agreement {self.agreement:.4f}, probabilities "
                 f"{self.mean_prob_difference:.3f} apart on average ({self.max_prob_difference:.3f} at most)")
@@ -77,10 +79,21 @@ def _uint8_input(session) -> str:
 
 
 def _batches(paths: Sequence[Path], size: int, channels: int, bs: int = 32):
+    """(uint8 batch, indices into ``paths`` it holds); unreadable files are left out, as training does."""
+    from PIL import Image
+
     from .predict import load_image
 
     for start in range(0, len(paths), bs):
-        yield np.stack([load_image(p, size, channels) for p in paths[start:start + bs]])
+        arrays, kept = [], []
+        for i in range(start, min(start + bs, len(paths))):
+            try:
+                arrays.append(load_image(paths[i], size, channels))
+                kept.append(i)
+            except (OSError, ValueError, Image.DecompressionBombError):
+                continue
+        if arrays:
+            yield np.stack(arrays), kept
 
 
 def quantize_onnx(src: str | os.PathLike, dest: str | os.PathLike, calibration: Sequence[str | os.PathLike],
@@ -104,7 +117,7 @@ def quantize_onnx(src: str | os.PathLike, dest: str | os.PathLike, calibration: 
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = _batches(paths, info.size, info.in_chans)
+            self.batches = (batch for batch, _ in _batches(paths, info.size, info.in_chans))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self.batches, None)
@@ -139,13 +152,15 @@ def check_int8(fp32: str | os.PathLike, int8: str | os.PathLike, images: Sequenc
         keep = sorted(random.Random(0).sample(range(len(images)), CHECK_IMAGES))
         images, labels = [images[i] for i in keep], [labels[i] for i in keep]
     index = {c: i for i, c in enumerate(info.classes)}
-    truth = np.array([index.get(label, -1) for label in labels])
     preds: list[list[np.ndarray]] = [[], []]
-    for batch in _batches([Path(p) for p in images], info.size, info.in_chans):
+    read: list[int] = []
+    for batch, kept in _batches([Path(p) for p in images], info.size, info.in_chans):
+        read += kept
         for out, model in zip(preds, models):
             out.append(model.probabilities(batch))
-    if not len(truth):
+    if not read:
         return Int8Check(0, 0.0, 0.0, 0.0)
+    truth = np.array([index.get(labels[i], -1) for i in read])
     pa, pb = (np.concatenate(p) for p in preds)
     a, b, gap = pa.argmax(1), pb.argmax(1), np.abs(pa - pb)
     return Int8Check(len(truth), round(float((a == truth).mean()), 6), round(float((b == truth).mean()), 6),
@@ -154,15 +169,16 @@ def check_int8(fp32: str | os.PathLike, int8: str | os.PathLike, images: Sequenc
 
 def int8_if_it_keeps_accuracy(fp32: str | os.PathLike, dest: str | os.PathLike,
                               calibration: Sequence[str | os.PathLike], check_images: Sequence[str | os.PathLike],
-                              check_labels: Sequence[str]) -> Int8Check:
-    """Quantize ``fp32``, check it, and put it at ``dest`` only if :attr:`Int8Check.kept`; otherwise any
-    older file at ``dest`` is removed, so what sits there has always passed the check."""
+                              check_labels: Sequence[str], remove_stale: bool = False) -> Int8Check:
+    """Quantize ``fp32``, check it, and put it at ``dest`` only if :attr:`Int8Check.kept`. With
+    ``remove_stale`` (a run folder's own ``model.int8.onnx``) an older file at ``dest`` is removed when the
+    check fails, so what sits there has always passed; a user's file named by ``-o`` is left alone."""
     dest = Path(dest)
     with tempfile.TemporaryDirectory(prefix="birdcls-int8-") as work:
         int8 = quantize_onnx(fp32, Path(work) / "int8.onnx", calibration)
         check = check_int8(fp32, int8, check_images, check_labels)
         if check.kept:
             write_with_atomic(dest, lambda tmp: shutil.copyfile(int8, tmp))
-        else:
+        elif remove_stale:
             dest.unlink(missing_ok=True)
     return check

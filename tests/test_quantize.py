@@ -39,6 +39,7 @@ def test_a_run_keeps_an_int8_model_that_passed_its_check(confident_run, tiny_dat
     assert (run / "model.int8.onnx").is_file()
     fast = load_model(run, device="cpu")
     assert fast.path.name == "model.int8.onnx"  # what `birdcls predict RUN` runs on a CPU
+    assert load_model(run, device="cpu", int8=False).path.name == "model.onnx"  # what `evaluate` scores
     images = _images(tiny_data / "test")
     a, b = predict(fast, images), predict(load_model(run, device="cpu", backend="torch"), images)
     agree = np.mean([x["label"] == y["label"] for x, y in zip(a.rows, b.rows)])
@@ -57,15 +58,19 @@ def test_int8_that_loses_accuracy_is_not_kept(confident_run, tiny_data: Path, tm
     dest = tmp_path / "model.int8.onnx"
     dest.write_bytes(b"an older int8 model")
     val = _images(tiny_data / "val")
-    check = int8_if_it_keeps_accuracy(confident_run.run_dir / "model.onnx", dest, black, val,
-                                      [p.parent.name for p in val])
+    labels = [p.parent.name for p in val]
+    fp32 = confident_run.run_dir / "model.onnx"
+    check = int8_if_it_keeps_accuracy(fp32, dest, black, val, labels)
     assert not check.kept and check.int8_accuracy < check.fp32_accuracy - MAX_ACCURACY_DROP
-    assert not dest.exists()
+    assert dest.read_bytes() == b"an older int8 model"  # a user's file named by -o is not touched
+    assert not int8_if_it_keeps_accuracy(fp32, dest, black, val, labels, remove_stale=True).kept
+    assert not dest.exists()  # a run folder's own stale int8 model is
     assert "int8 check on 12 validation images" in check.summary()
 
 
 def test_an_empty_check_keeps_nothing():
     assert not Int8Check(0, 0.0, 0.0, 0.0).kept
+    assert "no readable validation images" in Int8Check(0, 0.0, 0.0, 0.0).summary()
     assert Int8Check(10, 0.9, 0.89, 0.95).kept and not Int8Check(10, 0.9, 0.85, 0.9).kept
 
 
@@ -98,7 +103,12 @@ def test_int8_export_of_a_run_that_does_not_record_its_data(confident_run, tiny_
     assert not (tmp_path / "m.onnx").exists()
     with pytest.raises(BirdclsError, match="should end in .onnx for --format onnx-int8"):
         export(confident_run.run_dir, "onnx-int8", tmp_path / "m.int8")
-    done = export(lone / "model.pkl", "onnx-int8", tmp_path / "m.onnx", trust=True, data=tiny_data)
+    # a dataset with files training would skip as unreadable: calibration and check skip them too
+    data = shutil.copytree(tiny_data, tmp_path / "data")
+    for split in ("train", "val"):
+        cls = sorted((data / split).iterdir())[0]
+        (cls / "broken.jpg").write_bytes(b"not a jpeg")
+    done = export(lone / "model.pkl", "onnx-int8", tmp_path / "m.onnx", trust=True, data=data)
     assert done.is_file()
 
 

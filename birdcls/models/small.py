@@ -152,7 +152,8 @@ class PatchWhitening(nn.Module):
         c = images.shape[1]
         patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)  # N, C, H-1, W-1, 2, 2
         patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * 4)
-        eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(patches.T.double()))
+        # float64 on the CPU: a 12x12 problem, and MPS has neither float64 nor eigh
+        eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(patches.T.cpu().double()))
         filters = (eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + self.eps)[:, None]).float()
         filters = filters.reshape(-1, c, 2, 2).to(self.weight.device)
         self.weight.copy_(torch.cat([filters, -filters]))
