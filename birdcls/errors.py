@@ -7,7 +7,7 @@ user never sees a traceback for their own mistake.
 
 from __future__ import annotations
 
-__all__ = ["BirdclsError", "TrainingInterrupted"]
+__all__ = ["BirdclsError", "TrainingInterrupted", "describe"]
 
 
 class BirdclsError(Exception):
@@ -20,3 +20,9 @@ class TrainingInterrupted(BirdclsError):
     """Ctrl-C during training: the best checkpoint is on disk and the message says how to resume."""
 
     exit_code = 130
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message`` (cut to 120 characters): a library's exception in a one-line notice."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0][:120] if lines else ''}"

@@ -40,7 +40,7 @@ from ._io import write_json_atomic, write_text_atomic, write_with_atomic
 from ._trust import register_pickle
 from .config import TrainConfig, resolve_config
 from .data.folders import ImageCheck, SplitLayout, find_splits, list_labelled_images, verify_images
-from .errors import BirdclsError, TrainingInterrupted
+from .errors import BirdclsError, TrainingInterrupted, describe
 
 __all__ = ["DatasetScan", "TrainResult", "build_learner", "scan_dataset", "train"]
 
@@ -381,11 +381,13 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
 
 def _init_from_data(learn, say: Callable[[str], None]) -> None:
     """Layers that start from the data (the speed-run network's patch whitening) see one training batch."""
-    from .models.small import PatchWhitening, init_from_data
+    from .models.small import unfitted_whitening
 
-    if any(isinstance(m, PatchWhitening) and not bool(m.fitted) for m in learn.model.modules()):
+    layers = unfitted_whitening(learn.model)  # none after --resume: the checkpoint holds the fitted filters
+    if layers:
         xb = learn.dls.train.one_batch()[0]
-        init_from_data(learn.model, xb)
+        for layer in layers:
+            layer.fit(xb)
         say(f"patch whitening fitted on {len(xb)} training images")
 
 
@@ -527,8 +529,7 @@ def _write_run_onnx(learn, out: Path) -> bool:
     try:
         _export_onnx(copy.deepcopy(learn.model), ModelInfo.from_dict(learn.birdcls_info), out / "model.onnx")
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the pkl is still there
-        print(f"model.onnx not written ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-              "prediction uses model.pkl", flush=True)
+        print(f"model.onnx not written ({describe(exc)}); prediction uses model.pkl", flush=True)
         return False
     return True
 
@@ -542,8 +543,7 @@ def _write_run_int8(out: Path, train_items: list[Path], valid_items: list[Path],
         check = int8_if_it_keeps_accuracy(out / "model.onnx", out / "model.int8.onnx", train_items, valid_items,
                                           [p.parent.name for p in valid_items], remove_stale=True)
     except Exception as exc:  # noqa: BLE001 - the quantizer raises many types; model.onnx is still there
-        print(f"model.int8.onnx not written ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-              "prediction uses model.onnx", flush=True)
+        print(f"model.int8.onnx not written ({describe(exc)}); prediction uses model.onnx", flush=True)
         return None
     say(check.summary() + ("; wrote model.int8.onnx" if check.kept else
                            "; more than one point lost, so prediction uses model.onnx"))

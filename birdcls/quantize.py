@@ -62,20 +62,12 @@ class Int8Check:
         return {**asdict(self), "kept": self.kept, "max_accuracy_drop": MAX_ACCURACY_DROP}
 
 
-def _session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _uint8_input(session) -> str:
-    spec = session.get_inputs()[0]
-    if spec.type != "tensor(uint8)":
+def _uint8_input_name(model) -> str:
+    """The input name of a loaded ONNX export, which must take uint8 images (normalisation in the graph)."""
+    if not model._backend.takes_uint8:
         raise BirdclsError("this ONNX file takes float input (an export from an older birdcls): "
                            "export it again with `birdcls export RUN --format onnx` before quantizing")
-    return spec.name
+    return model._backend.input_name
 
 
 def _batches(paths: Sequence[Path], size: int, channels: int, bs: int = 32):
@@ -101,15 +93,14 @@ def quantize_onnx(src: str | os.PathLike, dest: str | os.PathLike, calibration: 
     """Write an int8 copy of the float32 export ``src`` to ``dest`` (atomically), with activation ranges
     measured on a seeded sample of ``n_images`` of ``calibration``; the birdcls metadata is carried over."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .predict import load_model
 
     src, dest = Path(src), Path(dest)
-    info = load_model(src).info
-    name = _uint8_input(_session(src))
+    model = load_model(src)
+    info, name = model.info, _uint8_input_name(model)
     paths = [Path(p) for p in calibration]
     if not paths:
         raise BirdclsError("int8 quantization needs calibration images: the training split is empty")

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["SMALL_MODELS", "PatchWhitening", "SmallModel", "create_small_model", "count_parameters",
-           "init_from_data"]
+           "unfitted_whitening"]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -160,13 +160,9 @@ class PatchWhitening(nn.Module):
         self.fitted.fill_(True)
 
 
-def init_from_data(model: nn.Module, batch: torch.Tensor) -> bool:
-    """Fit every :class:`PatchWhitening` of ``model`` not fitted yet (a resumed run keeps its own) from
-    ``batch``; True if any was."""
-    layers = [m for m in model.modules() if isinstance(m, PatchWhitening) and not bool(m.fitted)]
-    for layer in layers:
-        layer.fit(batch)
-    return bool(layers)
+def unfitted_whitening(model: nn.Module) -> list[PatchWhitening]:
+    """The :class:`PatchWhitening` layers of ``model`` still waiting for :meth:`PatchWhitening.fit`."""
+    return [m for m in model.modules() if isinstance(m, PatchWhitening) and not bool(m.fitted)]
 
 
 class _Scale(nn.Module):
