@@ -6,6 +6,8 @@
   batch: the one-cycle shape stays and is scaled down by ``factor`` after each plateau.
 - :class:`AtomicSaveModelCallback`: SaveModelCallback that writes to a temp file and renames it, so a
   crash or Ctrl-C never leaves a half-written checkpoint.
+- :class:`Lookahead`: every few steps, pull the weights back toward their running average, harder as
+  training ends, and finish on the average (airbench's lookahead: steadier weights from a short run).
 - :class:`EpochHistory`: one row per epoch for ``history.csv`` (both phases), and one plain line per
   epoch when the output is not a terminal or notebook (readable CI logs).
 """
@@ -23,7 +25,7 @@ from fastai.callback.schedule import ParamScheduler
 from fastai.callback.tracker import ReduceLROnPlateau as _FastaiReduceLROnPlateau
 from fastai.callback.tracker import SaveModelCallback, TrackerCallback
 
-__all__ = ["AtomicSaveModelCallback", "EpochHistory", "ReduceLROnPlateau"]
+__all__ = ["AtomicSaveModelCallback", "EpochHistory", "Lookahead", "ReduceLROnPlateau"]
 
 
 class ReduceLROnPlateau(_FastaiReduceLROnPlateau):
@@ -66,6 +68,37 @@ class ReduceLROnPlateau(_FastaiReduceLROnPlateau):
         if self.verbose:
             print(f"epoch {self.epoch + 1}: {self.monitor} has not improved for {self.patience} epoch(s); "
               f"learning rate divided by {self.factor:g}", flush=True)
+
+
+class Lookahead(Callback):
+    """Every ``every`` training steps: average = lerp(average, weights, 1 - d); weights = average, with
+    d = ``decay`` * (fraction of training done)^3, so the pull is nil at first and strongest at the end,
+    where the last step averages too and the run ends on the average. Covers every floating-point tensor of the
+    state dict (BatchNorm statistics too), as airbench94 does."""
+
+    def __init__(self, every: int = 5, decay: float = 0.95 ** 5):
+        self.every, self.decay = every, decay
+
+    def _tensors(self) -> list:
+        return [t for t in self.learn.model.state_dict().values() if t.is_floating_point()]
+
+    def before_fit(self) -> None:
+        self.total = self.n_epoch * len(self.dls.train)
+        self.average = [t.detach().clone() for t in self._tensors()]
+
+    def after_batch(self) -> None:
+        if not self.training:
+            return
+        step = self.learn.train_iter  # steps done, this one included
+        if step % self.every and step < self.total:  # the last step always averages
+            return
+        decay = self.decay * min(step / self.total, 1.0) ** 3
+        import torch
+
+        with torch.no_grad():
+            for average, tensor in zip(self.average, self._tensors()):
+                average.lerp_(tensor, 1 - decay)
+                tensor.copy_(average)
 
 
 class AtomicSaveModelCallback(SaveModelCallback):

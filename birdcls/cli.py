@@ -163,9 +163,11 @@ def train(
     from .learn import train as train_run
 
     with _user_errors():
-        overrides = {**_parse_set(set_ or []), "arch": arch, "weights": str(weights) if weights else None,
-                     "pretrained": pretrained, "size": size, "bs": bs, "epochs_head": epochs_head, "epochs": epochs,
-                     "lr": lr, "patience": patience, "seed": seed, "device": device}
+        flags = {"arch": arch, "weights": str(weights) if weights else None, "pretrained": pretrained, "size": size,
+                 "bs": bs, "epochs_head": epochs_head, "epochs": epochs, "lr": lr, "patience": patience, "seed": seed,
+                 "device": device}
+        # a flag left unset must not erase the same key given with --set
+        overrides = {**_parse_set(set_ or []), **{k: v for k, v in flags.items() if v is not None}}
         result = train_run(data, out, recipe, overwrite=overwrite, resume=resume, progress=progress, **overrides)
     m = result.metrics
     typer.echo(f"test accuracy {m['test_accuracy']:.4f} on {m['n_test']} images; trained in {m['train_seconds']:.1f}s")

@@ -56,6 +56,10 @@ class TrainConfig:
     lr: float = _opt(2e-3, "(float) base learning rate of both phases", min=1e-8, max=10.0)
     opt: str = _opt("adam", "(str) optimizer: adam (fastai's Adam) or sgd (with momentum)", choices=_OPTIMIZERS)
     momentum: float = _opt(0.9, "(float) SGD momentum", min=0.0, max=0.999)
+    cycle_momentum: bool = _opt(True, "(bool) one_cycle also cycles momentum 0.95-0.85-0.95 (fastai's default); "
+                                      "false keeps SGD's `momentum` fixed")
+    bn_bias_lr_mult: float = _opt(1.0, "(float) from scratch: BatchNorm biases train at lr times this (the CIFAR-10 "
+                                       "speed runs use 64)", min=1e-3, max=1e4)
     schedule: str = _opt("one_cycle", "(str) one_cycle, or constant (plain fit at lr, as the reports did)",
                          choices=_SCHEDULES)
     lr_mult: float = _opt(100.0, "(float) fine_tune: the body's first layers get lr/lr_mult", min=1.0, max=1e6)
@@ -71,8 +75,14 @@ class TrainConfig:
     augment: bool = _opt(True, "(bool) fastai's aug_transforms (rotate, zoom, warp, lighting) on each batch")
     flip: bool = _opt(True, "(bool) random horizontal flips when augmenting (off for digits and text)")
     augment_style: str = _opt("full", "(str) full: aug_transforms' rotate, zoom, warp and lighting; light: flips and "
-                                      "up-to-10% zoom-and-shift only (what small-image speed recipes use)",
-                              choices=("full", "light"))
+                                      "up-to-10% zoom-and-shift only; shift: flips and whole-pixel shifts of up to "
+                                      "2 px, no resampling (what the CIFAR-10 speed runs use)",
+                              choices=("full", "light", "shift"))
+    lookahead: bool = _opt(False, "(bool) every 5 steps pull the weights toward their running average, harder as "
+                                  "training ends, and finish on the average (airbench's lookahead)")
+    tta: bool = _opt(False, "(bool) the model's predictions average each image and its mirror image (needs flip; "
+                            "twice the inference cost); stored with the model, so evaluate, predict and every export "
+                            "do the same")
     label_smoothing: float = _opt(0.0, "(float) label smoothing of the cross-entropy loss", min=0.0, max=0.99)
     early_stopping: bool = _opt(True, "(bool) EarlyStoppingCallback on `monitor`")
     patience: int = _opt(3, "(int) EarlyStopping patience in epochs", min=1, max=10000)
@@ -216,4 +226,16 @@ def resolve_config(recipe: str | Path | None = None, overrides: dict[str, Any] |
     _check_keys(given, "the overrides")
     merged.update(given)
     values = {name: _coerce(name, value) for name, value in merged.items()}
-    return TrainConfig(**values)
+    cfg = TrainConfig(**values)
+    _check_combinations(cfg)
+    return cfg
+
+
+def _check_combinations(cfg: TrainConfig) -> None:
+    """Settings that are valid alone but contradict each other."""
+    if cfg.tta and not cfg.flip:
+        raise BirdclsError("tta averages each image with its mirror image, but flip is false (mirrored images are "
+                           "not the same class here): set tta=false, or flip=true")
+    if cfg.pretrained and cfg.bn_bias_lr_mult != 1.0:
+        raise BirdclsError("bn_bias_lr_mult applies to training from scratch: set pretrained=false, or "
+                           "bn_bias_lr_mult=1")

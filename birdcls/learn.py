@@ -180,14 +180,16 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
                             device=torch.device(device), shuffle=cfg.shuffle)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    learn = Learner(dls, model, splitter=splitter_for(cfg.arch), path=Path(run_dir), model_dir="checkpoints",
+    learn = Learner(dls, model, splitter=splitter_for(cfg.arch, bn_bias_group=_bn_bias_group(cfg)),
+                    path=Path(run_dir), model_dir="checkpoints",
                     train_bn=cfg.train_bn, **_learner_settings(cfg))
     if cfg.mixed_precision and device == "cuda":
         learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
     if cfg.pretrained:
         learn.freeze()
+    extra = {"weights_from": spec.weights_from, **({"tta": "flip"} if cfg.tta else {})}
     learn.birdcls_info = ModelInfo(cfg.arch, list(scan.classes), cfg.size, mean, std,
-                                   spec.source, spec.in_chans, extra={"weights_from": spec.weights_from}).to_dict()
+                                   spec.source, spec.in_chans, extra=extra).to_dict()
     return learn
 
 
@@ -196,9 +198,28 @@ def batch_transforms(cfg: TrainConfig, mean: list[float], std: list[float]) -> l
     from fastai.data.transforms import Normalize
     from fastai.vision.augment import aug_transforms
 
-    light = dict(max_rotate=0.0, max_zoom=1.1, max_lighting=0.0, max_warp=0.0) if cfg.augment_style == "light" else {}
-    tfms = [*aug_transforms(do_flip=cfg.flip, **light)] if cfg.augment else []
+    from .data.augment import RandomShiftFlip
+
+    if not cfg.augment:
+        tfms = []
+    elif cfg.augment_style == "shift":
+        tfms = [RandomShiftFlip(shift=2, flip=cfg.flip)]
+    elif cfg.augment_style == "light":
+        tfms = aug_transforms(do_flip=cfg.flip, max_rotate=0.0, max_zoom=1.1, max_lighting=0.0, max_warp=0.0)
+    else:
+        tfms = aug_transforms(do_flip=cfg.flip)
     return [*tfms, Normalize.from_stats(mean, std)]
+
+
+def _bn_bias_group(cfg: TrainConfig) -> bool:
+    return not cfg.pretrained and cfg.bn_bias_lr_mult != 1.0
+
+
+def _scratch_lr(cfg: TrainConfig):
+    """The from-scratch learning rate: one value, or one per parameter group (BatchNorm biases last)."""
+    import numpy as np
+
+    return np.array([cfg.lr, cfg.lr * cfg.bn_bias_lr_mult]) if _bn_bias_group(cfg) else cfg.lr
 
 
 def _learner_settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -212,6 +233,8 @@ def _learner_settings(cfg: TrainConfig) -> dict[str, Any]:
                 "metrics": [accuracy] + ([error_rate] if cfg.monitor == "error_rate" else [])}
     if cfg.wd is not None:
         settings["wd"] = cfg.wd
+    if not cfg.cycle_momentum:
+        settings["moms"] = (cfg.momentum,) * 3
     return settings
 
 
@@ -278,7 +301,7 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
     from fastai.callback.tracker import EarlyStoppingCallback
     from fastcore.basics import noop
 
-    from .callbacks import AtomicSaveModelCallback, EpochHistory, ReduceLROnPlateau
+    from .callbacks import AtomicSaveModelCallback, EpochHistory, Lookahead, ReduceLROnPlateau
 
     def on_epoch(row: dict) -> None:
         history.append(row)
@@ -286,6 +309,8 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
 
     def attach(learn, phase: str, whole=None):
         cbs = [EpochHistory(phase=phase, print_lines=(progress == "lines"), on_epoch=on_epoch)]
+        if cfg.lookahead:
+            cbs.append(Lookahead())
         if cfg.save_best:
             prior = _best_valid(history, cfg.monitor)
             cbs.append(AtomicSaveModelCallback(monitor=cfg.monitor, fname="best", reset_on_fit=False,
@@ -363,7 +388,7 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
         else:
             fit_scratch = learn.fit_one_cycle if one_cycle else learn.fit
             phases.append(("scratch", tune_phase("scratch", lambda: (_init_from_data(learn, say),
-                                                                     fit_scratch(cfg.epochs, cfg.lr)))))
+                                                                     fit_scratch(cfg.epochs, _scratch_lr(cfg))))))
     if not phases:
         raise BirdclsError("nothing to train: epochs_head and epochs are both 0; set --epochs or --epochs-head")
     for name, run_phase in phases:
@@ -501,6 +526,7 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
         "data": scan.counts(),
         "arch": cfg.arch,
         "size": cfg.size,
+        "tta": cfg.tta,
         "device": str(learn.dls.device),
         "data_path": data_path,
         "data_root": str(scan.layout.root.resolve()),

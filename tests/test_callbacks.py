@@ -1,4 +1,4 @@
-"""ReduceLROnPlateau must really lower the lr under fit_one_cycle (fastai issue #4046)."""
+"""ReduceLROnPlateau must really lower the lr under fit_one_cycle (fastai issue #4046); Lookahead averages."""
 
 import numpy as np
 import torch
@@ -9,7 +9,7 @@ from fastai.torch_core import set_seed
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from birdcls.callbacks import AtomicSaveModelCallback, ReduceLROnPlateau
+from birdcls.callbacks import AtomicSaveModelCallback, Lookahead, ReduceLROnPlateau
 
 
 def _learner(tmp_path):
@@ -72,3 +72,20 @@ def test_atomic_checkpoint_leaves_no_partial_file(tmp_path):
     assert files == ["best.pth"]
     state = torch.load(tmp_path / "models" / "best.pth", weights_only=True)
     assert set(state) == {"weight", "bias"}
+
+
+def _weights_after(tmp_path, cbs) -> torch.Tensor:
+    learn = _learner(tmp_path)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(3, 0.5, cbs=cbs)
+    return torch.cat([p.detach().flatten() for p in learn.model.parameters()])
+
+
+def test_lookahead_ends_on_its_average_and_changes_the_path(tmp_path):
+    plain = _weights_after(tmp_path, [])
+    no_pull = _weights_after(tmp_path, [Lookahead(every=2, decay=0.0)])
+    assert torch.allclose(no_pull, plain, atol=1e-6)  # lerp by 1 is a copy, to rounding: plain SGD
+    cb = Lookahead(every=2, decay=0.9)
+    averaged = _weights_after(tmp_path, [cb])
+    assert not torch.allclose(averaged, plain, atol=1e-4)
+    assert torch.equal(averaged, torch.cat([t.flatten() for t in cb.average]))

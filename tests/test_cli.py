@@ -38,8 +38,9 @@ def test_split_then_train_then_evaluate_export_predict(tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", str(tmp_path / "data"), "--out", str(run), "--size", "32", "--bs", "8",
                                  "--epochs-head", "1", "--epochs", "1", "--set", "freeze_epochs=0",
-                                 "--progress", "lines"])
+                                 "--set", "lr=0.0042", "--progress", "lines"])
     assert result.exit_code == 0, result.output
+    assert "lr: 0.0042" in (run / "config.yaml").read_text()  # --set works for keys that also have a flag
     assert "head epoch 1/1" in result.output and "fine_tune epoch 1/1" in result.output
     assert "test accuracy" in result.output
     result = runner.invoke(app, ["evaluate", str(run), str(tmp_path / "data" / "test")])
@@ -72,6 +73,9 @@ def test_user_errors_are_one_line(tmp_path, trained_run):
 def test_train_refuses_unknown_arch_before_work(tmp_path, tiny_data):
     result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "r"), "--arch", "resnet35"])
     _assert_one_line_error(result, "unknown architecture 'resnet35'")
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "r"), "--set", "bs=0"])
+    _assert_one_line_error(result, "'bs' must be")
+    assert not (tmp_path / "r").exists()
 
 
 def test_train_weights_unavailable_offline(tmp_path, tiny_data):

@@ -51,6 +51,9 @@ def test_values_from_strings_are_coerced():
     ({"device": "tpu"}, "'device' must be one of auto, cpu, cuda, mps"),
     ({"epoch": 3}, "unknown config key 'epoch'.*did you mean 'epochs'"),
     ({"augment": "maybe"}, "'augment' must be a bool"),
+    ({"augment_style": "heavy"}, "'augment_style' must be one of full, light, shift"),
+    ({"tta": True, "flip": False}, "set tta=false, or flip=true"),
+    ({"bn_bias_lr_mult": 64}, "bn_bias_lr_mult applies to training from scratch: set pretrained=false"),
 ])
 def test_bad_values_are_rejected_with_the_fix(overrides, message):
     with pytest.raises(BirdclsError, match=message):

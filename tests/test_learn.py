@@ -201,3 +201,46 @@ def test_speedrun_recipe_fits_its_whitening_from_training_images(tmp_path, tiny_
     saved = torch.load(tmp_path / "run" / "checkpoints" / "best.pth", map_location="cpu", weights_only=True)
     assert torch.equal(saved["0.weight"].cpu(), whiten.weight.cpu())
     assert result.metrics["n_test"] == 12
+    # BatchNorm biases in their own parameter group at 64x the lr; momentum held at 0.85; BN scales fixed at 1
+    learn = result.learner
+    assert len(learn.opt.hypers) == 2
+    first, biases = (h["lr"] for h in learn.opt.hypers)
+    assert biases == pytest.approx(64 * first)
+    assert set(learn.recorder.hps["mom"]) == {0.85}
+    norms = [m for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
+    assert any(m.bias.abs().sum() > 0 for m in norms)
+
+
+def test_tta_model_averages_each_image_with_its_mirror_in_every_format(tmp_path, tiny_data):
+    import numpy as np
+    import torch
+
+    from birdcls.export import export
+    from birdcls.predict import load_image, load_model, predict
+
+    result = train(tiny_data, tmp_path / "run", recipe="cifar10-speedrun", epochs=1, bs=8, tta=True,
+                   export_int8=False, progress="none")
+    run = result.run_dir
+    assert result.metrics["tta"] is True
+    images = sorted((tiny_data / "test").rglob("*.jpg"))
+    info = result.learner.birdcls_info
+    assert info["tta"] == "flip"
+    # by hand: the bare network on each image and on its mirror image, logits averaged
+    x = torch.from_numpy(np.stack([load_image(p, info["size"]) for p in images])).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(info["mean"]).view(1, 3, 1, 1)) / torch.tensor(info["std"]).view(1, 3, 1, 1)
+    net = result.learner.model.cpu().eval()
+    with torch.no_grad():
+        plain, mirrored = net(x), net(x.flip(3))
+    assert not torch.allclose(plain, mirrored, atol=1e-4)  # the mirror changes the network's answer
+    expected = torch.softmax((plain + mirrored) / 2, 1).numpy()
+    safetensors = export(run, "safetensors", tmp_path / "m.safetensors")
+    for path in (run / "model.pkl", run / "model.onnx", safetensors):
+        probs = predict(load_model(path, device="cpu"), images, bs=4).probs
+        np.testing.assert_allclose(probs, expected, atol=1e-4, err_msg=str(path))
+
+
+def test_tta_needs_flips(tmp_path, tiny_data):
+    with pytest.raises(BirdclsError, match="set tta=false, or flip=true"):
+        train(tiny_data, tmp_path / "run", recipe="cifar10-speedrun", tta=True, flip=False)
+    assert not (tmp_path / "run").exists()

@@ -155,4 +155,6 @@ def test_speedrun_network_trains_only_the_whitening_bias():
     assert [name for name, _ in whiten.named_parameters()] == ["bias"]
     assert {"0.weight", "0.fitted"} <= set(model.state_dict())  # the fitted filters travel with the weights
     assert count_parameters(model) == 1_972_504
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 6 and not any(m.weight.requires_grad for m in norms)  # only the shifts train
     assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

@@ -182,9 +182,17 @@ def _dirac_conv(cin: int, cout: int) -> nn.Conv2d:
     return conv
 
 
+def _speedrun_norm(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm as the speed runs set it: running statistics that follow the last few batches (a run is only
+    a few hundred steps long), and a scale fixed at 1 (only the shift trains)."""
+    norm = nn.BatchNorm2d(channels, eps=1e-12, momentum=0.4)
+    norm.weight.requires_grad_(False)
+    return norm
+
+
 def _speedrun_group(cin: int, cout: int) -> list[nn.Module]:
-    return [_dirac_conv(cin, cout), nn.MaxPool2d(2), nn.BatchNorm2d(cout), nn.GELU(),
-            _dirac_conv(cout, cout), nn.BatchNorm2d(cout), nn.GELU()]
+    return [_dirac_conv(cin, cout), nn.MaxPool2d(2), _speedrun_norm(cout), nn.GELU(),
+            _dirac_conv(cout, cout), _speedrun_norm(cout), nn.GELU()]
 
 
 def cifar_speedrun(n_out: int = 10) -> nn.Sequential:
