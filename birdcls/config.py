@@ -72,7 +72,7 @@ class TrainConfig:
                                     min=1, max=10**9)
     valid_subset: int | None = _opt(None, "(int) use only this many validation images (seeded)", min=1, max=10**9)
     mixed_precision: bool = _opt(True, "(bool) bf16/fp16 autocast when training on a GPU (ignored on CPU)")
-    augment: bool = _opt(True, "(bool) fastai's aug_transforms (rotate, zoom, warp, lighting) on each batch")
+    augment: bool = _opt(True, "(bool) augment every training batch on the device, as `augment_style` says")
     flip: bool = _opt(True, "(bool) random horizontal flips when augmenting (off for digits and text)")
     augment_style: str = _opt("full", "(str) full: aug_transforms' rotate, zoom, warp and lighting; light: flips and "
                                       "up-to-10% zoom-and-shift only; shift: flips and whole-pixel shifts of up to "
