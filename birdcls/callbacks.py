@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import torch
 from fastai.callback.core import Callback
 from fastai.callback.schedule import ParamScheduler
 from fastai.callback.tracker import ReduceLROnPlateau as _FastaiReduceLROnPlateau
@@ -93,8 +94,6 @@ class Lookahead(Callback):
         if step % self.every and step < self.total:  # the last step always averages
             return
         decay = self.decay * min(step / self.total, 1.0) ** 3
-        import torch
-
         with torch.no_grad():
             for average, tensor in zip(self.average, self._tensors()):
                 average.lerp_(tensor, 1 - decay)
