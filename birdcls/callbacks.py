@@ -8,6 +8,15 @@
   crash or Ctrl-C never leaves a half-written checkpoint.
 - :class:`Lookahead`: every few steps, pull the weights back toward their running average, harder as
   training ends, and finish on the average (airbench's lookahead: steadier weights from a short run).
+- :class:`FreezeWhiteningBias`: stop training the patch-whitening layer's bias after a few epochs
+  (airbench94 does: it settles early and then only adds noise).
+- :func:`fit_triangle`: ``fit`` under airbench's piecewise-linear learning-rate schedule (up from a fifth of
+  the peak, then down to 7% of it), the one-cycle alternative the speed runs use.
+- :class:`LossOnDevice`: fastai's Recorder moves every training batch's loss to the host for its smoothed
+  loss, which on a GPU waits for the batch to finish; this keeps that average on the device and moves it
+  once, at the end of training, so the host can queue batches ahead.
+- :class:`ThrottledProgressCallback`: fastai's progress bars, with the loss in the bar's comment refreshed at
+  most twice a second instead of every batch (reading it waits for the device).
 - :class:`EpochHistory`: one row per epoch for ``history.csv`` (both phases), and one plain line per
   epoch when the output is not a terminal or notebook (readable CI logs).
 """
@@ -22,11 +31,15 @@ from collections.abc import Callable
 
 import torch
 from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler
 from fastai.callback.tracker import ReduceLROnPlateau as _FastaiReduceLROnPlateau
 from fastai.callback.tracker import SaveModelCallback, TrackerCallback
+from fastai.learner import AvgSmoothLoss
 
-__all__ = ["AtomicSaveModelCallback", "EpochHistory", "Lookahead", "ReduceLROnPlateau"]
+__all__ = ["AtomicSaveModelCallback", "DeviceSmoothLoss", "EpochHistory", "FreezeWhiteningBias", "Lookahead",
+           "LossOnDevice", "ReduceLROnPlateau", "ThrottledProgressCallback",
+           "fit_triangle", "triangle_schedule"]
 
 
 class ReduceLROnPlateau(_FastaiReduceLROnPlateau):
@@ -98,6 +111,88 @@ class Lookahead(Callback):
             for average, tensor in zip(self.average, self._tensors()):
                 average.lerp_(tensor, 1 - decay)
                 tensor.copy_(average)
+
+
+class FreezeWhiteningBias(Callback):
+    """From epoch ``epochs`` on, the bias of every :class:`~birdcls.models.small.PatchWhitening` layer stops
+    training: its gradient is dropped after each backward pass, so fastai's optimizer skips it entirely (no
+    momentum or decay keeps moving it). ``requires_grad`` stays as it was, so the optimizer's parameter
+    groups (and the exported learner's) do not change shape."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def before_fit(self) -> None:
+        from .models.small import PatchWhitening
+
+        self.biases = [m.bias for m in self.learn.model.modules() if isinstance(m, PatchWhitening)]
+
+    def after_backward(self) -> None:
+        if self.epoch >= self.epochs:
+            for bias in self.biases:
+                bias.grad = None
+
+
+def triangle_schedule(lr, warmup: float = 0.23, start: float = 0.2, end: float = 0.07):
+    """lr (a float or one per parameter group) times a piecewise-linear curve: ``start`` to 1 over the first
+    ``warmup`` of training, then down to ``end`` (airbench94's schedule)."""
+    import numpy as np
+    from fastai.callback.schedule import SchedLin, combine_scheds
+
+    lr = np.asarray(lr, dtype=float) if np.ndim(lr) else float(lr)  # fastai's set_hyper takes a float or a 1-d array
+    return combine_scheds([warmup, 1 - warmup], [SchedLin(lr * start, lr), SchedLin(lr, lr * end)])
+
+
+def fit_triangle(learn, n_epoch: int, lr, cbs=None, **kwargs) -> None:
+    """``learn.fit`` under :func:`triangle_schedule` (momentum stays as the optimizer has it)."""
+    learn.fit(n_epoch, lr, cbs=[ParamScheduler({"lr": triangle_schedule(lr)}), *(cbs or [])], **kwargs)
+
+
+class DeviceSmoothLoss(AvgSmoothLoss):
+    """fastai's exponentially smoothed training loss, computed where the loss is (fastai's own copies each
+    batch's loss to the host first)."""
+
+    def accumulate(self, learn) -> None:
+        self.count += 1
+        loss = learn.loss.detach().mean().float()
+        self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
+
+
+class LossOnDevice(Callback):
+    """Swap the Recorder's smoothed loss for :class:`DeviceSmoothLoss` for one fit, then move the recorded
+    losses to the host in one transfer, so that the exported learner and ``plot_loss`` see plain CPU values.
+    fastai still reads the loss once an epoch for its log."""
+
+    order = 51  # after the Recorder (50): its before_fit resets whichever smoothed loss it holds
+
+    def before_fit(self) -> None:
+        recorder = self.learn.recorder
+        self.host_loss = recorder.smooth_loss
+        # object.__setattr__: a Callback's own setattr warns when the Learner has an attribute of that name
+        object.__setattr__(recorder, "smooth_loss", DeviceSmoothLoss(beta=recorder.smooth_loss.beta))
+
+    def after_fit(self) -> None:
+        recorder = self.learn.recorder
+        if recorder.losses:
+            recorder.losses = list(torch.stack([t.float() for t in recorder.losses]).cpu())
+        if isinstance(getattr(self.learn, "smooth_loss", None), torch.Tensor):
+            self.learn.smooth_loss = self.learn.smooth_loss.cpu()
+        object.__setattr__(recorder, "smooth_loss", self.host_loss)
+
+
+class ThrottledProgressCallback(ProgressCallback):
+    """fastai's ProgressCallback, reading the smoothed loss for the bar's comment at most every ``every``
+    seconds (fastai reads it, a host copy, after every batch)."""
+
+    def __init__(self, every: float = 0.5):
+        self.every, self._shown = every, -math.inf
+
+    def after_batch(self) -> None:
+        self.pbar.update(self.iter + 1)
+        now = time.monotonic()
+        if hasattr(self, "smooth_loss") and now - self._shown >= self.every:
+            self._shown = now
+            self.pbar.comment = f"{float(self.smooth_loss):.4f}"
 
 
 class AtomicSaveModelCallback(SaveModelCallback):
@@ -200,13 +295,20 @@ class EpochHistory(Callback):
     def before_epoch(self) -> None:
         self._start = time.perf_counter()
 
+    def _main_group(self) -> int:
+        """The parameter group whose lr the row shows: the last (fastai's head, the base lr of fine_tune's
+        discriminative rates), except under the BatchNorm-bias split, whose last group runs at a multiple."""
+        from .models.backbones import bn_bias_split
+
+        return 0 if getattr(self.learn, "splitter", None) is bn_bias_split else -1
+
     def after_epoch(self) -> None:
         names = list(self.recorder.metric_names)[1:-1]  # drop 'epoch' and 'time'
         values = list(self.recorder.log)[1:len(names) + 1]
         row: dict = {"phase": self.phase, "epoch": self.epoch + 1, "n_epoch": self.n_epoch}
         for name, value in zip(names, values):
             row[name] = float(value) if value is not None else math.nan
-        row["lr"] = float(self.opt.hypers[-1]["lr"])
+        row["lr"] = float(self.opt.hypers[self._main_group()]["lr"])
         # the head phase may train a head-only Learner on cached features: its body is frozen by construction
         row["frozen"] = self.phase == "head" or bool(getattr(self.opt, "frozen_idx", 0))
         row["seconds"] = round(time.perf_counter() - self._start, 2)

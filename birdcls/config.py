@@ -29,7 +29,7 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 _OPTIMIZERS = ("adam", "sgd")
-_SCHEDULES = ("one_cycle", "constant")
+_SCHEDULES = ("one_cycle", "constant", "triangle")
 _NORMALIZE = ("model", "none", "raw255")
 _MONITORS = ("valid_loss", "accuracy", "error_rate")
 
@@ -55,12 +55,18 @@ class TrainConfig:
     freeze_epochs: int = _opt(1, "(int) fine_tune's own frozen epochs before it unfreezes", min=0, max=10000)
     lr: float = _opt(2e-3, "(float) base learning rate of both phases", min=1e-8, max=10.0)
     opt: str = _opt("adam", "(str) optimizer: adam (fastai's Adam) or sgd (with momentum)", choices=_OPTIMIZERS)
+    nesterov: bool = _opt(False, "(bool) sgd: Nesterov momentum instead of fastai's heavy-ball momentum")
     momentum: float = _opt(0.9, "(float) SGD momentum", min=0.0, max=0.999)
     cycle_momentum: bool = _opt(True, "(bool) one_cycle also cycles momentum 0.95-0.85-0.95 (fastai's default); "
                                       "false keeps SGD's `momentum` fixed")
     bn_bias_lr_mult: float = _opt(1.0, "(float) from scratch: BatchNorm biases train at lr times this (the CIFAR-10 "
                                        "speed runs use 64)", min=1e-3, max=1e4)
-    schedule: str = _opt("one_cycle", "(str) one_cycle, or constant (plain fit at lr, as the reports did)",
+    bn_bias_wd: bool = _opt(False, "(bool) with bn_bias_lr_mult: decay the BatchNorm biases too, by as much per step as "
+                                   "the other weights (their wd is divided by the multiplier; airbench's setting)")
+    whiten_bias_epochs: int | None = _opt(None, "(int) cifar_speedrun: the patch-whitening bias trains for this many "
+                                                "epochs, then stays fixed; null = throughout", min=0, max=10000)
+    schedule: str = _opt("one_cycle", "(str) one_cycle; constant (plain fit at lr, as the reports did); or, from "
+                                      "scratch, triangle (airbench: linear from lr/5 to lr over 23%, then to 0.07 lr)",
                          choices=_SCHEDULES)
     lr_mult: float = _opt(100.0, "(float) fine_tune: the body's first layers get lr/lr_mult", min=1.0, max=1e6)
     wd: float | None = _opt(None, "(float) weight decay; null = fastai's default", min=0.0, max=10.0)
@@ -236,6 +242,14 @@ def _check_combinations(cfg: TrainConfig) -> None:
     if cfg.tta and not cfg.flip:
         raise BirdclsError("tta averages each image with its mirror image, but flip is false (mirrored images are "
                            "not the same class here): set tta=false, or flip=true")
+    if cfg.nesterov and cfg.opt != "sgd":
+        raise BirdclsError("nesterov applies to opt=sgd: set opt=sgd, or nesterov=false")
+    if cfg.pretrained and cfg.schedule == "triangle":
+        raise BirdclsError("schedule=triangle applies to training from scratch (fine_tune has its own schedule): "
+                           "set pretrained=false, or schedule=one_cycle")
+    if cfg.bn_bias_wd and cfg.bn_bias_lr_mult == 1.0:
+        raise BirdclsError("bn_bias_wd applies to the BatchNorm-bias group that bn_bias_lr_mult creates: set "
+                           "bn_bias_lr_mult (e.g. 64), or bn_bias_wd=false")
     if cfg.pretrained and cfg.bn_bias_lr_mult != 1.0:
         raise BirdclsError("bn_bias_lr_mult applies to training from scratch: set pretrained=false, or "
                            "bn_bias_lr_mult=1")

@@ -228,11 +228,17 @@ def _learner_settings(cfg: TrainConfig) -> dict[str, Any]:
     from fastai.metrics import accuracy, error_rate
     from fastai.optimizer import SGD, Adam
 
+    from .optim import nesterov_sgd
+
     loss = LabelSmoothingCrossEntropyFlat(eps=cfg.label_smoothing) if cfg.label_smoothing > 0 else CrossEntropyLossFlat()
-    settings = {"loss_func": loss, "opt_func": partial(SGD, mom=cfg.momentum) if cfg.opt == "sgd" else Adam,
+    sgd = nesterov_sgd if cfg.nesterov else SGD
+    settings = {"loss_func": loss, "opt_func": partial(sgd, mom=cfg.momentum) if cfg.opt == "sgd" else Adam,
                 "metrics": [accuracy] + ([error_rate] if cfg.monitor == "error_rate" else [])}
     if cfg.wd is not None:
         settings["wd"] = cfg.wd
+    if cfg.bn_bias_wd and cfg.wd is not None and _bn_bias_group(cfg):
+        # decoupled decay is lr * wd per step: the biases' 64x lr would decay them 64x harder than the weights
+        settings.update(wd=[cfg.wd, cfg.wd / cfg.bn_bias_lr_mult], wd_bn_bias=True)
     if not cfg.cycle_momentum:
         settings["moms"] = (cfg.momentum,) * 3
     return settings
@@ -301,16 +307,19 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
     from fastai.callback.tracker import EarlyStoppingCallback
     from fastcore.basics import noop
 
-    from .callbacks import AtomicSaveModelCallback, EpochHistory, Lookahead, ReduceLROnPlateau
+    from .callbacks import (AtomicSaveModelCallback, EpochHistory, FreezeWhiteningBias, Lookahead, LossOnDevice,
+                            ReduceLROnPlateau, ThrottledProgressCallback)
 
     def on_epoch(row: dict) -> None:
         history.append(row)
         _write_history(history, out / "history.csv")
 
     def attach(learn, phase: str, whole=None):
-        cbs = [EpochHistory(phase=phase, print_lines=(progress == "lines"), on_epoch=on_epoch)]
+        cbs = [EpochHistory(phase=phase, print_lines=(progress == "lines"), on_epoch=on_epoch), LossOnDevice()]
         if cfg.lookahead:
             cbs.append(Lookahead())
+        if cfg.whiten_bias_epochs is not None and phase == "scratch":
+            cbs.append(FreezeWhiteningBias(cfg.whiten_bias_epochs))
         if cfg.save_best:
             prior = _best_valid(history, cfg.monitor)
             cbs.append(AtomicSaveModelCallback(monitor=cfg.monitor, fname="best", reset_on_fit=False,
@@ -321,16 +330,18 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
         if cfg.reduce_lr:
             cbs.append(ReduceLROnPlateau(monitor=cfg.monitor, patience=cfg.lr_patience, factor=cfg.lr_factor,
                                          verbose=progress != "none"))
-        if progress != "bars":
-            learn.remove_cb(ProgressCallback)
+        learn.remove_cb(ProgressCallback)
+        if progress == "bars":
+            cbs.append(ThrottledProgressCallback())
+        else:
             learn.logger = noop  # without the bar, fastai's Recorder would print raw lists
         learn.add_cbs(cbs)
 
         def detach() -> None:
             learn.remove_cbs(cbs)
             learn.logger = print
-            if progress != "bars" and not any(isinstance(cb, ProgressCallback) for cb in learn.cbs):
-                learn.add_cb(ProgressCallback())  # the exported learner shows bars again in a notebook
+            if not any(isinstance(cb, ProgressCallback) for cb in learn.cbs):
+                learn.add_cb(ProgressCallback())  # the exported learner shows fastai's bars in a notebook
 
         return detach
 
@@ -345,6 +356,7 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
     With ``fast`` (the tensor store) and ``cache_features``, the head phase trains on the frozen body's
     features, computed once, instead of running the body in every epoch.
     """
+    from .callbacks import fit_triangle
     from .fast import head_split, train_head_on_features
 
     attach = _callback_attacher(cfg, progress, history, out)
@@ -386,7 +398,8 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
             phases.append(("fine_tune", tune_phase("fine_tune", lambda: (learn.unfreeze(), learn.fit(
                 cfg.epochs, slice(cfg.lr / cfg.lr_mult, cfg.lr))))))
         else:
-            fit_scratch = learn.fit_one_cycle if one_cycle else learn.fit
+            fit_scratch = {"one_cycle": learn.fit_one_cycle, "constant": learn.fit,
+                           "triangle": partial(fit_triangle, learn)}[cfg.schedule]
             phases.append(("scratch", tune_phase("scratch", lambda: (_init_from_data(learn, say),
                                                                      fit_scratch(cfg.epochs, _scratch_lr(cfg))))))
     if not phases:

@@ -1,6 +1,7 @@
 """ReduceLROnPlateau must really lower the lr under fit_one_cycle (fastai issue #4046); Lookahead averages."""
 
 import numpy as np
+import pytest
 import torch
 from fastai.callback.tracker import ReduceLROnPlateau as FastaiReduceLROnPlateau
 from fastai.data.core import DataLoaders
@@ -9,7 +10,7 @@ from fastai.torch_core import set_seed
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from birdcls.callbacks import AtomicSaveModelCallback, Lookahead, ReduceLROnPlateau
+from birdcls.callbacks import AtomicSaveModelCallback, Lookahead, ReduceLROnPlateau, fit_triangle, triangle_schedule
 
 
 def _learner(tmp_path):
@@ -89,3 +90,25 @@ def test_lookahead_ends_on_its_average_and_changes_the_path(tmp_path):
     averaged = _weights_after(tmp_path, [cb])
     assert not torch.allclose(averaged, plain, atol=1e-4)
     assert torch.equal(averaged, torch.cat([t.flatten() for t in cb.average]))
+
+
+def test_triangle_schedule_rises_from_a_fifth_then_falls_to_seven_percent():
+    sched = triangle_schedule(np.array([1.0, 64.0]))
+    np.testing.assert_allclose(sched(0.0), [0.2, 12.8])
+    np.testing.assert_allclose(sched(0.23), [1.0, 64.0])
+    np.testing.assert_allclose(sched(0.23 / 2), [0.6, 38.4])
+    np.testing.assert_allclose(sched(1.0), [0.07, 4.48])
+
+
+def test_fit_triangle_drives_the_optimizer_and_a_plateau_still_scales_it(tmp_path):
+    learn = _learner(tmp_path)
+    with learn.no_bar(), learn.no_logging():
+        fit_triangle(learn, 4, 0.1, cbs=[ReduceLROnPlateau(**NEVER_IMPROVES)])
+    lrs = np.array(learn.recorder.lrs)
+    per_epoch = len(lrs) // 4
+    assert lrs[0] == pytest.approx(0.02)
+    assert lrs[: 2 * per_epoch].max() == pytest.approx(0.1, rel=0.05)  # the peak, at 23% of training
+    # the plateau after epoch 2 divides what the schedule sets by 10
+    expected = np.array([triangle_schedule(0.1)(i / len(lrs)) for i in range(len(lrs))])
+    np.testing.assert_allclose(lrs[: 2 * per_epoch], expected[: 2 * per_epoch], rtol=1e-6)
+    np.testing.assert_allclose(lrs[2 * per_epoch: 3 * per_epoch], expected[2 * per_epoch: 3 * per_epoch] / 10, rtol=1e-6)

@@ -185,3 +185,51 @@ def test_a_model_onnx_cannot_express_keeps_the_pkl(tmp_path: Path, tiny_data: Pa
     assert "model.onnx not written (RuntimeError: Exporting the operator 'aten::fancy'" in out
     assert not (tmp_path / "run" / "model.onnx").exists() and (tmp_path / "run" / "model.pkl").is_file()
     assert result.metrics["n_test"] == 12
+
+
+def test_training_batches_wait_on_nothing_from_the_device(tiny_data: Path, monkeypatch):
+    """On a GPU every copy to the host, and every Python list made into a device tensor, waits for the queued
+    work to finish: the host can then no longer run ahead of the device. None may happen per training batch
+    (fastai's Recorder copies each loss to the host; the batches' indices used to go over one list a time)."""
+    from fastai.callback.core import Callback
+    from fastai.data.transforms import IntToFloatTensor
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+
+    from birdcls.callbacks import LossOnDevice
+    from birdcls.models.small import create_small_model
+
+    paths = _images(tiny_data / "train")
+    x = torch.from_numpy(np.array(decode_cached(paths, 32)))
+    y = torch.arange(len(paths)) % 3
+    dls = tensor_dataloaders(TensorSplit(x, y, 0), TensorSplit(x[:4], y[:4], 1), bs=2, device=torch.device("cpu"),
+                             after_batch=[IntToFloatTensor()], seed=0)
+    learn = Learner(dls, create_small_model("cifar_small", 3), loss_func=CrossEntropyLossFlat(), cbs=[LossOnDevice()])
+    counting, waits = [False], []
+
+    class Window(Callback):  # counts from the start of the training loop to its end, batches fetched included
+        order = -1000
+
+        def before_train(self):
+            counting[0] = True
+
+        def after_train(self):
+            counting[0] = False
+
+    def counted(name, original):
+        def call(*args, **kwargs):
+            if counting[0]:
+                waits.append(name)
+            return original(*args, **kwargs)
+        return call
+
+    for name in ("cpu", "item", "tolist", "numpy", "__float__", "__format__"):
+        monkeypatch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
+    monkeypatch.setattr(torch, "tensor", counted("torch.tensor", torch.tensor))
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2, 1e-3, cbs=[Window()])
+    batches = len(learn.recorder.losses)
+    assert batches == 2 * (len(paths) // 2) and batches >= 20
+    assert len(waits) <= 3 * 2, waits  # a few per epoch, none per batch
+    assert all(t.device.type == "cpu" for t in learn.recorder.losses)
+    assert float(learn.recorder.losses[-1]) > 0

@@ -198,6 +198,7 @@ def test_speedrun_recipe_fits_its_whitening_from_training_images(tmp_path, tiny_
     assert "patch whitening fitted on 8 training images" in capsys.readouterr().out
     whiten = result.learner.model[0]
     assert bool(whiten.fitted) and whiten.weight.abs().sum() > 0
+    assert whiten.bias.abs().sum() > 0  # its bias trains (whiten_bias_epochs: null)
     saved = torch.load(tmp_path / "run" / "checkpoints" / "best.pth", map_location="cpu", weights_only=True)
     assert torch.equal(saved["0.weight"].cpu(), whiten.weight.cpu())
     assert result.metrics["n_test"] == 12
@@ -210,6 +211,27 @@ def test_speedrun_recipe_fits_its_whitening_from_training_images(tmp_path, tiny_
     norms = [m for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
     assert any(m.bias.abs().sum() > 0 for m in norms)
+
+
+def test_speedrun_airbench_options_reach_the_optimizer(tmp_path, tiny_data):
+    import torch
+
+    from birdcls.optim import nesterov_step
+
+    result = train(tiny_data, tmp_path / "run", recipe="cifar10-speedrun", epochs=2, bs=8, nesterov=True,
+                   schedule="triangle", whiten_bias_epochs=0, bn_bias_wd=True, lr=0.5, wd=0.01,
+                   export_int8=False, progress="none")
+    learn = result.learner
+    assert nesterov_step in learn.opt.cbs
+    # the BatchNorm biases' 64x lr is offset in their decoupled decay: the same lr * wd per step as the weights
+    assert [h["wd"] for h in learn.opt.hypers] == pytest.approx([0.01, 0.01 / 64])
+    assert not any(s.get("do_wd") is False for s in learn.opt.state.values())
+    # the recorder follows the last group (BatchNorm biases, lr 32): the schedule starts at a fifth
+    lrs = learn.recorder.lrs
+    assert lrs[0] == pytest.approx(0.2 * 32) and max(lrs) == pytest.approx(32, rel=0.1)
+    assert lrs[-1] < 0.3 * max(lrs)  # and falls (to 0.07 of the peak at the very end)
+    whiten = learn.model[0]
+    assert torch.equal(whiten.bias.detach().cpu(), torch.zeros_like(whiten.bias.cpu()))  # frozen from epoch 0
 
 
 def test_tta_model_averages_each_image_with_its_mirror_in_every_format(tmp_path, tiny_data):

@@ -154,12 +154,14 @@ def _tensor_batch_dl_class():
             import torch
 
             ds: TensorSplit = self.dataset
-            order = list(samps)
+            # the epoch's order goes to the device once: a copy per batch would make the host wait for the
+            # device's queue to drain before every batch on a GPU
+            order = torch.tensor(list(samps), dtype=torch.long).to(ds.x.device)
             for start in range(0, len(order), self.bs):
                 chunk = order[start:start + self.bs]
                 if self.drop_last and len(chunk) < self.bs:
                     return
-                yield ds.batch(torch.tensor(chunk, device=ds.x.device))
+                yield ds.batch(chunk)
 
     return TensorBatchDL
 
