@@ -307,8 +307,15 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
     from fastai.callback.tracker import EarlyStoppingCallback
     from fastcore.basics import noop
 
-    from .callbacks import (AtomicSaveModelCallback, EpochHistory, FreezeWhiteningBias, Lookahead, LossOnDevice,
-                            ReduceLROnPlateau, ThrottledProgressCallback)
+    from .callbacks import (
+        AtomicSaveModelCallback,
+        EpochHistory,
+        FreezeWhiteningBias,
+        Lookahead,
+        LossOnDevice,
+        ReduceLROnPlateau,
+        ThrottledProgressCallback,
+    )
 
     def on_epoch(row: dict) -> None:
         history.append(row)
