@@ -150,7 +150,8 @@ def case_scratch(work: Path, quick: bool) -> list[dict] | None:
         epochs = sum(result.metrics["epochs_run"].values())
         rows.append(line("scratch", recipe, size=32, train_images=n, epochs=epochs, seconds=time.perf_counter() - start,
                          train_seconds=train_s, images_per_s=n * epochs / train_s,
-                         test_acc=result.metrics["test_accuracy"], tta=result.metrics.get("tta", False)))
+                         test_acc=result.metrics["test_accuracy"], tta=result.metrics.get("tta", False),
+                         tta_shift=result.metrics.get("tta_shift", False)))
     rows[-1]["time_ratio"] = rows[0]["train_seconds"] / rows[-1]["train_seconds"]
     return rows
 

@@ -89,6 +89,8 @@ class TrainConfig:
     tta: bool = _opt(False, "(bool) the model's predictions average each image and its mirror image (needs flip; "
                             "twice the inference cost); stored with the model, so evaluate, predict and every export "
                             "do the same")
+    tta_shift: bool = _opt(False, "(bool) with tta: also average the image (and mirror) moved one pixel up-left and "
+                                  "down-right, airbench's level-2 average (six passes: three times tta's cost)")
     label_smoothing: float = _opt(0.0, "(float) label smoothing of the cross-entropy loss", min=0.0, max=0.99)
     early_stopping: bool = _opt(True, "(bool) EarlyStoppingCallback on `monitor`")
     patience: int = _opt(3, "(int) EarlyStopping patience in epochs", min=1, max=10000)
@@ -242,11 +244,16 @@ def _check_combinations(cfg: TrainConfig) -> None:
     if cfg.tta and not cfg.flip:
         raise BirdclsError("tta averages each image with its mirror image, but flip is false (mirrored images are "
                            "not the same class here): set tta=false, or flip=true")
+    if cfg.tta_shift and not cfg.tta:
+        raise BirdclsError("tta_shift extends tta's mirror average: set tta=true as well, or tta_shift=false")
     if cfg.nesterov and cfg.opt != "sgd":
         raise BirdclsError("nesterov applies to opt=sgd: set opt=sgd, or nesterov=false")
     if cfg.pretrained and cfg.schedule == "triangle":
         raise BirdclsError("schedule=triangle applies to training from scratch (fine_tune has its own schedule): "
                            "set pretrained=false, or schedule=one_cycle")
+    if cfg.whiten_bias_epochs is not None and cfg.arch != "cifar_speedrun":
+        raise BirdclsError(f"whiten_bias_epochs applies to cifar_speedrun's patch-whitening layer, which {cfg.arch} "
+                           "does not have: set whiten_bias_epochs=null, or arch=cifar_speedrun")
     if cfg.bn_bias_wd and cfg.bn_bias_lr_mult == 1.0:
         raise BirdclsError("bn_bias_wd applies to the BatchNorm-bias group that bn_bias_lr_mult creates: set "
                            "bn_bias_lr_mult (e.g. 64), or bn_bias_wd=false")

@@ -187,7 +187,8 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
         learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
     if cfg.pretrained:
         learn.freeze()
-    extra = {"weights_from": spec.weights_from, **({"tta": "flip"} if cfg.tta else {})}
+    tta = ("flip_shift" if cfg.tta_shift else "flip") if cfg.tta else None
+    extra = {"weights_from": spec.weights_from, **({"tta": tta} if tta else {})}
     learn.birdcls_info = ModelInfo(cfg.arch, list(scan.classes), cfg.size, mean, std,
                                    spec.source, spec.in_chans, extra=extra).to_dict()
     return learn
@@ -547,6 +548,7 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
         "arch": cfg.arch,
         "size": cfg.size,
         "tta": cfg.tta,
+        "tta_shift": cfg.tta and cfg.tta_shift,
         "device": str(learn.dls.device),
         "data_path": data_path,
         "data_root": str(scan.layout.root.resolve()),

@@ -105,10 +105,11 @@ def uint8_input_model(model: Any, info: ModelInfo) -> Any:
     permuted to NCHW is channels_last) and the ONNX export traces it (the numpy pass it replaces took
     ~1.8 ms of ~9 ms per 224 px image). A model trained with ``tta: true`` (``info.extra["tta"] ==
     "flip"``) averages its logits for each image and its mirror image here, so that evaluation, the
-    torch backend and every export predict alike."""
+    torch backend and every export predict alike; with ``tta_shift`` too (``"flip_shift"``), half the
+    average goes to the same pair moved one pixel up-left and one pixel down-right (six passes)."""
     import torch
 
-    mirror = info.extra.get("tta") == "flip"
+    tta = info.extra.get("tta")
 
     class UInt8Input(torch.nn.Module):
         def __init__(self):
@@ -118,10 +119,18 @@ def uint8_input_model(model: Any, info: ModelInfo) -> Any:
             self.register_buffer("mean", torch.tensor(info.mean).view(shape) * 255)
             self.register_buffer("inv_std", 1 / (torch.tensor(info.std).view(shape) * 255))
 
+        def mirrored(self, x):
+            return (self.model(x) + self.model(x.flip(3))) / 2
+
         def forward(self, x):
             x = (x.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std
-            if mirror:
-                return (self.model(x) + self.model(x.flip(3))) / 2
+            if tta == "flip":
+                return self.mirrored(x)
+            if tta == "flip_shift":  # airbench's level 2: also moved one pixel up-left and down-right
+                padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+                h, w = x.shape[2], x.shape[3]
+                shifted = (self.mirrored(padded[:, :, :h, :w]) + self.mirrored(padded[:, :, 2:, 2:])) / 2
+                return (self.mirrored(x) + shifted) / 2
             return self.model(x)
 
     return UInt8Input().eval()

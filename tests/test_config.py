@@ -54,10 +54,12 @@ def test_values_from_strings_are_coerced():
     ({"augment_style": "heavy"}, "'augment_style' must be one of full, light, shift"),
     ({"tta": True, "flip": False}, "set tta=false, or flip=true"),
     ({"bn_bias_lr_mult": 64}, "bn_bias_lr_mult applies to training from scratch: set pretrained=false"),
+    ({"tta_shift": True}, "tta_shift extends tta's mirror average: set tta=true"),
     ({"nesterov": True}, "nesterov applies to opt=sgd: set opt=sgd, or nesterov=false"),
     ({"schedule": "triangle"}, "schedule=triangle applies to training from scratch"),
     ({"pretrained": False, "bn_bias_wd": True}, "bn_bias_wd applies to the BatchNorm-bias group"),
     ({"whiten_bias_epochs": -1}, "'whiten_bias_epochs' must be between 0 and"),
+    ({"whiten_bias_epochs": 3}, "whiten_bias_epochs applies to cifar_speedrun's patch-whitening layer"),
 ])
 def test_bad_values_are_rejected_with_the_fix(overrides, message):
     with pytest.raises(BirdclsError, match=message):

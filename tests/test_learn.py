@@ -234,28 +234,37 @@ def test_speedrun_airbench_options_reach_the_optimizer(tmp_path, tiny_data):
     assert torch.equal(whiten.bias.detach().cpu(), torch.zeros_like(whiten.bias.cpu()))  # frozen from epoch 0
 
 
-def test_tta_model_averages_each_image_with_its_mirror_in_every_format(tmp_path, tiny_data):
+@pytest.mark.parametrize("shift", [False, True], ids=["flip", "flip_shift"])
+def test_tta_model_averages_each_image_with_its_mirror_in_every_format(tmp_path, tiny_data, shift):
     import numpy as np
     import torch
+    import torch.nn.functional as F
 
     from birdcls.export import export
     from birdcls.predict import load_image, load_model, predict
 
     result = train(tiny_data, tmp_path / "run", recipe="cifar10-speedrun", epochs=1, bs=8, tta=True,
-                   export_int8=False, progress="none")
+                   tta_shift=shift, export_int8=False, progress="none")
     run = result.run_dir
-    assert result.metrics["tta"] is True
+    assert result.metrics["tta"] is True and result.metrics["tta_shift"] is shift
     images = sorted((tiny_data / "test").rglob("*.jpg"))
     info = result.learner.birdcls_info
-    assert info["tta"] == "flip"
+    assert info["tta"] == ("flip_shift" if shift else "flip")
     # by hand: the bare network on each image and on its mirror image, logits averaged
     x = torch.from_numpy(np.stack([load_image(p, info["size"]) for p in images])).permute(0, 3, 1, 2).float() / 255
     x = (x - torch.tensor(info["mean"]).view(1, 3, 1, 1)) / torch.tensor(info["std"]).view(1, 3, 1, 1)
     net = result.learner.model.cpu().eval()
     with torch.no_grad():
         plain, mirrored = net(x), net(x.flip(3))
+        expected = (plain + mirrored) / 2
+        if shift:  # and the pair moved one pixel up-left and down-right (reflected borders)
+            padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            views = [padded[:, :, :32, :32], padded[:, :, 2:, 2:]]
+            moved = sum((net(v) + net(v.flip(3))) / 2 for v in views) / 2
+            assert not torch.allclose(moved, expected, atol=1e-4)
+            expected = (expected + moved) / 2
     assert not torch.allclose(plain, mirrored, atol=1e-4)  # the mirror changes the network's answer
-    expected = torch.softmax((plain + mirrored) / 2, 1).numpy()
+    expected = torch.softmax(expected, 1).numpy()
     safetensors = export(run, "safetensors", tmp_path / "m.safetensors")
     for path in (run / "model.pkl", run / "model.onnx", safetensors):
         probs = predict(load_model(path, device="cpu"), images, bs=4).probs
