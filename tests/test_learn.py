@@ -207,10 +207,16 @@ def test_speedrun_recipe_fits_its_whitening_from_training_images(tmp_path, tiny_
     assert len(learn.opt.hypers) == 2
     first, biases = (h["lr"] for h in learn.opt.hypers)
     assert biases == pytest.approx(64 * first)
-    assert set(learn.recorder.hps["mom"]) == {0.85}
+    assert [h["mom"] for h in learn.opt.hypers] == [0.85, 0.85]  # no schedule touches it (triangle: lr only)
     norms = [m for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
     assert any(m.bias.abs().sum() > 0 for m in norms)
+
+
+def test_one_cycle_keeps_momentum_fixed_when_told(tmp_path, tiny_data):
+    result = train(tiny_data, tmp_path / "run", recipe="cifar10-speedrun", epochs=1, bs=8, schedule="one_cycle",
+                   export_int8=False, progress="none")
+    assert set(result.learner.recorder.hps["mom"]) == {0.85}  # fastai would cycle 0.95-0.85-0.95
 
 
 def test_speedrun_airbench_options_reach_the_optimizer(tmp_path, tiny_data):
