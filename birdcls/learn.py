@@ -372,6 +372,9 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
     seconds = prior_seconds
     phases = []
     one_cycle = cfg.schedule == "one_cycle"
+    # the head phase and training from scratch (triangle is refused with a pretrained body)
+    scheduled_fit = {"one_cycle": learn.fit_one_cycle, "constant": learn.fit,
+                     "triangle": partial(fit_triangle, learn)}[cfg.schedule]
 
     def head_phase() -> None:
         if fast is not None and cfg.cache_features and head_split(learn.model) is not None:
@@ -383,7 +386,7 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
         learn.freeze()
         detach = attach(learn, "head")
         try:
-            (learn.fit_one_cycle if one_cycle else learn.fit)(cfg.epochs_head, cfg.lr)
+            scheduled_fit(cfg.epochs_head, cfg.lr)
         finally:
             detach()
 
@@ -406,10 +409,8 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
             phases.append(("fine_tune", tune_phase("fine_tune", lambda: (learn.unfreeze(), learn.fit(
                 cfg.epochs, slice(cfg.lr / cfg.lr_mult, cfg.lr))))))
         else:
-            fit_scratch = {"one_cycle": learn.fit_one_cycle, "constant": learn.fit,
-                           "triangle": partial(fit_triangle, learn)}[cfg.schedule]
             phases.append(("scratch", tune_phase("scratch", lambda: (_init_from_data(learn, say),
-                                                                     fit_scratch(cfg.epochs, _scratch_lr(cfg))))))
+                                                                     scheduled_fit(cfg.epochs, _scratch_lr(cfg))))))
     if not phases:
         raise BirdclsError("nothing to train: epochs_head and epochs are both 0; set --epochs or --epochs-head")
     for name, run_phase in phases:
@@ -548,7 +549,7 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
         "arch": cfg.arch,
         "size": cfg.size,
         "tta": cfg.tta,
-        "tta_shift": cfg.tta and cfg.tta_shift,
+        "tta_shift": cfg.tta_shift,  # the config refuses it without tta
         "device": str(learn.dls.device),
         "data_path": data_path,
         "data_root": str(scan.layout.root.resolve()),
