@@ -98,7 +98,10 @@ class Lookahead(Callback):
 
     def before_fit(self) -> None:
         self.total = self.n_epoch * len(self.dls.train)
-        self.average = [t.detach().clone() for t in self._tensors()]
+        # the state dict's tensors, listed once (after fastai moved the model to its device): BatchNorm updates
+        # its statistics in place, so these stay the model's own
+        self.tensors = [t.detach() for t in self._tensors()]
+        self.average = [t.clone() for t in self.tensors]
 
     def after_batch(self) -> None:
         if not self.training:
@@ -107,10 +110,9 @@ class Lookahead(Callback):
         if step % self.every and step < self.total:  # the last step always averages
             return
         decay = self.decay * min(step / self.total, 1.0) ** 3
-        with torch.no_grad():
-            for average, tensor in zip(self.average, self._tensors()):
-                average.lerp_(tensor, 1 - decay)
-                tensor.copy_(average)
+        with torch.no_grad():  # two foreach kernels per group of tensors, not two launches per tensor
+            torch._foreach_lerp_(self.average, self.tensors, 1 - decay)
+            torch._foreach_copy_(self.tensors, self.average)
 
 
 class FreezeWhiteningBias(Callback):

@@ -49,8 +49,8 @@ class TrainConfig:
     size: int = _opt(224, "(int) square input size in pixels", min=16, max=2048)
     bs: int = _opt(64, "(int) batch size", min=1, max=4096)
     epochs_head: int = _opt(10, "(int) head-only fit_one_cycle epochs with the body frozen", min=0, max=10000)
-    epochs: int | None = _opt(None, "(int) fine_tune epochs with the whole network unfrozen; auto = 10, or 0 on a CPU "
-                              "for a pretrained body (the head on cached features is the fast path there)",
+    epochs: int | None = _opt(None, "(int) fine_tune epochs with the whole network unfrozen; auto = 0 for a pretrained "
+                              "body (the head on cached features scored higher, CPU and GPU), 10 from scratch",
                               min=0, max=10000, auto=True)
     freeze_epochs: int = _opt(1, "(int) fine_tune's own frozen epochs before it unfreezes", min=0, max=10000)
     lr: float = _opt(2e-3, "(float) base learning rate of both phases", min=1e-8, max=10.0)
@@ -115,6 +115,8 @@ class TrainConfig:
                                    "images), kept only if it stays within one point of float32 on val/; "
                                    "`birdcls predict RUN` on a CPU prefers it")
     channels_last: bool = _opt(True, "(bool) channels_last memory format for the network (faster convolutions)")
+    deterministic: bool = _opt(True, "(bool) GPU: cuDNN's deterministic algorithms, so a seeded run repeats exactly; "
+                                     "false lets cuDNN time its algorithms and keep the fastest")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

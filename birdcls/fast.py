@@ -89,8 +89,8 @@ def feature_dataloaders(learn: Any, fast: FastData, cfg: TrainConfig) -> tuple[A
     them, and the seconds the features took."""
     import torch
 
-    body, pool, rest = head_split(learn.model)
     device = learn.dls.device
+    body, pool, rest = head_split(learn.model.to(device))  # fastai moves the model at fit; this runs before
     mean = torch.tensor(fast.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(fast.std, device=device).view(1, -1, 1, 1)
 

@@ -164,7 +164,9 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     from .predict import ModelInfo, resolve_device
 
     device = resolve_device(cfg.device)
-    set_seed(cfg.seed, reproducible=True)
+    set_seed(cfg.seed)
+    # set both ways: an earlier run in this process may have left the other setting
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cfg.deterministic, not cfg.deterministic
     model, spec = build_model(cfg.arch, len(scan.classes), pretrained=cfg.pretrained, weights=cfg.weights)
     mean, std = _normalisation(cfg, spec)
     batch_tfms = batch_transforms(cfg, mean, std)
@@ -184,7 +186,7 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
                     path=Path(run_dir), model_dir="checkpoints",
                     train_bn=cfg.train_bn, **_learner_settings(cfg))
     if cfg.mixed_precision and device == "cuda":
-        learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+        use_mixed_precision(learn, bf16=torch.cuda.is_bf16_supported())
     if cfg.pretrained:
         learn.freeze()
     tta = ("flip_shift" if cfg.tta_shift else "flip") if cfg.tta else None
@@ -192,6 +194,13 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     learn.birdcls_info = ModelInfo(cfg.arch, list(scan.classes), cfg.size, mean, std,
                                    spec.source, spec.in_chans, extra=extra).to_dict()
     return learn
+
+
+def use_mixed_precision(learn, bf16: bool = True) -> None:
+    """fastai's autocast callback: bf16 where the GPU has it (no loss scaling needed), else fp16 + GradScaler."""
+    from fastai.callback.fp16 import AMPMode, MixedPrecision
+
+    learn.add_cb(MixedPrecision(amp_mode=AMPMode.BF16 if bf16 else AMPMode.FP16))
 
 
 def batch_transforms(cfg: TrainConfig, mean: list[float], std: list[float]) -> list:
@@ -439,14 +448,16 @@ def _init_from_data(learn, say: Callable[[str], None]) -> None:
 
 
 def _resolve_auto(cfg: TrainConfig, device: str, say: Callable[[str], None]) -> TrainConfig:
-    """Fill in ``epochs: auto``: fine_tune on a GPU; on a CPU a pretrained body stays frozen, because one
-    fine_tune epoch at 224 px costs minutes there while the head on cached features costs seconds."""
+    """Fill in ``epochs: auto``: a pretrained body stays frozen and the head trains on its cached features;
+    from scratch, 10 epochs. Measured on dogs-vs-cats, fine_tune after the head lowered test accuracy on a
+    CPU (0.956 after 50 minutes, against 0.971) and on an H100 (0.945 in 23 s, against 0.974 in 4 s)."""
     if cfg.epochs is not None:
         return cfg
-    epochs = 0 if (device == "cpu" and cfg.pretrained) else 10
+    epochs = 0 if cfg.pretrained else 10
     if epochs == 0:
-        say("epochs auto -> 0 on this CPU: the head trains on cached body features and the body stays frozen "
-            "(a fine_tune epoch at 224 px takes minutes here); pass --epochs N to fine-tune")
+        slow = ", and an epoch at 224 px takes minutes on a CPU" if device == "cpu" else ""
+        say(f"epochs auto -> 0: the head trains on cached body features and the body stays frozen (fine-tuning "
+            f"it lowered test accuracy in our measurements{slow}); pass --epochs N to fine-tune")
     return dataclasses.replace(cfg, epochs=epochs)
 
 
@@ -524,12 +535,15 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     data_path = "tensor store" if fast else "fastai per-image"
     if fast:
         fast.restore(learn)
-    return _finish_run(learn, cfg, scan, out, history, seconds, data_path, say)
+    return _finish_run(learn, cfg, scan, out, history, seconds, data_path, say,
+                       decode_seconds=fast.decode_seconds if fast else 0.0)
 
 
 def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: list[dict], seconds: float,
-                data_path: str = "fastai per-image", say: Callable[[str], None] = print) -> TrainResult:
-    """Export model.pkl, evaluate on test/, write metrics, history and curves."""
+                data_path: str = "fastai per-image", say: Callable[[str], None] = print,
+                decode_seconds: float = 0.0) -> TrainResult:
+    """Export model.pkl, evaluate on test/, write metrics, history and curves. ``seconds`` counts the
+    tensor store's decoding (``decode_seconds``, near 0 when the store was cached) as training time."""
     from .evaluate import evaluate_predictor, plot_curves
     from .predict import predictor_from_learner
 
@@ -542,6 +556,7 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
     metrics = {
         **report,
         "train_seconds": round(seconds, 2),
+        "decode_seconds": round(decode_seconds, 2),
         "epochs_run": {phase: sum(1 for r in history if r.get("phase") == phase) for phase in dict.fromkeys(
             r.get("phase") for r in history)},
         "best_valid": _best_valid(history, cfg.monitor),

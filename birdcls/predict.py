@@ -32,6 +32,7 @@ __all__ = ["ModelInfo", "PredictionResult", "Predictor", "gather_images", "load_
            "uint8_input_model"]
 
 MODEL_SUFFIXES = (".pkl", ".safetensors", ".onnx")
+GPU_BATCH = 256  # images per inference batch on a GPU; shorter batches are padded to it
 
 
 @dataclass
@@ -88,7 +89,7 @@ class Predictor:
     def default_bs(self) -> int:
         """Batch size for inference: small on a CPU, where batches beyond ~32 images at 224 px fall out
         of cache and get slower per image; large on a GPU."""
-        return 256 if getattr(self._backend, "device", None) is not None and self._backend.device.type == "cuda" else 32
+        return GPU_BATCH if getattr(self._backend, "device", None) is not None and self._backend.device.type == "cuda" else 32
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities for a uint8 NHWC batch of images already at ``info.size``."""
@@ -149,9 +150,14 @@ class _TorchBackend:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
+        n = len(batch)
+        if self.device.type == "cuda" and n < GPU_BATCH:
+            # a short batch padded to the usual size: a new input shape costs cuDNN set-up time on a GPU,
+            # more than the padding's arithmetic (the network is in eval mode, so images don't interact)
+            batch = np.concatenate([batch, np.zeros((GPU_BATCH - n, *batch.shape[1:]), batch.dtype)])
         with torch.inference_mode():
             out = self.net(torch.from_numpy(batch).to(self.device, non_blocking=True))
-        return out.float().cpu().numpy()
+        return out[:n].float().cpu().numpy()
 
 
 class _OnnxBackend:
@@ -326,36 +332,90 @@ class PredictionResult:
     probs: np.ndarray  # (n_rows, n_classes), in the order of ``rows``
 
 
+def _load_or_reason(path: Path, size: int, channels: int) -> np.ndarray | str:
+    try:
+        return load_image(path, size, channels)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return f"unreadable image ({type(exc).__name__})"
+
+
+def _batch_of(chunk: list[Path], results: list[np.ndarray | str], size: int,
+              channels: int) -> tuple[list[Path], np.ndarray, dict]:
+    arrays, ok, bad = [], [], {}
+    for p, res in zip(chunk, results):
+        if isinstance(res, str):
+            bad[str(p)] = res
+        else:
+            arrays.append(res)
+            ok.append(p)
+    return ok, (np.stack(arrays) if arrays else np.empty((0, size, size, channels), np.uint8)), bad
+
+
 def _decoded_batches(paths: list[Path], size: int, bs: int, workers: int,
                      channels: int = 3) -> Iterator[tuple[list[Path], np.ndarray, dict]]:
     """Decode images in a thread pool, the next batch while the model runs on this one."""
-
-    def load(p: Path) -> np.ndarray | str:
-        try:
-            return load_image(p, size, channels)
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            return f"unreadable image ({type(exc).__name__})"
-
     chunks = [paths[start:start + bs] for start in range(0, len(paths), bs)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = [pool.submit(load, p) for p in chunks[0]] if chunks else []
+        pending = [pool.submit(_load_or_reason, p, size, channels) for p in chunks[0]] if chunks else []
         for i, chunk in enumerate(chunks):
             results = [f.result() for f in pending]
-            pending = [pool.submit(load, p) for p in chunks[i + 1]] if i + 1 < len(chunks) else []
-            arrays, ok, bad = [], [], {}
-            for p, res in zip(chunk, results):
-                if isinstance(res, str):
-                    bad[str(p)] = res
-                else:
-                    arrays.append(res)
-                    ok.append(p)
-            yield ok, (np.stack(arrays) if arrays else np.empty((0, size, size, channels), np.uint8)), bad
+            pending = ([pool.submit(_load_or_reason, p, size, channels) for p in chunks[i + 1]]
+                       if i + 1 < len(chunks) else [])
+            yield _batch_of(chunk, results, size, channels)
+
+
+class _DecodeChunks:
+    """A map-style dataset for torch's DataLoader: item ``i`` is the ``i``-th batch, decoded in a worker."""
+
+    def __init__(self, chunks: list[list[Path]], size: int, channels: int):
+        self.chunks, self.size, self.channels = chunks, size, channels
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i: int) -> tuple[list[Path], np.ndarray, dict]:
+        chunk = self.chunks[i]
+        return _batch_of(chunk, [_load_or_reason(p, self.size, self.channels) for p in chunk], self.size,
+                         self.channels)
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def _decoded_batches_in_processes(paths: list[Path], size: int, bs: int, workers: int,
+                                  channels: int = 3) -> Iterator[tuple[list[Path], np.ndarray, dict]]:
+    """:func:`_decoded_batches` with worker processes (torch's DataLoader): decoding in threads is bound by
+    the interpreter lock to a few cores' worth, under what a GPU consumes. Workers decode tasks of 32 images
+    (so that all of them have work even for a few batches), joined here into batches of ``bs``, in order."""
+    from torch.utils.data import DataLoader
+
+    task = bs if bs <= 32 else max(d for d in range(1, 33) if bs % d == 0)  # whole tasks make whole batches
+    tasks = [paths[start:start + task] for start in range(0, len(paths), task)]
+    loader = DataLoader(_DecodeChunks(tasks, size, channels), batch_size=None, num_workers=workers,
+                        collate_fn=_as_is, prefetch_factor=4)
+    parts: list[tuple[list[Path], np.ndarray, dict]] = []
+    for i, part in enumerate(loader, 1):
+        parts.append(part)
+        if i * task >= len(paths) or len(parts) * task >= bs:
+            ok = [p for part_ok, _, _ in parts for p in part_ok]
+            batch = np.concatenate([arr for _, arr, _ in parts])
+            bad = {k: v for _, _, part_bad in parts for k, v in part_bad.items()}
+            parts = []
+            yield ok, batch, bad
+
+
+def _use_processes(model: Predictor, n_images: int, bs: int) -> bool:
+    """Worker processes pay off where decoding is what waits: a GPU, several cores, several batches."""
+    device = getattr(model._backend, "device", None)
+    return device is not None and device.type == "cuda" and (os.cpu_count() or 1) >= 4 and n_images > bs
 
 
 def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 3, bs: int | None = None,
-            workers: int | None = None) -> PredictionResult:
+            workers: int | None = None, processes: bool | None = None) -> PredictionResult:
     """Classify every image in ``inputs`` (files or folders), ``bs`` at a time (default: the model's
-    ``default_bs`` for its device).
+    ``default_bs`` for its device). Images are decoded in ``workers`` threads, or worker processes with
+    ``processes`` (default: on a GPU with 4 or more cores, where threads cannot decode as fast as it predicts).
 
     Unreadable files do not stop the run: they are listed in ``skipped`` with their reason.
     """
@@ -366,9 +426,13 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
         raise BirdclsError(f"--bs must be at least 1, got {bs}")
     paths = gather_images(inputs)
     k = min(top_k, len(model.classes))
-    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    if processes is None:
+        processes = _use_processes(model, len(paths), bs)
+    cpus = os.cpu_count() or 1
+    workers = workers or (min(16, cpus) if processes else min(8, cpus * 2))
+    decode = _decoded_batches_in_processes if processes else _decoded_batches
     rows, skipped, all_probs = [], {}, []
-    for ok, batch, bad in _decoded_batches(paths, model.info.size, bs, workers, model.info.in_chans):
+    for ok, batch, bad in decode(paths, model.info.size, bs, workers, model.info.in_chans):
         skipped.update(bad)
         if not ok:
             continue

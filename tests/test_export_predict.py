@@ -133,3 +133,18 @@ def test_evaluate_any_format_on_a_labelled_folder(exports, tiny_data, tmp_path):
         assert (tmp_path / "eval" / name).is_file()
     from_root = evaluate(exports["onnx"], tiny_data, out=tmp_path / "eval2")  # a dataset root: its test/
     assert from_root["evaluated_on"].endswith("test")
+
+
+@pytest.mark.parametrize("bs", [5, 40])
+def test_decoding_in_worker_processes_gives_the_same_answers(exports, tmp_path, tiny_data, bs):
+    """Worker processes (what a GPU gets) and threads decode the same images into the same batches, in the
+    same order, skipping the same unreadable file. At bs 5 a worker's task is a batch; at 40 two tasks of 20
+    are joined into one batch."""
+    (tmp_path / "bad.jpg").write_text("<html>not an image</html>")
+    inputs = [tiny_data / "test", tmp_path / "bad.jpg", tiny_data / "val"]
+    model = load_model(exports["safetensors"])
+    threads = predict(model, inputs, bs=bs, processes=False)
+    procs = predict(model, inputs, bs=bs, workers=2, processes=True)
+    assert [r["path"] for r in procs.rows] == [r["path"] for r in threads.rows] and len(procs.rows) == 24
+    assert procs.skipped == threads.skipped == {str(tmp_path / "bad.jpg"): "unreadable image (UnidentifiedImageError)"}
+    np.testing.assert_array_equal(procs.probs, threads.probs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,7 @@ def test_tensor_dataloaders_cut_whole_batches(tiny_data: Path):
 
 def test_cached_features_are_what_the_body_and_pool_compute(trained_run, tiny_data: Path):
     learn = trained_run.learner
-    body, pool, rest = head_split(learn.model)
+    body, pool, rest = head_split(learn.model.cpu())  # on a GPU machine the run left it on the GPU
     x = torch.from_numpy(np.array(decode_cached(_images(tiny_data / "val"), 32)))
     info = learn.birdcls_info
     mean, std = (torch.tensor(info[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
@@ -143,10 +144,11 @@ def test_plain_paths_still_train(tmp_path: Path, tiny_data: Path):
     assert "head" in rows and nofeat.metrics["data_path"] == "tensor store"
 
 
-def test_epochs_auto_on_cpu_keeps_the_body_frozen(tmp_path: Path, tiny_data: Path, capsys):
+def test_epochs_auto_keeps_a_pretrained_body_frozen(tmp_path: Path, tiny_data: Path, capsys):
     settings = {k: v for k, v in FAST.items() if k != "epochs"}
     result = train(tiny_data, tmp_path / "run", **{**settings, "progress": "lines"}, device="cpu")
-    assert "epochs auto -> 0 on this CPU" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "epochs auto -> 0: the head trains on cached body features" in out and "minutes on a CPU" in out
     assert result.metrics["epochs_run"] == {"head": 1}
     assert "epochs: 0 " in (tmp_path / "run" / "config.yaml").read_text()  # the resolved value is saved
     scratch = train(tiny_data, tmp_path / "scratch", **{**settings, "epochs_head": 0}, pretrained=False, device="cpu")
@@ -187,16 +189,20 @@ def test_a_model_onnx_cannot_express_keeps_the_pkl(tmp_path: Path, tiny_data: Pa
     assert result.metrics["n_test"] == 12
 
 
-def test_training_batches_wait_on_nothing_from_the_device(tiny_data: Path, monkeypatch):
+@pytest.mark.parametrize("mixed_precision", [False, True])
+def test_training_batches_wait_on_nothing_from_the_device(tiny_data: Path, monkeypatch, mixed_precision: bool):
     """On a GPU every copy to the host, and every Python list made into a device tensor, waits for the queued
     work to finish: the host can then no longer run ahead of the device. None may happen per training batch
-    (fastai's Recorder copies each loss to the host; the batches' indices used to go over one list a time)."""
+    (fastai's Recorder copies each loss to the host; the batches' indices used to go over one list a time).
+    With mixed_precision, fastai's bf16 autocast callback is attached as a GPU run attaches it (on this CPU its
+    autocast is off, but its per-batch steps run)."""
     from fastai.callback.core import Callback
     from fastai.data.transforms import IntToFloatTensor
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat
 
     from birdcls.callbacks import LossOnDevice
+    from birdcls.learn import use_mixed_precision
     from birdcls.models.small import create_small_model
 
     paths = _images(tiny_data / "train")
@@ -205,6 +211,8 @@ def test_training_batches_wait_on_nothing_from_the_device(tiny_data: Path, monke
     dls = tensor_dataloaders(TensorSplit(x, y, 0), TensorSplit(x[:4], y[:4], 1), bs=2, device=torch.device("cpu"),
                              after_batch=[IntToFloatTensor()], seed=0)
     learn = Learner(dls, create_small_model("cifar_small", 3), loss_func=CrossEntropyLossFlat(), cbs=[LossOnDevice()])
+    if mixed_precision:
+        use_mixed_precision(learn, bf16=True)
     counting, waits = [False], []
 
     class Window(Callback):  # counts from the start of the training loop to its end, batches fetched included
@@ -226,10 +234,12 @@ def test_training_batches_wait_on_nothing_from_the_device(tiny_data: Path, monke
     for name in ("cpu", "item", "tolist", "numpy", "__float__", "__format__"):
         monkeypatch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
     monkeypatch.setattr(torch, "tensor", counted("torch.tensor", torch.tensor))
-    with learn.no_bar(), learn.no_logging():
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*CUDA is not available.*")
         learn.fit(2, 1e-3, cbs=[Window()])
     batches = len(learn.recorder.losses)
     assert batches == 2 * (len(paths) // 2) and batches >= 20
     assert len(waits) <= 3 * 2, waits  # a few per epoch, none per batch
     assert all(t.device.type == "cpu" for t in learn.recorder.losses)
     assert float(learn.recorder.losses[-1]) > 0
+    assert any(type(cb).__name__ == "MixedPrecision" for cb in learn.cbs) == mixed_precision

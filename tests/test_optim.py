@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from birdcls.optim import nesterov_sgd
+from birdcls.optim import NesterovSGD, nesterov_sgd
 
 
 def _quadratic_steps(make_opt, steps=25):
@@ -36,3 +36,36 @@ def test_nesterov_decay_is_decoupled():
     (p * 0).sum().backward()  # zero gradient: only the decay moves the weights
     opt.step()
     assert p.detach() == pytest.approx(torch.full((4,), 2.0 * (1 - 0.5 * 0.1)))
+
+
+def test_nesterov_does_per_group_what_fastais_steppers_do_per_parameter():
+    """The foreach step against fastai's own steppers run one parameter at a time: per-group lr and wd, a
+    parameter excluded from decay (``do_wd``, as fastai marks BatchNorm and bias parameters), and one without a
+    gradient (frozen, or the whitening bias once dropped), which must not move at all."""
+    from fastai.optimizer import Optimizer, average_grad, weight_decay
+
+    def nesterov_step(p, lr, mom, grad_avg, **kwargs):
+        p.data.add_(p.grad.data, alpha=-lr).add_(grad_avg, alpha=-lr * mom)
+
+    def run(make):
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(3, 4)) for _ in range(4)]
+        opt = make([[ps[0], ps[1]], [ps[2], ps[3]]])
+        opt.state[ps[1]]["do_wd"] = False
+        for step in range(6):
+            loss = sum((p * torch.linspace(-1, 1, 4)).pow(2).sum() * (i + 1) for i, p in enumerate(ps[:3]))
+            loss.backward()
+            opt.set_hyper("lr", [0.1 / (step + 1), 0.3])
+            opt.step()
+            opt.zero_grad()
+        return ps
+
+    kw = {"lr": [0.1, 0.3], "mom": 0.85, "wd": [0.05, 0.2]}
+    ours = run(lambda groups: nesterov_sgd(groups, **kw))
+    theirs = run(lambda groups: Optimizer(groups, [weight_decay, average_grad, nesterov_step], **kw))
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.detach(), b.detach(), atol=1e-6, rtol=1e-6)
+    torch.manual_seed(0)
+    untouched = [torch.randn(3, 4) for _ in range(4)][3]
+    assert torch.equal(ours[3].detach(), untouched)  # no gradient: no decay, no momentum step
+    assert isinstance(nesterov_sgd([ours[0]], lr=0.1), NesterovSGD)

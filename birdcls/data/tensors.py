@@ -221,7 +221,10 @@ def body_features(body: Any, images: Any, bs: int, device: Any, prepare: Any, po
         with torch.inference_mode(), autocast:
             for start in range(0, len(images), bs):
                 x = images[start:start + bs].to(device, non_blocking=True).permute(0, 3, 1, 2)
-                out.append(pool(body(prepare(x))).float())
+                n = len(x)
+                if device.type == "cuda" and n < bs:  # one batch shape: each new shape costs cuDNN set-up time
+                    x = torch.cat([x, x.new_zeros((bs - n, *x.shape[1:]))])
+                out.append(pool(body(prepare(x)))[:n].float())
     finally:
         body.train(was_training)
     return torch.cat(out).clone()  # clone: inference tensors cannot be saved for backward later
