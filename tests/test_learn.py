@@ -222,13 +222,13 @@ def test_one_cycle_keeps_momentum_fixed_when_told(tmp_path, tiny_data):
 def test_speedrun_airbench_options_reach_the_optimizer(tmp_path, tiny_data):
     import torch
 
-    from birdcls.optim import nesterov_step
+    from birdcls.optim import NesterovSGD
 
     result = train(tiny_data, tmp_path / "run", recipe="cifar10-speedrun", epochs=2, bs=8, nesterov=True,
                    schedule="triangle", whiten_bias_epochs=0, bn_bias_wd=True, lr=0.5, wd=0.01,
                    export_int8=False, progress="none")
     learn = result.learner
-    assert nesterov_step in learn.opt.cbs
+    assert isinstance(learn.opt, NesterovSGD)
     # the BatchNorm biases' 64x lr is offset in their decoupled decay: the same lr * wd per step as the weights
     assert [h["wd"] for h in learn.opt.hypers] == pytest.approx([0.01, 0.01 / 64])
     assert not any(s.get("do_wd") is False for s in learn.opt.state.values())
