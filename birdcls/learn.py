@@ -39,7 +39,7 @@ from typing import Any
 from ._io import write_json_atomic, write_text_atomic, write_with_atomic
 from ._trust import register_pickle
 from .config import TrainConfig, resolve_config
-from .data.folders import ImageCheck, SplitLayout, find_splits, list_labelled_images, verify_images
+from .data.folders import ImageCheck, SplitLayout, check_cache_for, find_splits, list_labelled_images, verify_images
 from .errors import BirdclsError, TrainingInterrupted, describe
 
 __all__ = ["DatasetScan", "TrainResult", "build_learner", "scan_dataset", "train"]
@@ -78,7 +78,7 @@ def scan_dataset(data: str | os.PathLike) -> DatasetScan:
     classes_of: dict[str, set[str]] = {}
     for split, folder in per_split.items():
         by_class, not_images = list_labelled_images(folder)
-        check = verify_images([p for files in by_class.values() for p in files])
+        check = verify_images([p for files in by_class.values() for p in files], cache=check_cache_for(folder))
         check.not_images = not_images
         good = set(check.good)
         classes_of[split] = {c for c, files in by_class.items() if any(p in good for p in files)}

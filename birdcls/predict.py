@@ -373,10 +373,13 @@ class _DecodeChunks:
     def __len__(self) -> int:
         return len(self.chunks)
 
-    def __getitem__(self, i: int) -> tuple[list[Path], np.ndarray, dict]:
+    def __getitem__(self, i: int) -> tuple[list[Path], Any, dict]:
+        import torch
+
         chunk = self.chunks[i]
-        return _batch_of(chunk, [_load_or_reason(p, self.size, self.channels) for p in chunk], self.size,
-                         self.channels)
+        ok, batch, bad = _batch_of(chunk, [_load_or_reason(p, self.size, self.channels) for p in chunk], self.size,
+                                   self.channels)
+        return ok, torch.from_numpy(batch), bad  # a tensor crosses to the main process in shared memory
 
 
 def _as_is(item: Any) -> Any:
@@ -399,7 +402,7 @@ def _decoded_batches_in_processes(paths: list[Path], size: int, bs: int, workers
         parts.append(part)
         if i * task >= len(paths) or len(parts) * task >= bs:
             ok = [p for part_ok, _, _ in parts for p in part_ok]
-            batch = np.concatenate([arr for _, arr, _ in parts])
+            batch = np.concatenate([arr.numpy() for _, arr, _ in parts])
             bad = {k: v for _, _, part_bad in parts for k, v in part_bad.items()}
             parts = []
             yield ok, batch, bad

@@ -1,3 +1,5 @@
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,26 @@ def test_hidden_folders_are_ignored(tmp_path: Path):
     Image.new("RGB", (8, 8)).save(root / "train" / ".quarantine" / "x.jpg")
     by_class, _ = list_labelled_images(root / "train")
     assert ".quarantine" not in by_class
+
+
+def test_check_cache_trusts_unchanged_files_and_rechecks_changed_ones(tmp_path: Path):
+    """A file whose size and modification time match the cache is not decoded again; any change to either
+    gets it checked again; a damaged cache costs a full check, not an error."""
+    d = tmp_path / "cls"
+    d.mkdir()
+    for i in range(3):
+        Image.new("RGB", (20, 20), (80 * i, 0, 0)).save(d / f"{i}.jpg")
+    paths = sorted(d.iterdir())
+    cache = tmp_path / "cache" / "checks.json"
+    assert len(verify_images(paths, cache=cache).good) == 3 and cache.is_file()
+    target, st = paths[0], paths[0].stat()
+    target.write_bytes(b"\0" * st.st_size)  # garbage of the same size, with the old time put back
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert len(verify_images(paths, cache=cache).good) == 3  # trusted from the cache: not decoded
+    assert len(verify_images(paths).good) == 2  # without the cache the garbage is found
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = verify_images(paths, cache=cache)
+    assert list(again.bad) == [target] and len(again.good) == 2
+    cache.write_text("{not json")
+    assert list(verify_images(paths, cache=cache).bad) == [target]
+    assert json.loads(cache.read_text())["files"][str(target)][2] is not None  # rewritten whole

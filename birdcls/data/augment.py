@@ -42,4 +42,6 @@ class RandomShiftFlip(RandTransform):
         self.shift, self.flip = shift, flip
 
     def encodes(self, x: TensorImage) -> TensorImage:
-        return TensorImage(shift_flip(x, self.shift, self.flip))
+        # on a plain tensor: each operation on a TensorImage goes through fastai's Python __torch_function__,
+        # host time a GPU step waits on
+        return TensorImage(shift_flip(x.as_subclass(torch.Tensor), self.shift, self.flip))

@@ -13,6 +13,8 @@ crashes mid-epoch on a bad file.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,9 +22,12 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from .._io import write_json_atomic
+from .._trust import birdcls_home
 from ..errors import BirdclsError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageCheck", "class_files", "SplitLayout", "find_splits", "list_labelled_images", "verify_images"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageCheck", "class_files", "SplitLayout", "check_cache_for", "find_splits",
+           "list_labelled_images", "verify_images"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 _VAL_NAMES = ("val", "valid")
@@ -119,14 +124,58 @@ def _check_one(path: Path) -> str | None:
     return None
 
 
-def verify_images(paths: list[Path], workers: int | None = None) -> ImageCheck:
-    """Fully decode every file in a thread pool (PIL releases the GIL while decoding)."""
-    check = ImageCheck()
+def verify_images(paths: list[Path], workers: int | None = None, cache: Path | None = None) -> ImageCheck:
+    """Fully decode every file in a thread pool (PIL releases the GIL while decoding).
+
+    With ``cache`` (a JSON file), files whose size and modification time match an earlier check are not
+    decoded again: on CIFAR-10's 60,000 files the check takes about half a minute, longer than a GPU run's
+    training. A changed or new file is checked again; the cache is rewritten atomically.
+    """
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    known = _read_check_cache(cache) if cache else {}
+    stamps = {p: _stamp(p) for p in paths}
+    reasons: dict[Path, str | None] = {}
+    todo = []
+    for p in paths:
+        entry = known.get(str(p))
+        if isinstance(entry, list) and len(entry) == 3 and stamps[p] is not None and entry[:2] == stamps[p]:
+            reasons[p] = entry[2]
+        else:
+            todo.append(p)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for path, reason in zip(paths, pool.map(_check_one, paths)):
-            if reason is None:
-                check.good.append(path)
-            else:
-                check.bad[path] = reason
+        reasons.update(zip(todo, pool.map(_check_one, todo)))
+    check = ImageCheck()
+    for path in paths:
+        if reasons[path] is None:
+            check.good.append(path)
+        else:
+            check.bad[path] = reasons[path]
+    if cache and (todo or len(known) != len(paths)):
+        entries = {str(p): [*stamps[p], reasons[p]] for p in paths if stamps[p] is not None}
+        try:
+            write_json_atomic(cache, {"version": 1, "files": entries})
+        except OSError:
+            pass  # a cache that cannot be written only costs the next run the same check
     return check
+
+
+def _stamp(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _read_check_cache(cache: Path) -> dict[str, list]:
+    try:
+        data = json.loads(cache.read_text())
+        return data["files"] if data.get("version") == 1 else {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}  # absent or damaged: check everything
+
+
+def check_cache_for(folder: Path) -> Path:
+    """The check cache of one split folder, under ``$BIRDCLS_HOME/cache/checks``."""
+    key = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:24]
+    return birdcls_home() / "cache" / "checks" / f"{key}.json"
