@@ -32,7 +32,7 @@ __all__ = ["ModelInfo", "PredictionResult", "Predictor", "gather_images", "load_
            "uint8_input_model"]
 
 MODEL_SUFFIXES = (".pkl", ".safetensors", ".onnx")
-GPU_BATCH = 256  # images per inference batch on a GPU; shorter batches are padded to it
+GPU_BATCH = 256  # images per inference batch on a GPU; shorter batches are padded to it (pad_batch)
 
 
 @dataclass
@@ -86,10 +86,16 @@ class Predictor:
         return self.info.classes
 
     @property
+    def on_gpu(self) -> bool:
+        """Whether the network runs on a CUDA GPU (ONNX always runs on the CPU)."""
+        device = getattr(self._backend, "device", None)
+        return device is not None and device.type == "cuda"
+
+    @property
     def default_bs(self) -> int:
         """Batch size for inference: small on a CPU, where batches beyond ~32 images at 224 px fall out
         of cache and get slower per image; large on a GPU."""
-        return GPU_BATCH if getattr(self._backend, "device", None) is not None and self._backend.device.type == "cuda" else 32
+        return GPU_BATCH if self.on_gpu else 32
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities for a uint8 NHWC batch of images already at ``info.size``."""
@@ -149,15 +155,13 @@ class _TorchBackend:
         self.net = uint8_input_model(self.model, info).to(self.device)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        from .data.tensors import pad_batch
+
         torch = self.torch
-        n = len(batch)
-        if self.device.type == "cuda" and n < GPU_BATCH:
-            # a short batch padded to the usual size: a new input shape costs cuDNN set-up time on a GPU,
-            # more than the padding's arithmetic (the network is in eval mode, so images don't interact)
-            batch = np.concatenate([batch, np.zeros((GPU_BATCH - n, *batch.shape[1:]), batch.dtype)])
         with torch.inference_mode():
-            out = self.net(torch.from_numpy(batch).to(self.device, non_blocking=True))
-        return out[:n].float().cpu().numpy()
+            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            out = self.net(pad_batch(x, GPU_BATCH))
+        return out[:len(batch)].float().cpu().numpy()
 
 
 class _OnnxBackend:
@@ -397,7 +401,7 @@ def _decoded_batches_in_processes(paths: list[Path], size: int, bs: int, workers
     tasks = [paths[start:start + task] for start in range(0, len(paths), task)]
     loader = DataLoader(_DecodeChunks(tasks, size, channels), batch_size=None, num_workers=workers,
                         collate_fn=_as_is, prefetch_factor=4)
-    parts: list[tuple[list[Path], np.ndarray, dict]] = []
+    parts: list[tuple[list[Path], Any, dict]] = []  # (paths, uint8 tensor, unreadable) per task
     for i, part in enumerate(loader, 1):
         parts.append(part)
         if i * task >= len(paths) or len(parts) * task >= bs:
@@ -410,8 +414,7 @@ def _decoded_batches_in_processes(paths: list[Path], size: int, bs: int, workers
 
 def _use_processes(model: Predictor, n_images: int, bs: int) -> bool:
     """Worker processes pay off where decoding is what waits: a GPU, several cores, several batches."""
-    device = getattr(model._backend, "device", None)
-    return device is not None and device.type == "cuda" and (os.cpu_count() or 1) >= 4 and n_images > bs
+    return model.on_gpu and (os.cpu_count() or 1) >= 4 and n_images > bs
 
 
 def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 3, bs: int | None = None,
