@@ -62,13 +62,61 @@ def _export_safetensors(model, info: ModelInfo, dest: Path) -> None:
     write_json_atomic(sidecar_path(dest), meta)
 
 
+def with_static_same_padding(model, size: int, in_chans: int = 3):
+    """A copy of ``model`` whose TensorFlow-style "same" convolutions (timm's ``Conv2dSame``, in every
+    ``tf_*`` backbone) pad by fixed amounts for ``size`` px input instead of working them out from the
+    input's shape at run time.
+
+    Traced as is, each one exports a chain of shape arithmetic and a Pad that onnxruntime cannot fold
+    into its Conv: in float32 that Pad breaks the blocked memory layout around it, and in int8 it sits
+    between a DequantizeLinear and a QuantizeLinear. Fixed pads fold away (see :func:`_foldable_pads`).
+    An ONNX export takes one input size anyway."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from timm.layers import Conv2dSame
+    from timm.layers.padding import pad_same_arg
+
+    class StaticSameConv2d(torch.nn.Conv2d):
+        pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+        def forward(self, x):
+            return F.conv2d(F.pad(x, self.pads), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    model = copy.deepcopy(model)
+    sizes: dict[torch.nn.Module, list[int]] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, args: sizes.__setitem__(m, list(args[0].shape[-2:])))
+             for m in model.modules() if type(m) is Conv2dSame]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_chans, size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for conv, hw in sizes.items():
+        conv.__class__ = StaticSameConv2d  # same parameters and buffers, fixed pads
+        conv.pads = tuple(int(v) for v in pad_same_arg(hw, list(conv.weight.shape[-2:]), conv.stride, conv.dilation))
+    return model
+
+
+def _foldable_pads(proto) -> None:
+    """Drop the empty ``constant_value`` input that torch writes on every Pad: onnxruntime folds a zero
+    Pad into the Conv after it (PadFusion) only when every input it has is a constant, and an empty
+    name is not one. Zero is the default value, so the graph computes the same."""
+    for node in proto.graph.node:
+        if node.op_type == "Pad" and len(node.input) == 3 and node.input[2] == "":
+            del node.input[2]
+
+
 def _export_onnx(model, info: ModelInfo, dest: Path) -> None:
     import warnings
 
     import onnx
     import torch
 
-    model = uint8_input_model(model.cpu().to(memory_format=torch.contiguous_format).eval(), info)
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+    model = uint8_input_model(with_static_same_padding(model, info.size, info.in_chans), info, full_size_constants=True)
     dummy = torch.zeros(2, info.size, info.size, info.in_chans, dtype=torch.uint8)
     meta = _info_with_versions(info, "onnx")
 
@@ -79,6 +127,7 @@ def _export_onnx(model, info: ModelInfo, dest: Path) -> None:
                               dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
                               dynamo=False)
         proto = onnx.load(str(tmp))
+        _foldable_pads(proto)
         entry = proto.metadata_props.add()
         entry.key, entry.value = "birdcls", json.dumps(meta)
         onnx.save(proto, str(tmp))

@@ -148,3 +148,43 @@ def test_decoding_in_worker_processes_gives_the_same_answers(exports, tmp_path, 
     assert [r["path"] for r in procs.rows] == [r["path"] for r in threads.rows] and len(procs.rows) == 24
     assert procs.skipped == threads.skipped == {str(tmp_path / "bad.jpg"): "unreadable image (UnidentifiedImageError)"}
     np.testing.assert_array_equal(procs.probs, threads.probs)
+
+
+def _optimized_ops(path: Path, tmp_path: Path) -> list[str]:
+    """The op types onnxruntime actually runs for ``path`` on the CPU, after its graph optimizations."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+
+
+def test_onnx_same_padding_folds_into_the_convolutions(exports, tmp_path):
+    """tf_efficientnet_lite0's stride-2 'same' convolutions pad asymmetrically. Exported with fixed pads,
+    onnxruntime folds every Pad into its Conv and no shape arithmetic is left in the graph."""
+    import onnx
+
+    raw = [node.op_type for node in onnx.load(str(exports["onnx"])).graph.node]
+    assert raw.count("Pad") == 5  # one per stride-2 convolution: they are there to be folded
+    ops = _optimized_ops(exports["onnx"], tmp_path)
+    assert "Pad" not in ops
+    assert not {"Shape", "Gather", "Div", "ConstantOfShape"} & set(ops)
+
+
+@pytest.mark.parametrize("size", [32, 33, 57])
+def test_static_same_padding_computes_what_timm_computes(size):
+    import timm
+    import torch
+
+    from birdcls.export import with_static_same_padding
+
+    torch.manual_seed(0)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=3).eval()
+    fixed = with_static_same_padding(model, size)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x), model(x), rtol=0, atol=0)
+    assert type(model.conv_stem).__name__ == "Conv2dSame"  # the original is left as it was
+    assert fixed.conv_stem.pads == ((1, 1, 1, 1) if size % 2 else (0, 1, 0, 1))

@@ -156,3 +156,18 @@ def test_predicting_from_a_run_folder_on_a_cpu_never_imports_torch(confident_run
             "print(m.path.name, len(r.rows), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["model.int8.onnx", "1", "False"]
+
+
+def test_int8_graph_stays_int8_from_the_stem_to_the_head(confident_run, tmp_path: Path):
+    """Activations (ReLU6 as Clip) and residual Adds are quantized too, so the network does not go back
+    to float between convolutions: a handful of (De)QuantizeLinear at the ends, not one pair per layer."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(confident_run.run_dir / "model.int8.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert ops.count("QLinearConv") == 49
+    assert ops.count("QuantizeLinear") + ops.count("DequantizeLinear") <= 8
+    assert "Clip" not in ops and "Pad" not in ops
