@@ -1,12 +1,15 @@
 """birdcls benchmarks: both sides of each comparison in one process, one line per side, JSON out.
 
-    python benchmarks/run.py [--case transfer|scratch|predict|coldstart|all] [--quick] [--data DIR] [--repeat N]
+    python benchmarks/run.py [--case transfer|scratch|predict|coldstart|overhead|all] [--quick] [--data DIR] [--repeat N]
 
 Cases (each skips with a message when its data in ../shared/data is absent):
   transfer   dogs-vs-cats: plain fastai (the reports' recipe as a user writes it) vs `birdcls train` defaults
   scratch    CIFAR-10 JPEG: the CIFAR-10 report's recipe vs the fastest birdcls recipe (cifar10-speedrun)
   predict    JPEG files on disk: a loop of learn.predict vs birdcls batched predict (images/s)
   coldstart  whole processes: `birdcls --help`, and `birdcls predict` of one image from an ONNX export
+  overhead   host time per training step: `birdcls train` (fastai's Learner, the cifar10-speedrun recipe's
+             callbacks, schedule and augmentation) vs a bare PyTorch loop, on the speed-run network cut to
+             8 channels a layer so that compute is small (synthetic 32 px images; needs no data)
 --quick caps epochs and image counts so a CPU run finishes in minutes; the JSON records what ran.
 --data points at another copy of the shared data folder; --repeat N runs the fast scratch recipe N times
 (seeds 0..N-1) and reports the mean, since one run's accuracy moves by a few tenths of a point.
@@ -237,7 +240,89 @@ def case_coldstart(work: Path, quick: bool) -> list[dict] | None:
     return rows
 
 
-CASES = {"transfer": case_transfer, "scratch": case_scratch, "predict": case_predict, "coldstart": case_coldstart}
+def _narrow_speedrun() -> None:
+    """Train ``cifar_speedrun`` at 8 channels a layer in this process: the recipe's loop, little compute."""
+    import dataclasses
+    from functools import partial
+
+    from birdcls.models import small
+
+    entry = small.SMALL_MODELS["cifar_speedrun"]
+    small.SMALL_MODELS["cifar_speedrun"] = dataclasses.replace(entry, build=partial(small.cifar_speedrun, widths=(8, 8, 8)))
+
+
+def _bare_loop_ms_per_step(x, y, bs: int, epochs: int, device) -> float:
+    """The same network, batches, augmentation, loss and Nesterov SGD as a plain PyTorch loop (no callbacks,
+    no schedule, no lookahead); the best epoch's milliseconds per training step, a validation pass included."""
+    import torch
+    import torch.nn.functional as F
+
+    from birdcls.data.augment import shift_flip
+    from birdcls.models.small import cifar_speedrun
+
+    torch.manual_seed(0)
+    model = cifar_speedrun(10, widths=(8, 8, 8)).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.85, nesterov=True, weight_decay=5e-4)
+    x, y = x.to(device), y.to(device)
+    mean, std = torch.full((1, 3, 1, 1), 127.5, device=device), torch.full((1, 3, 1, 1), 63.75, device=device)
+    valid = x[:max(bs, 400)]
+    steps, best = len(x) // bs, float("inf")
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(x), device=device)
+        for i in range(steps):
+            idx = order[i * bs:(i + 1) * bs]
+            xb = shift_flip((x[idx].permute(0, 3, 1, 2).float() - mean) / std, 2, True)
+            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=0.2)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        model.eval()
+        with torch.no_grad():
+            for i in range(0, len(valid), bs * 2):
+                model((valid[i:i + bs * 2].permute(0, 3, 1, 2).float() - mean) / std)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / steps)
+    return best * 1000
+
+
+def case_overhead(work: Path, quick: bool) -> list[dict] | None:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from birdcls import train
+
+    cuda = torch.cuda.is_available()
+    bs, n_train, epochs = (1024, 20480, 3) if cuda else (16, 1600 if quick else 3200, 3)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, n_train)
+    root = work / "synthetic"
+    for split, lo, hi in (("train", 0, n_train), ("val", 0, 400), ("test", 0, 200)):
+        for i in range(lo, hi):
+            folder = root / split / f"c{y[i]}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x[i]).save(folder / f"{i}.png")
+    _narrow_speedrun()
+    result = train(root, work / "run", recipe="cifar10-speedrun", overwrite=True, progress=PROGRESS, bs=bs,
+                   epochs=epochs, export_onnx=False, export_int8=False, **OVERRIDES)
+    steps = result.metrics["data"]["train"]["images"] // bs
+    import csv
+
+    with open(result.run_dir / "history.csv") as f:
+        birdcls_ms = min(float(r["seconds"]) for r in csv.DictReader(f)) / steps * 1000
+    bare_ms = _bare_loop_ms_per_step(torch.from_numpy(x), torch.from_numpy(y), bs, epochs,
+                                     torch.device("cuda" if cuda else "cpu"))
+    return [line("overhead", "bare PyTorch loop", bs=bs, steps=steps, ms_per_step=bare_ms),
+            line("overhead", "birdcls train (fastai)", bs=bs, steps=steps, ms_per_step=birdcls_ms,
+                 host_ms_over_bare=birdcls_ms - bare_ms, ratio=birdcls_ms / bare_ms)]
+
+
+CASES = {"transfer": case_transfer, "scratch": case_scratch, "predict": case_predict, "coldstart": case_coldstart,
+         "overhead": case_overhead}
 
 
 def main() -> None:

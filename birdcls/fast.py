@@ -45,11 +45,11 @@ def _labels(items: list[Path], classes: list[str]) -> Any:
 
 def attach_fast_data(learn: Any, train_items: list[Path], valid_items: list[Path], classes: list[str],
                      cfg: TrainConfig, batch_tfms: list, say: Callable[[str], None] = print) -> FastData | None:
-    """Swap ``learn.dls`` for DataLoaders over decoded tensors. Returns None, after one line through
+    """Swap ``learn.dls`` for DataLoaders over decoded tensors, with ``batch_tfms`` (uint8 batches in; see
+    :func:`birdcls.learn.store_batch_transforms`) after each batch. Returns None, after one line through
     ``say``, when the store cannot be built; the Learner then keeps fastai's per-image pipeline."""
     import numpy as np
     import torch
-    from fastai.data.transforms import IntToFloatTensor
 
     info = learn.birdcls_info
     channels = int(info.get("in_chans", 3))
@@ -63,7 +63,7 @@ def attach_fast_data(learn: Any, train_items: list[Path], valid_items: list[Path
     train, valid = (TensorSplit(torch.from_numpy(np.array(x)), _labels(items, classes), split_idx)
                     for x, items, split_idx in zip(arrays, (train_items, valid_items), (0, 1)))
     device, plain = learn.dls.device, learn.dls
-    learn.dls = tensor_dataloaders(train, valid, cfg.bs, device, after_batch=[IntToFloatTensor(), *batch_tfms],
+    learn.dls = tensor_dataloaders(train, valid, cfg.bs, device, after_batch=batch_tfms,
                                    shuffle=cfg.shuffle, seed=cfg.seed)
     fast = FastData(plain, train, valid, list(info["mean"]), list(info["std"]), time.perf_counter() - start)
     return fast

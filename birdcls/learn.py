@@ -221,6 +221,20 @@ def batch_transforms(cfg: TrainConfig, mean: list[float], std: list[float]) -> l
     return [*tfms, Normalize.from_stats(mean, std)]
 
 
+def store_batch_transforms(cfg: TrainConfig, mean: list[float], std: list[float]) -> list:
+    """The batch transforms of the tensor-store DataLoaders (uint8 batches): one :class:`StoreBatchPrep`
+    where the recipe augments with shifts and flips or not at all, else fastai's own around aug_transforms."""
+    from fastai.data.transforms import IntToFloatTensor
+
+    from .data.augment import StoreBatchPrep
+
+    if not cfg.augment:
+        return [StoreBatchPrep(mean, std)]
+    if cfg.augment_style == "shift":
+        return [StoreBatchPrep(mean, std, shift=2, flip=cfg.flip)]
+    return [IntToFloatTensor(), *batch_transforms(cfg, mean, std)]
+
+
 def _bn_bias_group(cfg: TrainConfig) -> bool:
     return not cfg.pretrained and cfg.bn_bias_lr_mult != 1.0
 
@@ -325,6 +339,7 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
         LossOnDevice,
         ReduceLROnPlateau,
         ThrottledProgressCallback,
+        fast_event_dispatch,
     )
 
     def on_epoch(row: dict) -> None:
@@ -353,8 +368,10 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
         else:
             learn.logger = noop  # without the bar, fastai's Recorder would print raw lists
         learn.add_cbs(cbs)
+        undo_dispatch = fast_event_dispatch(learn)
 
         def detach() -> None:
+            undo_dispatch()
             learn.remove_cbs(cbs)
             learn.logger = print
             if not any(isinstance(cb, ProgressCallback) for cb in learn.cbs):
@@ -511,7 +528,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
 
         info = learn.birdcls_info
         fast = attach_fast_data(learn, *_train_valid_items(scan, cfg), scan.classes, cfg,
-                                batch_transforms(cfg, info["mean"], info["std"]), say)
+                                store_batch_transforms(cfg, info["mean"], info["std"]), say)
     state = {}
     if resume:
         import json

@@ -1,8 +1,10 @@
-"""ReduceLROnPlateau must really lower the lr under fit_one_cycle (fastai issue #4046); Lookahead averages."""
+"""ReduceLROnPlateau must really lower the lr under fit_one_cycle (fastai issue #4046); Lookahead averages;
+the fast event dispatch calls what fastai's calls."""
 
 import numpy as np
 import pytest
 import torch
+from fastai.callback.core import Callback
 from fastai.callback.tracker import ReduceLROnPlateau as FastaiReduceLROnPlateau
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
@@ -10,7 +12,14 @@ from fastai.torch_core import set_seed
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from birdcls.callbacks import AtomicSaveModelCallback, Lookahead, ReduceLROnPlateau, fit_triangle, triangle_schedule
+from birdcls.callbacks import (
+    AtomicSaveModelCallback,
+    Lookahead,
+    ReduceLROnPlateau,
+    fast_event_dispatch,
+    fit_triangle,
+    triangle_schedule,
+)
 
 
 def _learner(tmp_path):
@@ -112,3 +121,78 @@ def test_fit_triangle_drives_the_optimizer_and_a_plateau_still_scales_it(tmp_pat
     expected = np.array([triangle_schedule(0.1)(i / len(lrs)) for i in range(len(lrs))])
     np.testing.assert_allclose(lrs[: 2 * per_epoch], expected[: 2 * per_epoch], rtol=1e-6)
     np.testing.assert_allclose(lrs[2 * per_epoch: 3 * per_epoch], expected[2 * per_epoch: 3 * per_epoch] / 10, rtol=1e-6)
+
+
+class _Journal(Callback):
+    """Writes down every event it handles, with the phase it saw."""
+
+    def __init__(self, journal: list, tag: str):
+        self.journal, self.tag = journal, tag
+
+    def _note(self, event: str) -> None:
+        self.journal.append((self.tag, event, self.training if hasattr(self.learn, "training") else None))
+
+    def before_fit(self): self._note("before_fit")
+    def before_epoch(self): self._note("before_epoch")
+    def before_batch(self): self._note("before_batch")
+    def after_loss(self): self._note("after_loss")
+    def after_batch(self): self._note("after_batch")
+    def after_epoch(self): self._note("after_epoch")
+    def after_fit(self): self._note("after_fit")
+
+
+class _TrainOnlyJournal(_Journal):
+    run_valid = False
+    order = -5  # called before the others: order must be kept
+
+
+class _SkipsItsFirstFit(Callback):
+    """Turns itself off for the rest of each fit; fastai turns it on again at ``after_fit``, which this
+    callback has no handler for."""
+
+    def __init__(self, journal: list, tag: str):
+        self.journal, self.tag = journal, tag
+
+    def before_fit(self):
+        self.journal.append((self.tag, "before_fit", None))
+
+    def before_epoch(self):
+        self.journal.append((self.tag, "before_epoch", None))
+        self.run = False
+
+
+def _journal_of_a_fit(tmp_path, fast: bool) -> tuple[list, Learner]:
+    journal: list = []
+    learn = _learner(tmp_path)
+    learn.add_cbs([_Journal(journal, "all"), _TrainOnlyJournal(journal, "train"), _SkipsItsFirstFit(journal, "skip")])
+    undo = fast_event_dispatch(learn) if fast else None
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2, 1e-2, cbs=[Lookahead()])  # a callback added for one fit: the cached lists follow it
+        learn.fit(1, 1e-2)
+    if undo:
+        undo()
+    return journal, learn
+
+
+def test_fast_event_dispatch_calls_what_fastai_calls_in_the_same_order(tmp_path):
+    plain, _ = _journal_of_a_fit(tmp_path, fast=False)
+    fast, learn = _journal_of_a_fit(tmp_path, fast=True)
+    assert fast == plain
+    assert ("train", "after_loss", False) not in fast and ("all", "after_loss", False) in fast  # run_valid
+    skipper = [event for tag, event, _ in fast if tag == "skip"]
+    assert skipper == ["before_fit", "before_epoch"] * 2  # off for the rest of each fit, on again for the next
+    assert "_call_one" not in learn.__dict__  # taken off: the class's own again
+
+
+def test_fast_event_dispatch_skips_callbacks_without_a_handler(tmp_path, monkeypatch):
+    calls = []
+    real = Callback.__call__
+    monkeypatch.setattr(Callback, "__call__", lambda cb, name: (calls.append((type(cb).__name__, name)), real(cb, name))[1])
+    for fast in (False, True):
+        calls.clear()
+        _journal_of_a_fit(tmp_path, fast=fast)
+        counted = len(calls)
+        if not fast:
+            plain_calls = counted
+    assert counted < plain_calls / 2
+    assert ("Lookahead", "after_batch") in calls and ("Lookahead", "before_batch") not in calls

@@ -4,6 +4,11 @@ fastai's ``aug_transforms`` zooms, rotates and shifts through ``grid_sample``: e
 is interpolated, which at 32x32 blurs every training image while the test images stay sharp. The CIFAR-10
 speed runs (airbench, hlb-cifar10) augment with whole-pixel shifts and mirror flips only, which move
 pixels without resampling them. :class:`RandomShiftFlip` does that to a whole batch on its device.
+
+:class:`StoreBatchPrep` does the whole of a tensor-store batch's preparation in one transform: uint8 to
+float, normalised, and shifted and flipped when it is a training batch (fastai's ``IntToFloatTensor``,
+:class:`RandomShiftFlip` and ``Normalize``: three type-dispatched transforms, each operation of theirs
+through fastai's Python ``__torch_function__``, host time a GPU step waits on).
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from fastai.vision.augment import RandTransform
 from fastai.vision.core import TensorImage
+from fasttransform import Transform
 
-__all__ = ["RandomShiftFlip", "shift_flip"]
+__all__ = ["RandomShiftFlip", "StoreBatchPrep", "shift_flip"]
 
 
 def shift_flip(x: torch.Tensor, shift: int, flip: bool) -> torch.Tensor:
@@ -45,3 +51,39 @@ class RandomShiftFlip(RandTransform):
         # on a plain tensor: each operation on a TensorImage goes through fastai's Python __torch_function__,
         # host time a GPU step waits on
         return TensorImage(shift_flip(x.as_subclass(torch.Tensor), self.shift, self.flip))
+
+
+class StoreBatchPrep(Transform):
+    """uint8 image batch -> ``(x / 255 - mean) / std`` as float, then, on training batches only (fastai's
+    ``split_idx`` 0), :func:`shift_flip` with ``shift`` and ``flip``. ``decodes`` undoes the normalisation
+    for fastai's ``show_batch``."""
+
+    order = 10
+
+    def __init__(self, mean: list[float], std: list[float], shift: int = 0, flip: bool = False):
+        super().__init__()
+        self.mean, self.std, self.shift, self.flip = list(mean), list(std), shift, flip
+        self._constants: dict = {}
+        self._training = False
+
+    def _scale_and_offset(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x * scale + offset`` normalises a 0..255 batch; built once per device."""
+        if x.device not in self._constants:
+            mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (self.mean, self.std))
+            self._constants[x.device] = ((1 / (255 * std)).to(x.device), (-mean / std).to(x.device))
+        return self._constants[x.device]
+
+    def __call__(self, b, split_idx: int | None = None, **kwargs):
+        self._training = split_idx == 0
+        return super().__call__(b, split_idx=split_idx, **kwargs)
+
+    def encodes(self, x: TensorImage) -> TensorImage:
+        scale, offset = self._scale_and_offset(x)
+        out = torch.addcmul(offset, x.as_subclass(torch.Tensor).float(), scale)
+        if self._training and (self.shift or self.flip):
+            out = shift_flip(out, self.shift, self.flip)
+        return TensorImage(out)
+
+    def decodes(self, x: TensorImage) -> TensorImage:
+        scale, offset = self._scale_and_offset(x)
+        return TensorImage(((x.as_subclass(torch.Tensor) - offset) / scale).clamp(0, 255).round().byte())

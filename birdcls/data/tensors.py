@@ -5,8 +5,9 @@ a time; on a small machine that, not the network, is most of an epoch. Here each
 once (threads, the same squish-resize as prediction) into a uint8 store cached on disk under
 ``$BIRDCLS_HOME/cache/images`` and keyed by the files' paths, sizes and modification times, so a
 second run on the same data skips decoding. Batches are cut from that store by index
-(:class:`TensorBatchDL`, a fastai ``TfmdDL``), moved to the device, and augmented there by fastai's
-own batch transforms (``IntToFloatTensor``, ``aug_transforms``, ``Normalize``). The Learner,
+(:class:`TensorBatchDL`, a fastai ``TfmdDL``), moved to the device, and prepared there in batches:
+normalised, shifted and flipped in one transform (:class:`~birdcls.data.augment.StoreBatchPrep`), or by
+fastai's own ``IntToFloatTensor``, ``aug_transforms`` and ``Normalize`` for its other augmentations. The Learner,
 callbacks and export are fastai's as before; only what feeds them changes.
 
 :func:`body_features` serves the head phase: with the body frozen, its output for an image never

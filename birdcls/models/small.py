@@ -195,12 +195,13 @@ def _speedrun_group(cin: int, cout: int) -> list[nn.Module]:
             _dirac_conv(cout, cout), _speedrun_norm(cout), nn.GELU()]
 
 
-def cifar_speedrun(n_out: int = 10) -> nn.Sequential:
+def cifar_speedrun(n_out: int = 10, widths: tuple[int, int, int] = (64, 256, 256)) -> nn.Sequential:
+    """``widths``: the three conv groups' channels (the benchmarks' loop-overhead case narrows them)."""
     whiten = PatchWhitening(3)
     layers: list[nn.Module] = [whiten, nn.GELU()]
-    for cin, cout in ((whiten.out_chans, 64), (64, 256), (256, 256)):
+    for cin, cout in zip((whiten.out_chans, *widths[:-1]), widths):
         layers += _speedrun_group(cin, cout)
-    layers += [nn.MaxPool2d(3), nn.Flatten(), nn.Linear(256, n_out, bias=False), _Scale(1 / 9)]
+    layers += [nn.MaxPool2d(3), nn.Flatten(), nn.Linear(widths[-1], n_out, bias=False), _Scale(1 / 9)]
     return nn.Sequential(*layers)
 
 
