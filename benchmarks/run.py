@@ -1,6 +1,6 @@
 """birdcls benchmarks: both sides of each comparison in one process, one line per side, JSON out.
 
-    python benchmarks/run.py [--case transfer|scratch|predict|coldstart|overhead|all] [--quick] [--data DIR] [--repeat N]
+    python benchmarks/run.py [--case transfer|scratch|predict|coldstart|overhead|photos|all] [--quick] [--data DIR] [--repeat N]
 
 Cases (each skips with a message when its data in ../shared/data is absent):
   transfer   dogs-vs-cats: plain fastai (the reports' recipe as a user writes it) vs `birdcls train` defaults
@@ -11,6 +11,9 @@ Cases (each skips with a message when its data in ../shared/data is absent):
              callbacks, schedule and augmentation), as shipped and with fastai's own event dispatch and batch
              transforms, vs a bare PyTorch loop, on the speed-run network cut to 8 channels a layer so that
              compute is small (synthetic 32 px images; needs no data; one thread on a CPU)
+  photos     12 MP phone-sized JPEGs (dogs-vs-cats scaled up; synthetic without the data) decoded to a 224 px
+             model input: full decode + resize vs birdcls's load_image (JPEG draft decoding); images/s and
+             the mean pixel difference
 --quick caps epochs and image counts so a CPU run finishes in minutes; the JSON records what ran.
 --data points at another copy of the shared data folder; --repeat N runs the fast scratch recipe N times
 (seeds 0..N-1) and reports the mean, since one run's accuracy moves by a few tenths of a point.
@@ -363,8 +366,63 @@ def case_overhead(work: Path, quick: bool) -> list[dict] | None:
     return rows
 
 
+def _phone_photos(work: Path, n: int) -> tuple[list[Path], str]:
+    """``n`` 12 MP (4032x3024) JPEGs at quality 90, as a phone takes them: dogs-vs-cats photos scaled up when
+    the shared data is there, else smooth synthetic pictures. Written under ``work`` only."""
+    import numpy as np
+    from PIL import Image
+
+    have_data = (SHARED / "dogs-vs-cats.tar").is_file() and extract("dogs-vs-cats.tar", work)
+    sources = sorted((work / "dogs-vs-cats").rglob("*.jpg"))[:n] if have_data else []
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        if sources:
+            with Image.open(sources[i % len(sources)]) as im:
+                small = im.convert("RGB")
+        else:
+            small = Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+        out.append(work / f"photo{i:03d}.jpg")
+        small.resize((4032, 3024), Image.BICUBIC).save(out[-1], quality=90)
+    return out, "dogs-vs-cats scaled up" if sources else "synthetic"
+
+
+def case_photos(work: Path, quick: bool) -> list[dict] | None:
+    """Decoding 12 MP phone photos to a 224 px model input, on a thread pool as ``birdcls predict`` does:
+    a full decode then resize (what fastai's ``PILImage.create`` + ``Resize`` do) vs ``load_image``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from PIL import Image
+
+    from birdcls.data.decode import load_image
+
+    def full_decode(path: Path) -> np.ndarray:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB").resize((224, 224), Image.BILINEAR))
+
+    photos, content = _phone_photos(work, 8 if quick else 48)
+    sides = {"full decode + resize": full_decode, "birdcls load_image": lambda p: load_image(p, 224)}
+    rates: dict[str, list[float]] = {side: [] for side in sides}
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for _ in range(3):  # alternating, so the machine's load falls on both sides alike
+            for side, fn in sides.items():
+                start = time.perf_counter()
+                list(pool.map(fn, photos))
+                rates[side].append(len(photos) / (time.perf_counter() - start))
+        diff = np.mean([np.abs(full_decode(p).astype(np.int16) - load_image(p, 224)).mean() for p in photos[:8]])
+    rows = []
+    for side in sides:
+        best = max(rates[side])
+        rows.append(line("photos", side, size=224, images=len(photos), source=f"4032x3024 JPEG, {content}",
+                         images_per_s=best,
+                         runs=len(rates[side]), ratio=best / max(rates["full decode + resize"]),
+                         **({"mean_abs_pixel_diff": float(diff)} if side != "full decode + resize" else {})))
+    return rows
+
+
 CASES = {"transfer": case_transfer, "scratch": case_scratch, "predict": case_predict, "coldstart": case_coldstart,
-         "overhead": case_overhead}
+         "overhead": case_overhead, "photos": case_photos}
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ def contact_sheet(items: list[tuple[str | os.PathLike, str, bool]], dest: str | 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     from ._io import save_figure_atomic
+    from .data.decode import open_image
 
     n = max(1, len(items))
     cols = min(cols, n)
@@ -25,8 +25,7 @@ def contact_sheet(items: list[tuple[str | os.PathLike, str, bool]], dest: str | 
         ax.axis("off")
     for ax, (path, caption, highlight) in zip(axes.flat, items):
         try:
-            with Image.open(path) as im:
-                ax.imshow(im.convert("RGB"))
+            ax.imshow(open_image(path, size=3 * dpi))  # upright; a big JPEG decoded near the cell's size
         except OSError:
             ax.text(0.5, 0.5, "unreadable", ha="center", va="center")
         ax.set_title(caption, fontsize=8, color="red" if highlight else "black")

@@ -157,9 +157,8 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     from fastai.learner import Learner
     from fastai.torch_core import set_seed
     from fastai.vision.augment import Resize, ResizeMethod
-    from fastai.vision.core import PILImage, PILImageBW
-    from fastai.vision.data import ImageBlock
 
+    from .data.blocks import image_block
     from .models.backbones import build_model, splitter_for
     from .predict import ModelInfo, resolve_device
 
@@ -171,7 +170,7 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     mean, std = _normalisation(cfg, spec)
     batch_tfms = batch_transforms(cfg, mean, std)
     block = DataBlock(
-        blocks=(ImageBlock(cls=PILImageBW if spec.in_chans == 1 else PILImage), CategoryBlock(vocab=scan.classes)),
+        blocks=(image_block(cfg.size, spec.in_chans), CategoryBlock(vocab=scan.classes)),
         get_y=parent_label,
         splitter=GrandparentSplitter(train_name="train", valid_name=scan.layout.val.name),
         item_tfms=Resize(cfg.size, method=ResizeMethod.Squish),

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ._trust import is_trusted_pickle
+from .data.decode import load_image
 from .data.folders import IMAGE_EXTENSIONS
 from .errors import BirdclsError
 
@@ -56,15 +57,6 @@ class ModelInfo:
     def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
         known = {"arch", "classes", "size", "mean", "std", "source", "in_chans"}
         return cls(**{k: d[k] for k in known if k in d}, extra={k: v for k, v in d.items() if k not in known})
-
-
-def load_image(path: str | os.PathLike, size: int, channels: int = 3) -> np.ndarray:
-    """An image as ``size x size x channels`` uint8, squish-resized like the training pipeline's ``Resize``."""
-    with Image.open(path) as im:
-        im = im.convert("RGB" if channels == 3 else "L")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
 
 
 def normalise(batch: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

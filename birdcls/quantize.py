@@ -78,7 +78,7 @@ def _batches(paths: Sequence[Path], size: int, channels: int, bs: int = 32):
     """(uint8 batch, indices into ``paths`` it holds); unreadable files are left out, as training does."""
     from PIL import Image
 
-    from .predict import load_image
+    from .data.decode import load_image
 
     for start in range(0, len(paths), bs):
         arrays, kept = [], []

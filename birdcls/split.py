@@ -250,9 +250,9 @@ def _plot_pairs(pairs: list[dict[str, Any]], root: Path, dest: Path, per_row: in
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     from ._io import save_figure_atomic
+    from .data.decode import open_image
 
     n_rows = max(1, -(-len(pairs) // per_row))
     fig, axes = plt.subplots(n_rows, 2 * per_row, figsize=(2.0 * 2 * per_row, 2.3 * n_rows), squeeze=False)
@@ -263,8 +263,7 @@ def _plot_pairs(pairs: list[dict[str, Any]], root: Path, dest: Path, per_row: in
         kind = "exact" if pair["exact"] else f"{pair['distance']} bits"
         for offset, key, split in ((0, "a", pair["split_a"]), (1, "b", pair["split_b"])):
             ax = axes[row][2 * col + offset]
-            with Image.open(root / pair[key]) as im:
-                ax.imshow(im.convert("RGB"))
+            ax.imshow(open_image(root / pair[key], size=200))
             name = f"{Path(pair[key]).parent.name}/{Path(pair[key]).name}"
             ax.set_title(f"{split} ({kind})\n{name[-26:]}" if offset == 0 else f"{split}\n{name[-26:]}", fontsize=7)
     if not pairs:

@@ -188,3 +188,31 @@ def test_static_same_padding_computes_what_timm_computes(size):
         torch.testing.assert_close(fixed(x), model(x), rtol=0, atol=0)
     assert type(model.conv_stem).__name__ == "Conv2dSame"  # the original is left as it was
     assert fixed.conv_stem.pads == ((1, 1, 1, 1) if size % 2 else (0, 1, 0, 1))
+
+
+def test_a_phone_photo_tagged_on_its_side_is_predicted_upright(exports, tiny_data, tmp_path):
+    """EXIF orientation reaches every path: ``predict`` from any export and fastai's ``learn.predict``."""
+    import warnings
+
+    from fastai.learner import load_learner
+    from PIL import Image
+
+    upright = tmp_path / "upright.png"
+    with Image.open(next((tiny_data / "test" / "parrot").iterdir())) as im:
+        picture = im.convert("RGB")
+    picture.paste((255, 255, 255), (0, 0, picture.width, picture.height // 3))  # a top that differs from the bottom
+    picture.save(upright)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn 90 degrees clockwise to show"
+    picture.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "tagged.png", exif=exif)
+    picture.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "untagged.png")
+    for fmt in ("onnx", "safetensors"):
+        probs = predict(load_model(exports[fmt]), [upright, tmp_path / "tagged.png", tmp_path / "untagged.png"]).probs
+        np.testing.assert_array_equal(probs[1], probs[0])
+        assert not np.array_equal(probs[2], probs[0])  # the turn matters to this model, so the check has teeth
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        learn = load_learner(exports["pkl"])
+    answers = [learn.predict(p)[2].numpy() for p in (upright, tmp_path / "tagged.png", tmp_path / "untagged.png")]
+    np.testing.assert_allclose(answers[1], answers[0], atol=1e-6)
+    assert not np.allclose(answers[2], answers[0], atol=1e-6)

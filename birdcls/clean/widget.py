@@ -33,12 +33,13 @@ _FILTERS = ("all", "flagged", "duplicates")
 def _thumbnail(path: Path, size: int) -> bytes:
     from PIL import Image
 
+    from ..data.decode import open_image
+
     buf = io.BytesIO()
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            im.save(buf, format="PNG")
+        im = open_image(path, size)
+        im.thumbnail((size, size))
+        im.save(buf, format="PNG")
     except OSError:
         Image.new("RGB", (size, size), (200, 200, 200)).save(buf, format="PNG")
     return buf.getvalue()

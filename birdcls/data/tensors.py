@@ -43,7 +43,7 @@ def cache_dir() -> Path:
 
 
 def _cache_key(paths: Sequence[Path], size: int, channels: int) -> str:
-    digest = hashlib.sha1(f"v1|{size}|{channels}".encode())
+    digest = hashlib.sha1(f"v2|{size}|{channels}".encode())  # v2: decode.open_image (EXIF turn, JPEG draft)
     folders: dict[Path, Path] = {}  # each folder resolved once: resolving 50,000 paths one by one took seconds
     for p in paths:
         folder = folders.get(p.parent)
@@ -106,7 +106,7 @@ def decode_cached(paths: Sequence[Path], size: int, channels: int = 3, max_gb: f
 
 
 def _fill(store: np.ndarray, paths: Sequence[Path], size: int, channels: int, workers: int) -> None:
-    from ..predict import load_image
+    from .decode import load_image
 
     def fill(i: int) -> None:
         store[i] = load_image(paths[i], size, channels)

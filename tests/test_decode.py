@@ -1,0 +1,91 @@
+"""Images are read upright (EXIF orientation) and large JPEGs decoded near the size they are wanted at,
+the same way for the image store, prediction and fastai's file pipeline."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from birdcls.data.decode import load_image, open_image
+
+T = Image.Transpose
+# orientation tag -> how a camera stores an upright picture under that tag (the inverse of what the tag asks)
+STORED_AS = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_90,
+             7: T.TRANSVERSE, 8: T.ROTATE_270}
+
+
+def upright_picture(w: int = 40, h: int = 24) -> Image.Image:
+    """No two corners alike, so any wrong turn or mirror shows."""
+    a = np.zeros((h, w, 3), np.uint8)
+    a[: h // 2, : w // 2] = (255, 0, 0)
+    a[: h // 2, w // 2:] = (0, 255, 0)
+    a[h // 2:, : w // 2] = (0, 0, 255)
+    a[h // 2:, w // 2:, :] = np.arange(w - w // 2, dtype=np.uint8)[None, :, None] * 4
+    return Image.fromarray(a)
+
+
+def save_tagged(picture: Image.Image, orientation: int, path):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = picture.transpose(STORED_AS[orientation]) if orientation in STORED_AS else picture
+    stored.save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_every_exif_orientation_comes_out_upright(tmp_path, orientation):
+    picture = upright_picture()
+    path = save_tagged(picture, orientation, tmp_path / "p.png")
+    if orientation in (5, 6, 7, 8):
+        assert Image.open(path).size == (24, 40)  # stored on its side
+    assert np.array_equal(np.asarray(open_image(path)), np.asarray(picture))
+    assert np.array_equal(load_image(path, 16), np.asarray(picture.resize((16, 16), Image.BILINEAR)))
+
+
+def test_a_tagged_jpeg_comes_out_upright_too(tmp_path):
+    picture = upright_picture(64, 48)
+    path = save_tagged(picture, 6, tmp_path / "p.jpg")
+    diff = np.abs(np.asarray(open_image(path), np.int16) - np.asarray(picture, np.int16))
+    assert open_image(path).size == (64, 48) and diff.mean() < 6
+
+
+def test_a_large_jpeg_is_decoded_reduced_but_never_below_the_size_asked(tmp_path):
+    rng = np.random.default_rng(0)
+    coarse = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    path = tmp_path / "big.jpg"
+    coarse.resize((1600, 1200), Image.BICUBIC).save(path, quality=92)
+    assert open_image(path).size == (1600, 1200)
+    assert open_image(path, 224).size == (400, 300)  # 1/4 scale: 1/8 would make the height 150 < 224
+    assert open_image(path, 400).size == (800, 600)
+    assert open_image(path, 1000).size == (1600, 1200)
+    with Image.open(path) as im:
+        full = np.asarray(im.convert("RGB").resize((224, 224), Image.BILINEAR), np.int16)
+    assert np.abs(load_image(path, 224).astype(np.int16) - full).mean() < 1.5
+    grey = load_image(path, 100, channels=1)
+    assert grey.shape == (100, 100, 1)
+
+
+def test_small_images_and_other_formats_are_read_as_they_are(tmp_path):
+    picture = upright_picture()
+    picture.save(tmp_path / "p.png")
+    picture.resize((800, 480)).save(tmp_path / "big.png")
+    assert np.array_equal(np.asarray(open_image(tmp_path / "p.png", 16)), np.asarray(picture))
+    assert open_image(tmp_path / "big.png", 16).size == (800, 480)  # draft is for JPEG only
+    Image.new("L", (10, 10), 7).save(tmp_path / "g.jpg")
+    assert open_image(tmp_path / "g.jpg").mode == "RGB" and open_image(tmp_path / "g.jpg", channels=1).mode == "L"
+
+
+@pytest.mark.parametrize("name", ["p.png", "big.jpg"])
+def test_fastais_file_pipeline_sees_what_the_store_and_predict_see(tmp_path, name):
+    from fastai.vision.augment import Resize, ResizeMethod
+    from fastai.vision.core import PILImage
+
+    from birdcls.data.blocks import ImageFileOpener
+
+    picture = upright_picture(640, 480) if name == "big.jpg" else upright_picture()
+    path = save_tagged(picture, 8, tmp_path / name)
+    opened = ImageFileOpener(32)(path)
+    assert isinstance(opened, PILImage) and opened.size[0] > opened.size[1]  # landscape again
+    resized = Resize(32, method=ResizeMethod.Squish)(opened, split_idx=1)
+    assert np.array_equal(np.asarray(resized), load_image(path, 32))
+    from_array = ImageFileOpener(32)(np.asarray(picture))  # what fastai's own create takes still works
+    assert isinstance(from_array, PILImage) and np.array_equal(np.asarray(from_array), np.asarray(picture))
