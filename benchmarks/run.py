@@ -213,11 +213,14 @@ def case_predict(work: Path, quick: bool) -> list[dict] | None:
         sides.append(("birdcls predict (int8 onnx)", int8, "auto"))
     else:
         print(f"no int8 row: {result.metrics.get('int8', 'int8 export off')}", flush=True)
-    for side, source, backend in sides:
+    sides = [(side, source, backend, False) for side, source, backend in sides]
+    if load_model(result.run_dir, backend="torch").on_gpu:  # nvJPEG: JPEGs decoded on the GPU itself
+        sides.insert(1, ("birdcls predict (pkl, torch, decoded on the GPU)", result.run_dir, "torch", True))
+    for side, source, backend, on_device in sides:
         model = load_model(source, backend=backend)
-        predict(model, images[:64])  # warm-up
+        predict(model, images[:64], decode_on_device=on_device)  # warm-up
         start = time.perf_counter()
-        out = predict(model, images)
+        out = predict(model, images, decode_on_device=on_device)
         rate = len(images) / (time.perf_counter() - start)
         rows.append(line("predict", side, size=224, images=len(images), bs=model.default_bs, images_per_s=rate,
                          ratio=rate / loop_rate, answered=len(out.rows)))

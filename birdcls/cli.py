@@ -223,14 +223,16 @@ def predict(
     bs: int | None = typer.Option(None, help="batch size (default: 32 on a CPU, 256 on a GPU)"),
     trust: bool = typer.Option(False, help="allow loading a .pkl you did not create (runs its code)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
+    decode_on_device: bool = typer.Option(False, "--decode-on-device",
+                                          help="decode JPEGs where a torch model runs (nvJPEG on a GPU)"),
 ) -> None:
     """Classify images, batched; prints label and probability per image."""
     from .predict import load_model
     from .predict import predict as predict_images
 
     with _user_errors():
-        predictor = load_model(model, trust=trust, device=device)
-        result = predict_images(predictor, images, top_k=top_k, bs=bs)
+        predictor = load_model(model, trust=trust, device=device, backend="torch" if decode_on_device else "auto")
+        result = predict_images(predictor, images, top_k=top_k, bs=bs, decode_on_device=decode_on_device)
         if csv_path is not None:
             _write_csv(result.rows, csv_path)
     if as_json:

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from ._trust import is_trusted_pickle
-from .data.decode import load_image
+from .data.decode import load_image, load_image_or_reason
 from .data.folders import IMAGE_EXTENSIONS
 from .errors import BirdclsError
 
@@ -78,10 +77,14 @@ class Predictor:
         return self.info.classes
 
     @property
+    def device(self) -> Any:
+        """The torch device the network runs on; None for ONNX models (onnxruntime, on the CPU)."""
+        return getattr(self._backend, "device", None)
+
+    @property
     def on_gpu(self) -> bool:
         """Whether the network runs on a CUDA GPU (ONNX always runs on the CPU)."""
-        device = getattr(self._backend, "device", None)
-        return device is not None and device.type == "cuda"
+        return self.device is not None and self.device.type == "cuda"
 
     @property
     def default_bs(self) -> int:
@@ -89,8 +92,9 @@ class Predictor:
         of cache and get slower per image; large on a GPU."""
         return GPU_BATCH if self.on_gpu else 32
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax probabilities for a uint8 NHWC batch of images already at ``info.size``."""
+    def probabilities(self, batch: Any) -> np.ndarray:
+        """Softmax probabilities for a uint8 NHWC batch of images already at ``info.size`` (a numpy array, or
+        for a torch model also a tensor, on its device or not)."""
         logits = self._backend(batch)
         logits = logits - logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
@@ -154,12 +158,12 @@ class _TorchBackend:
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.net = uint8_input_model(self.model, info).to(self.device)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: Any) -> np.ndarray:
         from .data.tensors import pad_batch
 
         torch = self.torch
         with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            x = (batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)).to(self.device, non_blocking=True)
             out = self.net(pad_batch(x, GPU_BATCH))
         return out[:len(batch)].float().cpu().numpy()
 
@@ -336,13 +340,6 @@ class PredictionResult:
     probs: np.ndarray  # (n_rows, n_classes), in the order of ``rows``
 
 
-def _load_or_reason(path: Path, size: int, channels: int) -> np.ndarray | str:
-    try:
-        return load_image(path, size, channels)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        return f"unreadable image ({type(exc).__name__})"
-
-
 def _batch_of(chunk: list[Path], results: list[np.ndarray | str], size: int,
               channels: int) -> tuple[list[Path], np.ndarray, dict]:
     arrays, ok, bad = [], [], {}
@@ -360,10 +357,10 @@ def _decoded_batches(paths: list[Path], size: int, bs: int, workers: int,
     """Decode images in a thread pool, the next batch while the model runs on this one."""
     chunks = [paths[start:start + bs] for start in range(0, len(paths), bs)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = [pool.submit(_load_or_reason, p, size, channels) for p in chunks[0]] if chunks else []
+        pending = [pool.submit(load_image_or_reason, p, size, channels) for p in chunks[0]] if chunks else []
         for i, chunk in enumerate(chunks):
             results = [f.result() for f in pending]
-            pending = ([pool.submit(_load_or_reason, p, size, channels) for p in chunks[i + 1]]
+            pending = ([pool.submit(load_image_or_reason, p, size, channels) for p in chunks[i + 1]]
                        if i + 1 < len(chunks) else [])
             yield _batch_of(chunk, results, size, channels)
 
@@ -381,7 +378,7 @@ class _DecodeChunks:
         import torch
 
         chunk = self.chunks[i]
-        ok, batch, bad = _batch_of(chunk, [_load_or_reason(p, self.size, self.channels) for p in chunk], self.size,
+        ok, batch, bad = _batch_of(chunk, [load_image_or_reason(p, self.size, self.channels) for p in chunk], self.size,
                                    self.channels)
         return ok, torch.from_numpy(batch), bad  # a tensor crosses to the main process in shared memory
 
@@ -418,10 +415,13 @@ def _use_processes(model: Predictor, n_images: int, bs: int) -> bool:
 
 
 def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 3, bs: int | None = None,
-            workers: int | None = None, processes: bool | None = None) -> PredictionResult:
+            workers: int | None = None, processes: bool | None = None,
+            decode_on_device: bool = False) -> PredictionResult:
     """Classify every image in ``inputs`` (files or folders), ``bs`` at a time (default: the model's
     ``default_bs`` for its device). Images are decoded in ``workers`` threads, or worker processes with
     ``processes`` (default: on a GPU with 4 or more cores, where threads cannot decode as fast as it predicts).
+    ``decode_on_device`` (torch models only) decodes JPEGs where the model runs instead, nvJPEG on a GPU
+    (:mod:`birdcls.data.device_decode`); off by default until measured on a GPU.
 
     Unreadable files do not stop the run: they are listed in ``skipped`` with their reason.
     """
@@ -436,9 +436,18 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
         processes = _use_processes(model, len(paths), bs)
     cpus = os.cpu_count() or 1
     workers = workers or (min(16, cpus) if processes else min(8, cpus * 2))
-    decode = _decoded_batches_in_processes if processes else _decoded_batches
+    if decode_on_device:
+        if model.device is None:
+            raise BirdclsError("decoding on the device needs a torch model (.pkl, .safetensors or a run folder "
+                               "with backend 'torch'); an ONNX model decodes on the host")
+        from .data.device_decode import device_decoded_batches
+
+        batches = device_decoded_batches(paths, model.info.size, bs, model.device, model.info.in_chans, workers)
+    else:
+        decode = _decoded_batches_in_processes if processes else _decoded_batches
+        batches = decode(paths, model.info.size, bs, workers, model.info.in_chans)
     rows, skipped, all_probs = [], {}, []
-    for ok, batch, bad in decode(paths, model.info.size, bs, workers, model.info.in_chans):
+    for ok, batch, bad in batches:
         skipped.update(bad)
         if not ok:
             continue

@@ -52,6 +52,15 @@ def test_split_then_train_then_evaluate_export_predict(tmp_path):
                                  "--json"])
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)) == 9
+    on_host = json.loads(result.stdout)
+    result = runner.invoke(app, ["predict", str(tmp_path / "m.safetensors"), str(tmp_path / "data" / "test"),
+                                 "--json", "--decode-on-device"])
+    assert result.exit_code == 0, result.output
+    assert [r["label"] for r in json.loads(result.stdout)] == [r["label"] for r in on_host]
+    result = runner.invoke(app, ["predict", str(run), str(tmp_path / "data" / "test"), "--decode-on-device"])
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 9, result.output  # the run's pkl
+    _assert_one_line_error(runner.invoke(app, ["predict", str(run / "model.onnx"), str(tmp_path / "data" / "test"),
+                                               "--decode-on-device"]), "needs a torch model")
 
 
 def test_user_errors_are_one_line(tmp_path, trained_run):

@@ -20,7 +20,7 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["load_image", "open_image"]
+__all__ = ["load_image", "load_image_or_reason", "open_image"]
 
 _ORIENTATION = 0x0112  # EXIF tag: 1 = stored upright; 2-8 = mirrored and/or rotated
 
@@ -45,3 +45,11 @@ def load_image(path: str | os.PathLike, size: int, channels: int = 3) -> np.ndar
     if im.size != (size, size):
         im = im.resize((size, size), Image.BILINEAR)
     return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
+
+
+def load_image_or_reason(path: str | os.PathLike, size: int, channels: int = 3) -> np.ndarray | str:
+    """:func:`load_image`, or the reason the file cannot be read (batch work reports it per file and goes on)."""
+    try:
+        return load_image(path, size, channels)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return f"unreadable image ({type(exc).__name__})"

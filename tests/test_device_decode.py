@@ -1,0 +1,85 @@
+"""Decoding JPEG batches on the model's device (nvJPEG on a GPU; here the same code on the CPU, through
+libjpeg) gives what the host path gives, file by file, turned and resized alike."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_decode import save_tagged, upright_picture
+
+from birdcls.data.decode import load_image
+from birdcls.data.device_decode import decode_batch_on, device_decoded_batches
+from birdcls.errors import BirdclsError
+from birdcls.predict import _decoded_batches, load_model, predict
+
+
+def mean_diff(a, b) -> float:
+    return float(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).mean())
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_every_exif_orientation_is_turned_as_on_the_host(tmp_path, orientation):
+    picture = upright_picture(64, 48)
+    path = save_tagged(picture, orientation, tmp_path / "p.jpg")
+    ok, batch, bad = decode_batch_on("cpu", [path], 32)
+    assert ok == [path] and not bad and batch.shape == (1, 32, 32, 3) and batch.dtype.is_floating_point is False
+    host = load_image(path, 32)
+    assert mean_diff(batch[0].numpy(), host) < 4
+    assert mean_diff(batch[0].numpy(), np.asarray(picture.resize((32, 32), Image.BILINEAR))) < 6
+    if orientation != 1:  # the check can tell a wrong turn: the picture stored as it is differs a lot
+        as_stored = np.asarray(Image.open(path).convert("RGB").resize((32, 32), Image.BILINEAR))
+        assert mean_diff(as_stored, host) > 20
+
+
+def test_large_photos_resize_like_the_host_path(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).resize((1600, 1200), Image.BICUBIC).save(path)
+    _, batch, _ = decode_batch_on("cpu", [path], 224)
+    assert mean_diff(batch[0].numpy(), load_image(path, 224)) < 1.5
+
+
+def test_a_mixed_batch_gives_the_host_paths_files_and_reasons(tmp_path):
+    rng = np.random.default_rng(1)
+    files = []  # the JPEGs are under 2 x 24 px, so the host path decodes them whole too (no draft)
+    for name, save in [("a.jpg", lambda p: upright_picture().save(p)),
+                       ("b.png", lambda p: upright_picture().save(p)),
+                       ("grey.jpg", lambda p: Image.new("L", (40, 30), 90).save(p)),
+                       ("cmyk.jpg", lambda p: upright_picture().convert("CMYK").save(p)),
+                       ("text.jpg", lambda p: p.write_text("not an image")),
+                       ("empty.jpg", lambda p: p.write_bytes(b"")),
+                       ("cut.jpg", lambda p: p.write_bytes((tmp_path / "a.jpg").read_bytes()[:60])),
+                       ("noise.jpg", lambda p: Image.fromarray(rng.integers(0, 256, (30, 40, 3), np.uint8)).save(p))]:
+        save(tmp_path / name)
+        files.append(tmp_path / name)
+    ok, batch, bad = decode_batch_on("cpu", files, 24)
+    host_ok, host_batch, host_bad = next(_decoded_batches(files, 24, len(files), 2))
+    assert ok == host_ok and bad == host_bad
+    assert {p.name for p in ok} == {"a.jpg", "b.png", "grey.jpg", "cmyk.jpg", "noise.jpg"}
+    for i in range(len(ok)):
+        assert mean_diff(batch[i].numpy(), host_batch[i]) < 4, ok[i].name
+    grey_ok, grey_batch, _ = decode_batch_on("cpu", [tmp_path / "a.jpg", tmp_path / "b.png"], 24, channels=1)
+    assert grey_batch.shape == (2, 24, 24, 1)
+    assert mean_diff(grey_batch[1].numpy(), load_image(tmp_path / "b.png", 24, channels=1)) == 0  # PNG: host path
+
+
+def test_batches_come_in_order_with_the_next_batch_read_ahead(tmp_path):
+    paths = []
+    for i in range(7):
+        paths.append(tmp_path / f"{i}.jpg")
+        Image.new("RGB", (20, 20), (i * 30, 0, 0)).save(paths[-1])
+    got = list(device_decoded_batches(paths, 8, 3, "cpu", workers=2))
+    assert [len(ok) for ok, _, _ in got] == [3, 3, 1]
+    assert [p for ok, _, _ in got for p in ok] == paths
+    reds = [int(b[j, 4, 4, 0]) for _, b, _ in got for j in range(len(b))]
+    assert all(abs(r - i * 30) <= 2 for i, r in enumerate(reds))
+
+
+def test_predict_decoding_on_the_device_agrees_with_the_host(trained_run, tiny_data):
+    model = load_model(trained_run.run_dir, backend="torch")
+    host = predict(model, [tiny_data / "test"], bs=5)
+    device = predict(model, [tiny_data / "test"], bs=5, decode_on_device=True)
+    assert [r["path"] for r in device.rows] == [r["path"] for r in host.rows]
+    assert [r["label"] for r in device.rows] == [r["label"] for r in host.rows]
+    np.testing.assert_allclose(device.probs, host.probs, atol=0.05)
+    with pytest.raises(BirdclsError, match="needs a torch model"):
+        predict(load_model(trained_run.run_dir / "model.onnx"), [tiny_data / "test"], decode_on_device=True)
