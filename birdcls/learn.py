@@ -560,11 +560,13 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
                 decode_seconds: float = 0.0) -> TrainResult:
     """Export model.pkl, evaluate on test/, write metrics, history and curves. ``seconds`` counts the
     tensor store's decoding (``decode_seconds``, near 0 when the store was cached) as training time."""
+    from .data.blocks import fastai_decoding
     from .evaluate import evaluate_predictor, plot_curves
     from .predict import predictor_from_learner
 
     model_path = out / "model.pkl"
-    write_with_atomic(model_path, lambda tmp: learn.export(tmp.resolve()))
+    with fastai_decoding(learn):  # a pickle that loads without birdcls
+        write_with_atomic(model_path, lambda tmp: learn.export(tmp.resolve()))
     register_pickle(model_path)
     onnx_written = cfg.export_onnx and _write_run_onnx(learn, out)
     report = evaluate_predictor(predictor_from_learner(learn, str(learn.dls.device)), scan.layout.test, out,

@@ -42,7 +42,8 @@ def test_pkl_loads_with_fastai_in_a_fresh_process(exports, tiny_data):
     import subprocess
     import sys
 
-    code = ("import sys; from fastai.learner import load_learner; "
+    # birdcls made unimportable: the pickle must need fastai (and timm) only
+    code = ("import sys; sys.modules['birdcls'] = None; from fastai.learner import load_learner; "
             "learn = load_learner(sys.argv[1]); print(learn.dls.vocab, learn.predict(sys.argv[2])[0])")
     image = next((tiny_data / "test" / "jay").iterdir())
     proc = subprocess.run([sys.executable, "-c", code, str(exports["pkl"]), str(image)], capture_output=True,
@@ -191,10 +192,7 @@ def test_static_same_padding_computes_what_timm_computes(size):
 
 
 def test_a_phone_photo_tagged_on_its_side_is_predicted_upright(exports, tiny_data, tmp_path):
-    """EXIF orientation reaches every path: ``predict`` from any export and fastai's ``learn.predict``."""
-    import warnings
-
-    from fastai.learner import load_learner
+    """EXIF orientation reaches ``predict`` from every export format."""
     from PIL import Image
 
     upright = tmp_path / "upright.png"
@@ -206,13 +204,28 @@ def test_a_phone_photo_tagged_on_its_side_is_predicted_upright(exports, tiny_dat
     exif[0x0112] = 6  # "turn 90 degrees clockwise to show"
     picture.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "tagged.png", exif=exif)
     picture.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "untagged.png")
-    for fmt in ("onnx", "safetensors"):
+    for fmt in ("onnx", "safetensors", "pkl"):
         probs = predict(load_model(exports[fmt]), [upright, tmp_path / "tagged.png", tmp_path / "untagged.png"]).probs
         np.testing.assert_array_equal(probs[1], probs[0])
         assert not np.array_equal(probs[2], probs[0])  # the turn matters to this model, so the check has teeth
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        learn = load_learner(exports["pkl"])
-    answers = [learn.predict(p)[2].numpy() for p in (upright, tmp_path / "tagged.png", tmp_path / "untagged.png")]
-    np.testing.assert_allclose(answers[1], answers[0], atol=1e-6)
-    assert not np.allclose(answers[2], answers[0], atol=1e-6)
+
+
+def test_the_learner_opens_files_as_birdcls_does_and_exports_as_plain_fastai(trained_run, tmp_path):
+    from birdcls.data.blocks import ImageFileOpener, fastai_decoding
+
+    learn = trained_run.learner
+
+    def openers():
+        return [f for dl in learn.dls.loaders for tl in dl.dataset.tls for f in tl.tfms.fs
+                if isinstance(f, ImageFileOpener)]
+
+    assert openers()
+    with fastai_decoding(learn):
+        assert not openers()
+        learn.export(tmp_path / "plain.pkl")
+    assert openers()  # put back for any further use of the learner
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "plain.pkl") as z:  # torch.save's archive: the pickle is data.pkl
+        pickled = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    assert b"birdcls." not in pickled and b"ImageFileOpener" not in pickled

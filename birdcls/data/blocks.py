@@ -1,14 +1,19 @@
 """fastai blocks that read image files the way the rest of birdcls does (:mod:`birdcls.data.decode`).
 
-The file-based DataLoaders (training when the image store is off, and ``learn.predict`` on an exported
-``model.pkl``) would otherwise open files with fastai's ``PILImage.create``, which ignores EXIF
-orientation: a phone photo would reach the model on its side there and upright everywhere else.
+fastai's file-based DataLoaders (training when the image store cannot be used) would otherwise open files
+with ``PILImage.create``, which ignores EXIF orientation: a phone photo would reach the model on its side
+there and upright on every other path. The exported ``model.pkl`` gets fastai's own ``create`` back
+(:func:`fastai_decoding`), so that ``load_learner`` opens it without birdcls installed (a timm backbone's
+needs fastai and timm only).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from fastai.data.block import TransformBlock
 from fastai.data.transforms import IntToFloatTensor
@@ -20,7 +25,7 @@ from torch import Tensor
 
 from .decode import open_image
 
-__all__ = ["ImageFileOpener", "image_block"]
+__all__ = ["ImageFileOpener", "fastai_decoding", "image_block"]
 
 
 class ImageFileOpener(Transform):
@@ -35,13 +40,36 @@ class ImageFileOpener(Transform):
         super().__init__()
         self.size, self.channels = size, channels
 
+    @property
+    def image_type(self) -> type[PILBase]:
+        return PILImage if self.channels == 3 else PILImageBW
+
     def encodes(self, item) -> PILBase:
-        cls = PILImage if self.channels == 3 else PILImageBW
         if isinstance(item, (str, os.PathLike)):
-            return cls(open_image(item, self.size, self.channels))
-        return cls.create(item)
+            return self.image_type(open_image(item, self.size, self.channels))
+        return self.image_type.create(item)
 
 
 def image_block(size: int, channels: int = 3) -> TransformBlock:
     """fastai's ``ImageBlock`` with files opened by :class:`ImageFileOpener`."""
     return TransformBlock(type_tfms=ImageFileOpener(size, channels), batch_tfms=IntToFloatTensor)
+
+
+@contextmanager
+def fastai_decoding(learn: Any) -> Iterator[None]:
+    """While the block runs, ``learn``'s DataLoaders open files with fastai's own ``PILImage.create`` (what
+    ``ImageBlock`` gives) instead of :class:`ImageFileOpener`: ``learn.export`` inside it writes a pickle
+    that does not need birdcls to load. ``learn.predict`` on that pickle then decodes as fastai does (no EXIF
+    turn, no JPEG draft); ``birdcls predict`` on it decodes as everywhere else in birdcls."""
+    swapped: list[tuple[Any, int, ImageFileOpener]] = []
+    for dl in learn.dls.loaders:
+        for tl in getattr(dl.dataset, "tls", []):
+            for i, f in enumerate(tl.tfms.fs):
+                if isinstance(f, ImageFileOpener):
+                    swapped.append((tl.tfms.fs, i, f))
+                    tl.tfms.fs[i] = Transform(f.image_type.create)
+    try:
+        yield
+    finally:
+        for fs, i, f in reversed(swapped):
+            fs[i] = f
