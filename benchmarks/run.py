@@ -5,7 +5,8 @@
 Cases (each skips with a message when its data in ../shared/data is absent):
   transfer   dogs-vs-cats: plain fastai (the reports' recipe as a user writes it) vs `birdcls train` defaults
   scratch    CIFAR-10 JPEG: the CIFAR-10 report's recipe vs the fastest birdcls recipe (cifar10-speedrun)
-  predict    JPEG files on disk: a loop of learn.predict vs birdcls batched predict (images/s)
+  predict    JPEG files on disk: a loop of learn.predict vs birdcls batched predict (images/s; three rounds
+             of the loop then each side, medians, each ratio within its round)
   coldstart  whole processes: `birdcls --help`, and `birdcls predict` of one image from an ONNX export
   overhead   host time per training step: `birdcls train` (fastai's Learner, the cifar10-speedrun recipe's
              callbacks, schedule and augmentation), as shipped and with fastai's own event dispatch and batch
@@ -185,6 +186,7 @@ def case_predict(work: Path, quick: bool) -> list[dict] | None:
     data = dogs_vs_cats_split(work)
     if data is None:
         return None
+    import numpy as np
     from fastai.learner import load_learner
 
     from birdcls import load_model, predict, train
@@ -198,32 +200,44 @@ def case_predict(work: Path, quick: bool) -> list[dict] | None:
     images = (images * (n // len(images) + 1))[:n]
     learn = load_learner(result.run_dir / "model.pkl")
     loop_n = min(len(images), 100 if quick else 300)
-    start = time.perf_counter()
-    with learn.no_bar():
-        for p in images[:loop_n]:
-            learn.predict(p)
-    loop_rate = loop_n / (time.perf_counter() - start)
-    rows = [line("predict", "learn.predict loop", size=224, images=loop_n, images_per_s=loop_rate)]
     from birdcls import export
 
     onnx = export(result.run_dir, "onnx", work / "model.onnx")
     int8 = result.run_dir / "model.int8.onnx"  # what `birdcls predict RUN` runs on a CPU when it passed its check
-    sides = [("birdcls predict (pkl, torch)", result.run_dir, "torch"), ("birdcls predict (onnx)", onnx, "auto")]
+    sides = [("birdcls predict (pkl, torch)", result.run_dir, "torch", False),
+             ("birdcls predict (onnx)", onnx, "auto", False)]
     if int8.is_file():
-        sides.append(("birdcls predict (int8 onnx)", int8, "auto"))
+        sides.append(("birdcls predict (int8 onnx)", int8, "auto", False))
     else:
         print(f"no int8 row: {result.metrics.get('int8', 'int8 export off')}", flush=True)
-    sides = [(side, source, backend, False) for side, source, backend in sides]
     if load_model(result.run_dir, backend="torch").on_gpu:  # nvJPEG: JPEGs decoded on the GPU itself
         sides.insert(1, ("birdcls predict (pkl, torch, decoded on the GPU)", result.run_dir, "torch", True))
+    models = {}
     for side, source, backend, on_device in sides:
-        model = load_model(source, backend=backend)
-        predict(model, images[:64], decode_on_device=on_device)  # warm-up
+        models[side] = load_model(source, backend=backend)
+        predict(models[side], images[:64], decode_on_device=on_device)  # warm-up
+    # rounds of the loop then every side, so that each ratio compares runs minutes apart at most: this
+    # machine's speed moves 10-25% over a longer span
+    loop_rates: list[float] = []
+    rates: dict[str, list[float]] = {side: [] for side, *_ in sides}
+    answered: dict[str, int] = {}
+    for _ in range(1 if quick else 3):
         start = time.perf_counter()
-        out = predict(model, images, decode_on_device=on_device)
-        rate = len(images) / (time.perf_counter() - start)
-        rows.append(line("predict", side, size=224, images=len(images), bs=model.default_bs, images_per_s=rate,
-                         ratio=rate / loop_rate, answered=len(out.rows)))
+        with learn.no_bar():
+            for p in images[:loop_n]:
+                learn.predict(p)
+        loop_rates.append(loop_n / (time.perf_counter() - start))
+        for side, _, _, on_device in sides:
+            start = time.perf_counter()
+            answered[side] = len(predict(models[side], images, decode_on_device=on_device).rows)
+            rates[side].append(len(images) / (time.perf_counter() - start))
+    rows = [line("predict", "learn.predict loop", size=224, images=loop_n, images_per_s=float(np.median(loop_rates)),
+                 runs=[round(r, 1) for r in loop_rates])]
+    for side, *_ in sides:
+        ratios = [r / loop for r, loop in zip(rates[side], loop_rates)]
+        rows.append(line("predict", side, size=224, images=len(images), bs=models[side].default_bs,
+                         images_per_s=float(np.median(rates[side])), ratio=float(np.median(ratios)),
+                         ratios=[round(r, 2) for r in ratios], answered=answered[side]))
     return rows
 
 
