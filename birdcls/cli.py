@@ -225,6 +225,7 @@ def predict(
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
     decode_on_device: bool = typer.Option(False, "--decode-on-device",
                                           help="decode JPEGs where a torch model runs (nvJPEG on a GPU)"),
+    progress: str = typer.Option("auto", help="auto, bars, lines or none (on stderr)"),
 ) -> None:
     """Classify images, batched; prints label and probability per image."""
     from .predict import load_model
@@ -232,7 +233,8 @@ def predict(
 
     with _user_errors():
         predictor = load_model(model, trust=trust, device=device, backend="torch" if decode_on_device else "auto")
-        result = predict_images(predictor, images, top_k=top_k, bs=bs, decode_on_device=decode_on_device)
+        result = predict_images(predictor, images, top_k=top_k, bs=bs, decode_on_device=decode_on_device,
+                                progress=progress)
         if csv_path is not None:
             _write_csv(result.rows, csv_path)
     if as_json:

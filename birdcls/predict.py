@@ -409,6 +409,50 @@ def _decoded_batches_in_processes(paths: list[Path], size: int, bs: int, workers
             yield ok, batch, bad
 
 
+PROGRESS_MODES = ("auto", "bars", "lines", "none")
+
+
+def _progress_mode(progress: str) -> str:
+    """``auto``: a bar in a notebook or when stderr is a terminal, else plain lines (logs, pipes)."""
+    if progress not in PROGRESS_MODES:
+        raise BirdclsError(f"progress must be one of {', '.join(PROGRESS_MODES)}, got {progress!r}")
+    if progress != "auto":
+        return progress
+    from fastcore.imports import IN_NOTEBOOK
+
+    return "bars" if IN_NOTEBOOK or sys.stderr.isatty() else "lines"
+
+
+def _with_progress(batches: Iterator[tuple[list[Path], Any, dict]], n_images: int, n_batches: int,
+                   mode: str) -> Iterator[tuple[list[Path], Any, dict]]:
+    """``batches`` as they are, shown as a fastprogress bar (on stderr in a terminal: stdout carries the
+    answers, ``--json`` included) or as a line on stderr at every tenth of the images. A single batch shows
+    nothing."""
+    if mode == "none" or n_batches < 2:
+        yield from batches
+    elif mode == "bars":
+        import contextlib
+
+        from fastcore.imports import IN_NOTEBOOK
+        from fastprogress.fastprogress import progress_bar
+
+        with contextlib.redirect_stdout(sys.stderr):
+            yield from progress_bar(batches, total=n_batches)
+        if not IN_NOTEBOOK:
+            print(file=sys.stderr, flush=True)  # the console bar leaves the cursor at its end
+    else:
+        import time
+
+        start, done, shown = time.perf_counter(), 0, 0
+        for item in batches:
+            yield item
+            done += len(item[0]) + len(item[2])
+            if done * 10 // n_images > shown or done == n_images:
+                shown = done * 10 // n_images
+                rate = done / max(time.perf_counter() - start, 1e-9)
+                print(f"predict: {done:,}/{n_images:,} images, {rate:,.0f} images/s", file=sys.stderr, flush=True)
+
+
 def _use_processes(model: Predictor, n_images: int, bs: int) -> bool:
     """Worker processes pay off where decoding is what waits: a GPU, several cores, several batches."""
     return model.on_gpu and (os.cpu_count() or 1) >= 4 and n_images > bs
@@ -416,12 +460,13 @@ def _use_processes(model: Predictor, n_images: int, bs: int) -> bool:
 
 def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 3, bs: int | None = None,
             workers: int | None = None, processes: bool | None = None,
-            decode_on_device: bool = False) -> PredictionResult:
+            decode_on_device: bool = False, progress: str = "none") -> PredictionResult:
     """Classify every image in ``inputs`` (files or folders), ``bs`` at a time (default: the model's
     ``default_bs`` for its device). Images are decoded in ``workers`` threads, or worker processes with
     ``processes`` (default: on a GPU with 4 or more cores, where threads cannot decode as fast as it predicts).
     ``decode_on_device`` (torch models only) decodes JPEGs where the model runs instead, nvJPEG on a GPU
-    (:mod:`birdcls.data.device_decode`); off by default until measured on a GPU.
+    (:mod:`birdcls.data.device_decode`); off by default until measured on a GPU. ``progress``: ``auto``,
+    ``bars``, ``lines`` or ``none`` (shown on stderr, or as a notebook bar).
 
     Unreadable files do not stop the run: they are listed in ``skipped`` with their reason.
     """
@@ -430,6 +475,7 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
     bs = model.default_bs if bs is None else bs
     if bs < 1:
         raise BirdclsError(f"--bs must be at least 1, got {bs}")
+    mode = _progress_mode(progress)
     paths = gather_images(inputs)
     k = min(top_k, len(model.classes))
     if processes is None:
@@ -447,7 +493,7 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
         decode = _decoded_batches_in_processes if processes else _decoded_batches
         batches = decode(paths, model.info.size, bs, workers, model.info.in_chans)
     rows, skipped, all_probs = [], {}, []
-    for ok, batch, bad in batches:
+    for ok, batch, bad in _with_progress(batches, len(paths), -(-len(paths) // bs), mode):
         skipped.update(bad)
         if not ok:
             continue

@@ -229,3 +229,31 @@ def test_the_learner_opens_files_as_birdcls_does_and_exports_as_plain_fastai(tra
     with zipfile.ZipFile(tmp_path / "plain.pkl") as z:  # torch.save's archive: the pickle is data.pkl
         pickled = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
     assert b"birdcls." not in pickled and b"ImageFileOpener" not in pickled
+
+
+def test_progress_goes_to_stderr_and_never_into_the_answers(exports, tiny_data, capsys):
+    model = load_model(exports["onnx"])
+    predict(model, [tiny_data / "test"], bs=2, progress="lines")  # 12 images, 6 batches
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and 2 <= len(lines) <= 10 and lines[-1].startswith("predict: 12/12 images, ")
+    predict(model, [tiny_data / "test"], bs=2, progress="bars")
+    out, err = capsys.readouterr()
+    assert out == "" and "6/6" in err
+    for quiet in ({"bs": 2, "progress": "none"}, {"bs": 32, "progress": "lines"}):  # off; a single batch
+        predict(model, [tiny_data / "test"], **quiet)
+        assert capsys.readouterr() == ("", "")
+    with pytest.raises(BirdclsError, match="progress must be one of"):
+        predict(model, [tiny_data / "test"], progress="loud")
+
+
+def test_predict_cli_shows_progress_lines_beside_json(exports, tiny_data):
+    from typer.testing import CliRunner
+
+    from birdcls.cli import app
+
+    result = CliRunner().invoke(app, ["predict", str(exports["onnx"]), str(tiny_data / "test"), "--json", "--bs", "4",
+                                      "--progress", "lines"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 12
+    assert result.stderr.strip().splitlines()[-1].startswith("predict: 12/12 images")
