@@ -55,6 +55,7 @@ class ImageServer:
             "/anim.gif": (200, "image/gif", _animated_gif()),
             "/cmyk.jpg": (200, "image/jpeg", _encode(good_image(7).convert("CMYK"), "JPEG")),
             "/16bit.png": (200, "image/png", _encode(sixteen, "PNG")),
+            "/photo.avif": (200, "image/avif", _encode(good_image(8), "AVIF")),
             "/empty.jpg": (200, "image/jpeg", b""),
             "/tiny.jpg": (200, "image/jpeg", _encode(good_image(3, size=16), "JPEG")),
         }

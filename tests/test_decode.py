@@ -89,3 +89,16 @@ def test_fastais_file_pipeline_sees_what_the_store_and_predict_see(tmp_path, nam
     assert np.array_equal(np.asarray(resized), load_image(path, 32))
     from_array = ImageFileOpener(32)(np.asarray(picture))  # what fastai's own create takes still works
     assert isinstance(from_array, PILImage) and np.array_equal(np.asarray(from_array), np.asarray(picture))
+
+
+def test_avif_photos_are_found_and_read(tmp_path):
+    from birdcls.predict import gather_images
+
+    picture = upright_picture()
+    picture.save(tmp_path / "p.avif")
+    assert gather_images([tmp_path]) == [tmp_path / "p.avif"]
+    assert mean_abs_diff(load_image(tmp_path / "p.avif", 16), np.asarray(picture.resize((16, 16), Image.BILINEAR))) < 12
+
+
+def mean_abs_diff(a, b) -> float:
+    return float(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).mean())

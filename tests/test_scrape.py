@@ -86,6 +86,11 @@ def test_odd_modes_become_rgb(server):
     assert len(set(grey.tobytes())) > 50  # scaled to 8 bits, not clipped to white
 
 
+def test_avif_is_an_image_format_like_the_others(server):
+    got = _get(server, "/photo.avif")
+    assert got.format == "AVIF" and got.image.mode == "RGB" and got.image.size == (96, 96)
+
+
 def test_same_pixels_in_another_encoding_have_one_pixel_hash(server):
     a, b = _get(server, "/good/5.jpg"), _get(server, "/dup/5.png")
     assert a.sha256 != b.sha256 and a.format != b.format

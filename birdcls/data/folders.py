@@ -29,7 +29,7 @@ from ..errors import BirdclsError
 __all__ = ["IMAGE_EXTENSIONS", "ImageCheck", "class_files", "SplitLayout", "check_cache_for", "find_splits",
            "list_labelled_images", "verify_images"]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif"})
 _VAL_NAMES = ("val", "valid")
 
 

@@ -21,7 +21,7 @@ from urllib3.util.retry import Retry
 
 __all__ = ["DownloadLimits", "Downloaded", "DownloadFailed", "make_session", "fetch_bytes", "decode_image"]
 
-_ALLOWED_FORMATS = {"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO"}
+_ALLOWED_FORMATS = {"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO", "AVIF"}
 USER_AGENT = "birdcls-scraper/0.1 (+https://pypi.org/project/birdcls)"
 
 
