@@ -182,12 +182,13 @@ def evaluate(
     out: Path | None = typer.Option(None, "--out", "-o", help="report folder (default: beside the model)"),
     trust: bool = typer.Option(False, help="allow loading a .pkl you did not create (runs its code)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
+    progress: str = typer.Option("auto", help="auto, bars, lines or none (on stderr)"),
 ) -> None:
     """Re-run the test report (metrics, confusion matrix, top losses) on any labelled folder."""
     from .evaluate import evaluate as evaluate_model
 
     with _user_errors():
-        report = evaluate_model(model, data, out, trust=trust, device=device)
+        report = evaluate_model(model, data, out, trust=trust, device=device, progress=progress)
     typer.echo(f"accuracy {report['test_accuracy']:.4f} on {report['n_test']} images, macro F1 {report['macro_f1']:.4f}")
     for name, row in report["per_class"].items():
         typer.echo(f"  {name:<20} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  "

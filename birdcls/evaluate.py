@@ -110,8 +110,9 @@ def _per_class(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> di
 
 
 def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                       top_losses: int = 16, bs: int | None = None) -> dict[str, Any]:
-    """Predict every image of ``labelled_dir/<class>/`` and write the report into ``out_dir``."""
+                       top_losses: int = 16, bs: int | None = None, progress: str = "none") -> dict[str, Any]:
+    """Predict every image of ``labelled_dir/<class>/`` and write the report into ``out_dir``; ``progress``
+    as in :func:`birdcls.predict.predict`."""
     from sklearn.metrics import confusion_matrix
 
     labelled_dir, out_dir = _labelled_dir(Path(labelled_dir)), Path(out_dir)
@@ -124,7 +125,7 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
     if not paths:
         raise BirdclsError(f"{labelled_dir} holds no images: put images in {labelled_dir}/<class>/")
     label_of = {str(p): c for c, files in by_class.items() for p in files}
-    result = predict(model, paths, top_k=min(3, len(model.classes)), bs=bs)
+    result = predict(model, paths, top_k=min(3, len(model.classes)), bs=bs, progress=progress)
     if not result.rows:
         raise BirdclsError(f"none of the {len(paths)} images in {labelled_dir} could be read: check the files")
     index = {c: i for i, c in enumerate(model.classes)}
@@ -169,7 +170,8 @@ def _write_predictions(rows: list[dict], label_of: dict[str, str], losses: np.nd
 
 
 def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out: str | os.PathLike | None = None,
-             trust: bool = False, device: str = "auto", top_losses: int = 16, bs: int | None = None) -> dict[str, Any]:
+             trust: bool = False, device: str = "auto", top_losses: int = 16, bs: int | None = None,
+             progress: str = "none") -> dict[str, Any]:
     """Re-run the test report for ``model`` (a run directory or export) on a labelled folder.
 
     ``data`` is a folder with one sub-folder per class, or a split dataset whose ``test/`` is used.
@@ -182,4 +184,4 @@ def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out:
     if out is None:
         base = Path(model) if not isinstance(model, Predictor) and Path(model).is_dir() else Path(predictor.path or ".").parent
         out = base / f"eval-{_labelled_dir(data).name}"
-    return evaluate_predictor(predictor, data, out, top_losses=top_losses, bs=bs)
+    return evaluate_predictor(predictor, data, out, top_losses=top_losses, bs=bs, progress=progress)

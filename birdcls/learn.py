@@ -552,12 +552,12 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     if fast:
         fast.restore(learn)
     return _finish_run(learn, cfg, scan, out, history, seconds, data_path, say,
-                       decode_seconds=fast.decode_seconds if fast else 0.0)
+                       decode_seconds=fast.decode_seconds if fast else 0.0, progress=progress)
 
 
 def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: list[dict], seconds: float,
                 data_path: str = "fastai per-image", say: Callable[[str], None] = print,
-                decode_seconds: float = 0.0) -> TrainResult:
+                decode_seconds: float = 0.0, progress: str = "none") -> TrainResult:
     """Export model.pkl, evaluate on test/, write metrics, history and curves. ``seconds`` counts the
     tensor store's decoding (``decode_seconds``, near 0 when the store was cached) as training time."""
     from .data.blocks import fastai_decoding
@@ -570,7 +570,7 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
     register_pickle(model_path)
     onnx_written = cfg.export_onnx and _write_run_onnx(learn, out)
     report = evaluate_predictor(predictor_from_learner(learn, str(learn.dls.device)), scan.layout.test, out,
-                                top_losses=cfg.top_losses)
+                                top_losses=cfg.top_losses, progress=progress)
     metrics = {
         **report,
         "train_seconds": round(seconds, 2),

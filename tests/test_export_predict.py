@@ -257,3 +257,11 @@ def test_predict_cli_shows_progress_lines_beside_json(exports, tiny_data):
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)) == 12
     assert result.stderr.strip().splitlines()[-1].startswith("predict: 12/12 images")
+
+
+def test_evaluate_shows_the_same_progress(exports, tiny_data, tmp_path, capsys):
+    from birdcls.evaluate import evaluate
+
+    report = evaluate(exports["onnx"], tiny_data, tmp_path / "report", bs=4, progress="lines")
+    assert report["n_test"] == 12
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("predict: 12/12 images")
