@@ -436,8 +436,14 @@ def _with_progress(batches: Iterator[tuple[list[Path], Any, dict]], n_images: in
         from fastcore.imports import IN_NOTEBOOK
         from fastprogress.fastprogress import progress_bar
 
+        # stdout is redirected only while the bar draws, never across a yield: the swap is process-wide
         with contextlib.redirect_stdout(sys.stderr):
-            yield from progress_bar(batches, total=n_batches)
+            bar = progress_bar(range(n_batches), total=n_batches)
+            bar.update(0)
+        for i, item in enumerate(batches, 1):
+            yield item
+            with contextlib.redirect_stdout(sys.stderr):
+                bar.update(min(i, n_batches))
         if not IN_NOTEBOOK:
             print(file=sys.stderr, flush=True)  # the console bar leaves the cursor at its end
     else:

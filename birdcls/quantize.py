@@ -76,18 +76,15 @@ def _uint8_input_name(model) -> str:
 
 def _batches(paths: Sequence[Path], size: int, channels: int, bs: int = 32):
     """(uint8 batch, indices into ``paths`` it holds); unreadable files are left out, as training does."""
-    from PIL import Image
-
-    from .data.decode import load_image
+    from .data.decode import load_image_or_reason
 
     for start in range(0, len(paths), bs):
         arrays, kept = [], []
         for i in range(start, min(start + bs, len(paths))):
-            try:
-                arrays.append(load_image(paths[i], size, channels))
+            image = load_image_or_reason(paths[i], size, channels)
+            if not isinstance(image, str):
+                arrays.append(image)
                 kept.append(i)
-            except (OSError, ValueError, Image.DecompressionBombError):
-                continue
         if arrays:
             yield np.stack(arrays), kept
 

@@ -83,3 +83,25 @@ def test_predict_decoding_on_the_device_agrees_with_the_host(trained_run, tiny_d
     np.testing.assert_allclose(device.probs, host.probs, atol=0.05)
     with pytest.raises(BirdclsError, match="needs a torch model"):
         predict(load_model(trained_run.run_dir / "model.onnx"), [tiny_data / "test"], decode_on_device=True)
+
+
+def test_a_device_other_than_cuda_gets_every_image_on_it(tmp_path):
+    """torchvision decodes on the CPU for any device but CUDA (MPS, say): those images must move too, or a
+    batch mixing JPEGs with host-decoded files cannot be stacked. The meta device stands in for MPS."""
+    import torch
+
+    upright_picture().save(tmp_path / "a.jpg")
+    upright_picture().save(tmp_path / "b.png")
+    ok, batch, bad = decode_batch_on(torch.device("meta"), [tmp_path / "a.jpg", tmp_path / "b.png"], 16)
+    assert len(ok) == 2 and not bad and batch.device.type == "meta" and batch.shape == (2, 16, 16, 3)
+
+
+def test_an_orientation_value_outside_1_to_8_is_read_as_upright_on_both_paths(tmp_path):
+    picture = upright_picture(64, 48)
+    exif = Image.Exif()
+    exif[0x0112] = 9
+    picture.save(tmp_path / "odd.jpg", exif=exif)
+    _, batch, _ = decode_batch_on("cpu", [tmp_path / "odd.jpg"], 32)
+    stored = np.asarray(picture.resize((32, 32), Image.BILINEAR))
+    assert mean_diff(load_image(tmp_path / "odd.jpg", 32), stored) < 6
+    assert mean_diff(batch[0].numpy(), stored) < 6

@@ -240,6 +240,14 @@ def test_progress_goes_to_stderr_and_never_into_the_answers(exports, tiny_data, 
     predict(model, [tiny_data / "test"], bs=2, progress="bars")
     out, err = capsys.readouterr()
     assert out == "" and "6/6" in err
+    import sys
+
+    from birdcls.predict import _with_progress
+
+    stdout = sys.stdout
+    for _ in _with_progress(iter([([Path("a")], None, {})] * 3), 3, 3, "bars"):
+        assert sys.stdout is stdout  # the bar borrows stdout only while it draws, never between batches
+    assert sys.stdout is stdout and capsys.readouterr().out == ""
     for quiet in ({"bs": 2, "progress": "none"}, {"bs": 32, "progress": "lines"}):  # off; a single batch
         predict(model, [tiny_data / "test"], **quiet)
         assert capsys.readouterr() == ("", "")

@@ -20,9 +20,10 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["load_image", "load_image_or_reason", "open_image"]
+__all__ = ["TURNING_TAGS", "load_image", "load_image_or_reason", "open_image"]
 
 _ORIENTATION = 0x0112  # EXIF tag: 1 = stored upright; 2-8 = mirrored and/or rotated
+TURNING_TAGS = (2, 3, 4, 5, 6, 7, 8)  # the orientation values that ask for a turn; anything else is read as 1
 
 
 def open_image(path: str | os.PathLike, size: int | None = None, channels: int = 3) -> Image.Image:
@@ -35,7 +36,7 @@ def open_image(path: str | os.PathLike, size: int | None = None, channels: int =
     with Image.open(path) as im:
         if size is not None:
             im.draft(mode, (size, size))
-        if im.getexif().get(_ORIENTATION, 1) != 1:
+        if im.getexif().get(_ORIENTATION, 1) in TURNING_TAGS:
             im = ImageOps.exif_transpose(im)  # a turned copy; the file closes below
         return im.convert(mode)  # loads the pixels before the file closes
 

@@ -7,8 +7,9 @@ Next to a GPU, prediction is bound by decoding on the host, not by the network (
 
 Answers match the host path (:func:`birdcls.data.decode.load_image`) to within resampling: both resize
 bilinearly with antialiasing, but the host path may start from a JPEG drafted at a reduced scale.
-Files that are not JPEG, and JPEGs the device decoder refuses (CMYK, damaged), go through ``load_image``
-on the host, so every file gets the host path's answer or its "unreadable" reason.
+Files that are not JPEG, and JPEGs the device decoder refuses (damaged ones; with nvJPEG, also whatever
+it does not support), go through ``load_image`` on the host, so every file gets the host path's answer or
+its "unreadable" reason.
 
 torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec, whose PyPI wheels decode on
 the CPU only; torchvision's ship nvJPEG, so they are used here, with the warning silenced.
@@ -26,7 +27,7 @@ from typing import Any
 
 from PIL import Image
 
-from .decode import load_image_or_reason
+from .decode import TURNING_TAGS, load_image_or_reason
 
 __all__ = ["decode_batch_on", "device_decoded_batches"]
 
@@ -42,7 +43,8 @@ def _read(path: Path) -> tuple[bytes | None, int]:
         if not data.startswith(_JPEG_START):
             return None, 1
         with Image.open(io.BytesIO(data)) as im:  # the header only: nothing is decoded here
-            return data, int(im.getexif().get(_ORIENTATION, 1))
+            orientation = im.getexif().get(_ORIENTATION, 1)
+        return data, orientation if orientation in TURNING_TAGS else 1  # as exif_transpose reads it
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None, 1
 
@@ -98,7 +100,7 @@ def decode_batch_on(device: Any, paths: Sequence[Path], size: int, channels: int
     on_device = [i for i, (data, _) in enumerate(reads) if data is not None]
     for i, x in zip(on_device, _decode_jpegs([reads[i][0] for i in on_device], channels, device)):
         if x is not None:
-            x = _upright(x, reads[i][1])
+            x = _upright(x.to(device), reads[i][1])  # decode_jpeg decodes on the CPU for any device but CUDA
             images[i] = tvf.resize(x, [size, size], antialias=True) if x.shape[-2:] != (size, size) else x
     on_host = [i for i in range(len(paths)) if images[i] is None]
     loaded = (pool.map if pool else map)(lambda i: load_image_or_reason(paths[i], size, channels), on_host)
