@@ -105,3 +105,18 @@ def test_an_orientation_value_outside_1_to_8_is_read_as_upright_on_both_paths(tm
     stored = np.asarray(picture.resize((32, 32), Image.BILINEAR))
     assert mean_diff(load_image(tmp_path / "odd.jpg", 32), stored) < 6
     assert mean_diff(batch[0].numpy(), stored) < 6
+
+
+def test_big_batches_are_decoded_in_calls_within_a_pixel_budget(tmp_path):
+    from birdcls.data.device_decode import _calls
+
+    reads = [(b"x", 1, n) for n in (100, 100, 300, 50, 150)]
+    assert _calls([0, 1, 2, 3, 4], reads, 200) == [[0, 1], [2], [3, 4]]  # an image over the budget goes alone
+    assert _calls([], reads, 200) == []
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.jpg")
+        upright_picture(40 + 8 * i, 30).save(paths[-1])
+    one_by_one = decode_batch_on("cpu", paths, 16, budget=1)
+    together = decode_batch_on("cpu", paths, 16)
+    assert one_by_one[0] == together[0] and bool((one_by_one[1] == together[1]).all())

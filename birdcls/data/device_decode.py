@@ -32,21 +32,42 @@ from .decode import TURNING_TAGS, load_image_or_reason
 __all__ = ["decode_batch_on", "device_decoded_batches"]
 
 _JPEG_START = b"\xff\xd8\xff"
+# Full-size pixels decoded in one call: a batch of 256 phone photos (12 MP each) would need 9 GB of device
+# memory at once; in calls of at most 256 MP (768 MB of RGB) each call's images are resized, and their
+# full-size buffers freed, before the next.
+DECODE_PIXELS = 256 * 2**20
 _ORIENTATION = 0x0112
 
 
-def _read(path: Path) -> tuple[bytes | None, int]:
-    """The file's bytes and EXIF orientation when it is a JPEG the device can take; ``(None, 1)`` sends it
-    to the host path (other formats, unreadable files: ``load_image_or_reason`` gives the reason)."""
+Read = tuple[bytes | None, int, int]  # (JPEG bytes or None, EXIF orientation, pixels)
+
+
+def _read(path: Path) -> Read:
+    """The file's bytes, EXIF orientation and pixel count when it is a JPEG the device can take;
+    ``(None, 1, 0)`` sends it to the host path (other formats, unreadable files: ``load_image_or_reason``
+    gives the reason)."""
     try:
         data = path.read_bytes()
         if not data.startswith(_JPEG_START):
-            return None, 1
+            return None, 1, 0
         with Image.open(io.BytesIO(data)) as im:  # the header only: nothing is decoded here
-            orientation = im.getexif().get(_ORIENTATION, 1)
-        return data, orientation if orientation in TURNING_TAGS else 1  # as exif_transpose reads it
+            orientation, pixels = im.getexif().get(_ORIENTATION, 1), im.width * im.height
+        return data, orientation if orientation in TURNING_TAGS else 1, pixels  # as exif_transpose reads it
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None, 1
+        return None, 1, 0
+
+
+def _calls(indices: list[int], reads: list[Read], budget: int) -> list[list[int]]:
+    """``indices`` cut into runs whose pixels add up to at most ``budget`` (an image larger than it alone)."""
+    calls: list[list[int]] = []
+    total = budget + 1
+    for i in indices:
+        if total + reads[i][2] > budget:
+            calls.append([])
+            total = 0
+        calls[-1].append(i)
+        total += reads[i][2]
+    return calls
 
 
 def _upright(x: Any, orientation: int) -> Any:
@@ -85,23 +106,25 @@ def _decode_jpegs(blobs: list[bytes], channels: int, device: Any) -> list[Any]:
             return out
 
 def decode_batch_on(device: Any, paths: Sequence[Path], size: int, channels: int = 3,
-                    reads: list[tuple[bytes | None, int]] | None = None,
-                    pool: Executor | None = None) -> tuple[list[Path], Any, dict[str, str]]:
+                    reads: list[Read] | None = None, pool: Executor | None = None,
+                    budget: int = DECODE_PIXELS) -> tuple[list[Path], Any, dict[str, str]]:
     """``paths`` as one ``(n, size, size, channels)`` uint8 tensor on ``device`` (NHWC, as the models take
     it), the paths it holds in order, and ``{path: reason}`` for files that could not be read.
 
-    ``reads`` (from :func:`_read`, done ahead in threads) saves reading the files here."""
+    ``reads`` (from :func:`_read`, done ahead in threads) saves reading the files here; JPEGs are decoded
+    in calls of at most ``budget`` full-size pixels."""
     import torch
     from torchvision.transforms.v2 import functional as tvf
 
     paths = [Path(p) for p in paths]
     reads = reads if reads is not None else [_read(p) for p in paths]
     images: list[Any] = [None] * len(paths)
-    on_device = [i for i, (data, _) in enumerate(reads) if data is not None]
-    for i, x in zip(on_device, _decode_jpegs([reads[i][0] for i in on_device], channels, device)):
-        if x is not None:
-            x = _upright(x.to(device), reads[i][1])  # decode_jpeg decodes on the CPU for any device but CUDA
-            images[i] = tvf.resize(x, [size, size], antialias=True) if x.shape[-2:] != (size, size) else x
+    on_device = [i for i, read in enumerate(reads) if read[0] is not None]
+    for call in _calls(on_device, reads, budget):
+        for i, x in zip(call, _decode_jpegs([reads[i][0] for i in call], channels, device)):
+            if x is not None:
+                x = _upright(x.to(device), reads[i][1])  # decode_jpeg decodes on the CPU for any device but CUDA
+                images[i] = tvf.resize(x, [size, size], antialias=True) if x.shape[-2:] != (size, size) else x
     on_host = [i for i in range(len(paths)) if images[i] is None]
     loaded = (pool.map if pool else map)(lambda i: load_image_or_reason(paths[i], size, channels), on_host)
     bad: dict[str, str] = {}
