@@ -109,6 +109,8 @@ class TrainConfig:
                                       "augmentation) and train the head on them")
     cache_max_gb: float = _opt(8.0, "(float) largest decoded-image store the fast path builds; bigger datasets use "
                                     "the plain path", min=0.0, max=1e4)
+    cache_keep_gb: float = _opt(20.0, "(float) decoded-image stores kept on disk together; the ones used longest "
+                                      "ago are removed beyond it", min=0.0, max=1e6)
     export_onnx: bool = _opt(True, "(bool) also write model.onnx into the run; `birdcls predict RUN` on a CPU then "
                                    "runs onnxruntime, about 3x faster than PyTorch there")
     export_int8: bool = _opt(True, "(bool) with export_onnx: also write model.int8.onnx (calibrated on training "

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
-from .data.tensors import CacheRefused, TensorSplit, body_features, decode_cached, tensor_dataloaders
+from .data.tensors import CacheRefused, TensorSplit, body_features, decode_cached, prune_cache, tensor_dataloaders
 
 __all__ = ["FastData", "attach_fast_data", "head_split", "train_head_on_features"]
 
@@ -59,6 +59,10 @@ def attach_fast_data(learn: Any, train_items: list[Path], valid_items: list[Path
     except CacheRefused as exc:
         say(f"fast data path off: {exc}; using fastai's per-image pipeline")
         return None
+    removed, freed = prune_cache(cfg.cache_keep_gb, in_use=[Path(a.filename) for a in arrays])
+    if removed:
+        say(f"removed {removed} cached image store(s) used longest ago ({freed / 1e9:.2f} GB): the cache keeps "
+            f"cache_keep_gb={cfg.cache_keep_gb:g}")
     # np.array: one copy of the cached store into memory, where random batches are cheap to cut
     train, valid = (TensorSplit(torch.from_numpy(np.array(x)), _labels(items, classes), split_idx)
                     for x, items, split_idx in zip(arrays, (train_items, valid_items), (0, 1)))

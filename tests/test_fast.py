@@ -40,10 +40,32 @@ def test_store_holds_the_prediction_preprocessing_and_is_reused(tiny_data: Path)
         assert np.array_equal(store[i], load_image(paths[i], 40))
     files = list(cache_dir().glob(f"*-{len(paths)}x40x3.npy"))
     assert len(files) == 1
-    stamp = files[0].stat().st_mtime_ns
+    before = files[0].stat()
+    os.utime(files[0], ns=(before.st_atime_ns, before.st_mtime_ns - 10**9))
     again = decode_cached(paths, 40)
-    assert files[0].stat().st_mtime_ns == stamp  # not decoded again
+    after = files[0].stat()
+    assert after.st_ino == before.st_ino  # not decoded again (a rebuild renames a new file into place)
+    assert after.st_mtime_ns > before.st_mtime_ns - 10**9  # but marked as just used, for prune_cache
     assert np.array_equal(np.asarray(again), np.asarray(store))
+
+
+def test_the_stores_used_longest_ago_are_pruned_beyond_the_limit(tmp_path, monkeypatch):
+    from birdcls.data.tensors import prune_cache
+
+    monkeypatch.setenv("BIRDCLS_HOME", str(tmp_path))
+    cache_dir().mkdir(parents=True)
+    now = time.time()
+    for name, age_days, size in (("new", 0, 400), ("mid", 1, 300), ("old", 2, 300), ("oldest", 3, 200)):
+        (cache_dir() / f"{name}.npy").write_bytes(bytes(size))
+        os.utime(cache_dir() / f"{name}.npy", (now - age_days * 86400, now - age_days * 86400))
+    (cache_dir() / "checks.json").write_text("{}")  # not a store: never touched
+    # 1,000 bytes kept: new + mid (700) fit, old would make 1,000 and fits too, oldest does not
+    assert prune_cache(1000 / 1e9) == (1, 200)
+    assert sorted(p.name for p in cache_dir().iterdir()) == ["checks.json", "mid.npy", "new.npy", "old.npy"]
+    # a store in use stays whatever its age; the others go, oldest first, down to the limit
+    assert prune_cache(500 / 1e9, in_use=[cache_dir() / "old.npy"]) == (1, 300)
+    assert sorted(p.name for p in cache_dir().glob("*.npy")) == ["new.npy", "old.npy"]
+    assert prune_cache(0.0) == (2, 700) and not list(cache_dir().glob("*.npy"))
 
 
 def test_store_is_rebuilt_when_a_file_changes(tmp_path: Path):
@@ -243,3 +265,18 @@ def test_training_batches_wait_on_nothing_from_the_device(tiny_data: Path, monke
     assert all(t.device.type == "cpu" for t in learn.recorder.losses)
     assert float(learn.recorder.losses[-1]) > 0
     assert any(type(cb).__name__ == "MixedPrecision" for cb in learn.cbs) == mixed_precision
+
+
+def test_training_removes_stores_beyond_cache_keep_gb_with_a_line(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("BIRDCLS_HOME", str(tmp_path / "home"))
+    data = make_split_dataset(tmp_path / "d", counts=(3, 1, 1))
+    settings = {**FAST, "progress": "lines", "cache_keep_gb": 0.0}
+    train(data, tmp_path / "a", **settings)
+    first = set(cache_dir().glob("*.npy"))
+    assert len(first) == 2 and "cached image store" not in capsys.readouterr().out  # train + val stores, in use
+    changed = next((data / "train").rglob("*.jpg"))
+    os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new train store; val's is reused
+    train(data, tmp_path / "b", **settings)
+    assert "removed 1 cached image store(s) used longest ago" in capsys.readouterr().out
+    now = set(cache_dir().glob("*.npy"))
+    assert len(now) == 2 and len(now & first) == 1

@@ -31,7 +31,7 @@ import numpy as np
 
 from .._trust import birdcls_home
 
-__all__ = ["CacheRefused", "TensorSplit", "body_features", "decode_cached", "tensor_dataloaders"]
+__all__ = ["CacheRefused", "TensorSplit", "body_features", "decode_cached", "prune_cache", "tensor_dataloaders"]
 
 
 class CacheRefused(Exception):
@@ -94,6 +94,7 @@ def decode_cached(paths: Sequence[Path], size: int, channels: int = 3, max_gb: f
         try:
             cached = np.load(dest, mmap_mode="r")
             if cached.shape == (len(paths), size, size, channels) and cached.dtype == np.uint8:
+                os.utime(dest)  # its modification time says when it was last used (prune_cache)
                 return cached
         except (OSError, ValueError):
             pass  # a damaged cache file is decoded again below
@@ -103,6 +104,28 @@ def decode_cached(paths: Sequence[Path], size: int, channels: int = 3, max_gb: f
         store.flush()
         del store  # close the map before the rename
     return np.load(dest, mmap_mode="r")
+
+
+def prune_cache(keep_gb: float, in_use: Sequence[Path] = ()) -> tuple[int, int]:
+    """Remove the stores used longest ago until the rest fit in ``keep_gb`` (each data change makes a new
+    store, so old ones would pile up); stores ``in_use`` stay. Returns (files removed, bytes freed).
+    A store another process has mapped stays readable to it after removal (the file lives on until unmapped)."""
+    stores = []
+    for path in cache_dir().glob("*.npy"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # removed meanwhile by another run
+            continue
+        stores.append((st.st_mtime, st.st_size, path))
+    keep, kept, removed, freed = int(keep_gb * 1e9), 0, 0, 0
+    protected = {Path(p).resolve() for p in in_use}
+    for _, size, path in sorted(stores, reverse=True):  # most recently used first
+        if path.resolve() in protected or kept + size <= keep:
+            kept += size
+            continue
+        path.unlink(missing_ok=True)
+        removed, freed = removed + 1, freed + size
+    return removed, freed
 
 
 def _fill(store: np.ndarray, paths: Sequence[Path], size: int, channels: int, workers: int) -> None:
