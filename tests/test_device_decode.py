@@ -120,3 +120,29 @@ def test_big_batches_are_decoded_in_calls_within_a_pixel_budget(tmp_path):
     one_by_one = decode_batch_on("cpu", paths, 16, budget=1)
     together = decode_batch_on("cpu", paths, 16)
     assert one_by_one[0] == together[0] and bool((one_by_one[1] == together[1]).all())
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not _cuda(), reason="needs a CUDA GPU (nvJPEG)"))])
+def test_nvjpeg_on_a_gpu_gives_the_host_paths_images(tmp_path, device):
+    """On a GPU machine: nvJPEG's decode, the turn and the float resize on CUDA, against the host path
+    (drafted JPEGs included); on the CPU the same through libjpeg, which checks the test itself."""
+    rng = np.random.default_rng(2)
+    files = []
+    for i, orientation in enumerate((1, 3, 6, 8)):
+        picture = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((64 * (i + 1), 48 * (i + 1)))
+        files.append(save_tagged(picture, orientation, tmp_path / f"{i}.jpg"))
+    upright_picture().convert("CMYK").save(tmp_path / "cmyk.jpg")
+    (tmp_path / "cut.jpg").write_bytes(files[0].read_bytes()[:80])
+    files += [tmp_path / "cmyk.jpg", tmp_path / "cut.jpg"]
+    ok, batch, bad = decode_batch_on(device, files, 24)
+    host_ok, host_batch, host_bad = next(_decoded_batches(files, 24, len(files), 2))
+    assert batch.device.type == device and ok == host_ok and bad == host_bad
+    for i in range(len(ok)):  # the host path may start from a drafted JPEG: close, not equal
+        assert mean_diff(batch[i].cpu().numpy(), host_batch[i]) < 10, ok[i].name  # a wrong turn: ~57
