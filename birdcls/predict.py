@@ -18,13 +18,14 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._trust import is_trusted_pickle
-from .data.decode import load_image, load_image_or_reason
+from .data.decode import load_image, load_image_or_reason, map_ahead
 from .data.folders import IMAGE_EXTENSIONS
 from .errors import BirdclsError
 
@@ -355,13 +356,8 @@ def _batch_of(chunk: list[Path], results: list[np.ndarray | str], size: int,
 def _decoded_batches(paths: list[Path], size: int, bs: int, workers: int,
                      channels: int = 3) -> Iterator[tuple[list[Path], np.ndarray, dict]]:
     """Decode images in a thread pool, the next batch while the model runs on this one."""
-    chunks = [paths[start:start + bs] for start in range(0, len(paths), bs)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = [pool.submit(load_image_or_reason, p, size, channels) for p in chunks[0]] if chunks else []
-        for i, chunk in enumerate(chunks):
-            results = [f.result() for f in pending]
-            pending = ([pool.submit(load_image_or_reason, p, size, channels) for p in chunks[i + 1]]
-                       if i + 1 < len(chunks) else [])
+        for chunk, results in map_ahead(pool, partial(load_image_or_reason, size=size, channels=channels), paths, bs):
             yield _batch_of(chunk, results, size, channels)
 
 

@@ -4,16 +4,12 @@ libjpeg) gives what the host path gives, file by file, turned and resized alike.
 import numpy as np
 import pytest
 from PIL import Image
-from test_decode import save_tagged, upright_picture
+from test_decode import mean_diff, save_tagged, upright_picture
 
 from birdcls.data.decode import load_image
 from birdcls.data.device_decode import decode_batch_on, device_decoded_batches
 from birdcls.errors import BirdclsError
 from birdcls.predict import _decoded_batches, load_model, predict
-
-
-def mean_diff(a, b) -> float:
-    return float(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).mean())
 
 
 @pytest.mark.parametrize("orientation", [1, 2, 3, 4, 5, 6, 7, 8])

@@ -16,14 +16,25 @@ Only PIL and numpy are imported, so the ONNX prediction path stays quick to star
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["TURNING_TAGS", "load_image", "load_image_or_reason", "open_image"]
+__all__ = ["exif_orientation", "load_image", "load_image_or_reason", "map_ahead", "open_image"]
 
+T, R = TypeVar("T"), TypeVar("R")
 _ORIENTATION = 0x0112  # EXIF tag: 1 = stored upright; 2-8 = mirrored and/or rotated
-TURNING_TAGS = (2, 3, 4, 5, 6, 7, 8)  # the orientation values that ask for a turn; anything else is read as 1
+_TURNING_TAGS = (2, 3, 4, 5, 6, 7, 8)
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """``im``'s EXIF orientation as ``ImageOps.exif_transpose`` reads it: 2-8 ask for a turn; anything else,
+    a missing tag or a malformed value, is 1 (upright). Reads the header only."""
+    orientation = im.getexif().get(_ORIENTATION, 1)
+    return orientation if orientation in _TURNING_TAGS else 1
 
 
 def open_image(path: str | os.PathLike, size: int | None = None, channels: int = 3) -> Image.Image:
@@ -36,9 +47,10 @@ def open_image(path: str | os.PathLike, size: int | None = None, channels: int =
     with Image.open(path) as im:
         if size is not None:
             im.draft(mode, (size, size))
-        if im.getexif().get(_ORIENTATION, 1) in TURNING_TAGS:
+        if exif_orientation(im) != 1:
             im = ImageOps.exif_transpose(im)  # a turned copy; the file closes below
         return im.convert(mode)  # loads the pixels before the file closes
+
 
 def load_image(path: str | os.PathLike, size: int, channels: int = 3) -> np.ndarray:
     """An image as ``size x size x channels`` uint8, squish-resized like the training pipeline's ``Resize``."""
@@ -54,3 +66,14 @@ def load_image_or_reason(path: str | os.PathLike, size: int, channels: int = 3) 
         return load_image(path, size, channels)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return f"unreadable image ({type(exc).__name__})"
+
+
+def map_ahead(pool: Executor, fn: Callable[[T], R], items: Sequence[T], chunk: int) -> Iterator[tuple[list[T], list[R]]]:
+    """``items`` ``chunk`` at a time, each with ``fn`` applied to its items in ``pool``; the next chunk is
+    submitted before this one is handed over, so its work overlaps whatever the caller does with this one."""
+    chunks = [list(items[start:start + chunk]) for start in range(0, len(items), chunk)]
+    pending = [pool.submit(fn, item) for item in chunks[0]] if chunks else []
+    for i, this in enumerate(chunks):
+        results = [f.result() for f in pending]
+        pending = [pool.submit(fn, item) for item in chunks[i + 1]] if i + 1 < len(chunks) else []
+        yield this, results

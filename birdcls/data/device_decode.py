@@ -27,7 +27,7 @@ from typing import Any
 
 from PIL import Image
 
-from .decode import TURNING_TAGS, load_image_or_reason
+from .decode import exif_orientation, load_image_or_reason, map_ahead
 
 __all__ = ["decode_batch_on", "device_decoded_batches"]
 
@@ -36,7 +36,6 @@ _JPEG_START = b"\xff\xd8\xff"
 # memory at once; in calls of at most 256 MP (768 MB of RGB) each call's images are resized, and their
 # full-size buffers freed, before the next.
 DECODE_PIXELS = 256 * 2**20
-_ORIENTATION = 0x0112
 
 
 Read = tuple[bytes | None, int, int]  # (JPEG bytes or None, EXIF orientation, pixels)
@@ -51,8 +50,7 @@ def _read(path: Path) -> Read:
         if not data.startswith(_JPEG_START):
             return None, 1, 0
         with Image.open(io.BytesIO(data)) as im:  # the header only: nothing is decoded here
-            orientation, pixels = im.getexif().get(_ORIENTATION, 1), im.width * im.height
-        return data, orientation if orientation in TURNING_TAGS else 1, pixels  # as exif_transpose reads it
+            return data, exif_orientation(im), im.width * im.height
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None, 1, 0
 
@@ -105,6 +103,7 @@ def _decode_jpegs(blobs: list[bytes], channels: int, device: Any) -> list[Any]:
                     out.append(None)
             return out
 
+
 def decode_batch_on(device: Any, paths: Sequence[Path], size: int, channels: int = 3,
                     reads: list[Read] | None = None, pool: Executor | None = None,
                     budget: int = DECODE_PIXELS) -> tuple[list[Path], Any, dict[str, str]]:
@@ -143,10 +142,6 @@ def device_decoded_batches(paths: Sequence[Path], size: int, bs: int, device: An
                            workers: int | None = None) -> Iterator[tuple[list[Path], Any, dict[str, str]]]:
     """:func:`decode_batch_on` for ``bs`` paths at a time, the next batch's files read in threads while
     this one decodes and runs."""
-    chunks = [list(paths[start:start + bs]) for start in range(0, len(paths), bs)]
     with ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1)) as pool:
-        pending = [pool.submit(_read, Path(p)) for p in chunks[0]] if chunks else []
-        for i, chunk in enumerate(chunks):
-            reads = [f.result() for f in pending]
-            pending = [pool.submit(_read, Path(p)) for p in chunks[i + 1]] if i + 1 < len(chunks) else []
+        for chunk, reads in map_ahead(pool, _read, [Path(p) for p in paths], bs):
             yield decode_batch_on(device, chunk, size, channels, reads, pool)
