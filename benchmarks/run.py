@@ -9,8 +9,9 @@ Cases (each skips with a message when its data in ../shared/data is absent):
              of the loop then each side, medians, each ratio within its round)
   coldstart  whole processes: `birdcls --help`, and `birdcls predict` of one image from an ONNX export
   overhead   host time per training step: `birdcls train` (fastai's Learner, the cifar10-speedrun recipe's
-             callbacks, schedule and augmentation), as shipped and with fastai's own event dispatch and batch
-             transforms, vs a bare PyTorch loop, on the speed-run network cut to 8 channels a layer so that
+             callbacks, schedule and augmentation), as shipped and with fastai's stock per-step pieces (event
+             dispatch, batch transforms, loss, zero_grad, epoch order), vs a bare PyTorch loop, on the speed-run
+             network cut to 8 channels a layer so that
              compute is small (synthetic 32 px images; needs no data; one thread on a CPU)
   photos     12 MP phone-sized JPEGs (dogs-vs-cats scaled up; synthetic without the data) decoded to a 224 px
              model input: full decode + resize vs birdcls's load_image (JPEG draft decoding); images/s and
@@ -317,20 +318,49 @@ def _bare_loop_ms_per_step(x, y, bs: int, epochs: int, device) -> float:
 
 
 @contextlib.contextmanager
-def _fastai_dispatch_and_transforms():
-    """birdcls training as it was before its host-time changes, while the block runs: fastai's own event
-    dispatch, and fastai's IntToFloatTensor, shift-and-flip and Normalize as three batch transforms."""
+def _fastai_stock_pieces():
+    """birdcls training with fastai's stock per-step pieces in place of its host-time changes, while the block
+    runs: fastai's event dispatch; IntToFloatTensor, shift-and-flip and Normalize as three batch transforms;
+    fastai's LabelSmoothingCrossEntropyFlat; fastai's zero_grad (each gradient zeroed from Python); fastai's
+    epoch order (a shuffled Python list, filtered index by index)."""
+    from fastai.data.core import TfmdDL
     from fastai.data.transforms import IntToFloatTensor
+    from fastai.losses import LabelSmoothingCrossEntropyFlat
+    from fastai.optimizer import Optimizer
 
     from birdcls import callbacks, learn
+    from birdcls.data.tensors import TensorBatchDL
+    from birdcls.optim import NesterovSGD
 
-    saved = callbacks.fast_event_dispatch, learn.store_batch_transforms
+    def stock_settings(cfg):
+        settings = saved[2](cfg)
+        if cfg.label_smoothing > 0:
+            settings["loss_func"] = LabelSmoothingCrossEntropyFlat(eps=cfg.label_smoothing)
+        return settings
+
+    def stock_order(self):
+        self._order = None
+        return TfmdDL.get_idxs(self)
+
+    def stock_batches(self, samps):
+        import torch
+
+        if self._order is None:
+            self._order = torch.tensor(list(samps), dtype=torch.long)
+        return saved[4](self, samps)
+
+    saved = (callbacks.fast_event_dispatch, learn.store_batch_transforms, learn._learner_settings,
+             NesterovSGD.zero_grad, TensorBatchDL.create_batches, TensorBatchDL.get_idxs)
     callbacks.fast_event_dispatch = lambda lrn: (lambda: None)
     learn.store_batch_transforms = lambda cfg, mean, std: [IntToFloatTensor(), *learn.batch_transforms(cfg, mean, std)]
+    learn._learner_settings = stock_settings
+    NesterovSGD.zero_grad = Optimizer.zero_grad
+    TensorBatchDL.get_idxs, TensorBatchDL.create_batches = stock_order, stock_batches
     try:
         yield
     finally:
-        callbacks.fast_event_dispatch, learn.store_batch_transforms = saved
+        (callbacks.fast_event_dispatch, learn.store_batch_transforms, learn._learner_settings,
+         NesterovSGD.zero_grad, TensorBatchDL.create_batches, TensorBatchDL.get_idxs) = saved
 
 
 def case_overhead(work: Path, quick: bool) -> list[dict] | None:
@@ -358,10 +388,10 @@ def case_overhead(work: Path, quick: bool) -> list[dict] | None:
     if not cuda:
         torch.set_num_threads(1)
     try:
-        ms: dict[str, list[float]] = {"fastai's dispatch and transforms": [], "as shipped": []}
+        ms: dict[str, list[float]] = {"fastai's stock pieces": [], "as shipped": []}
         with _narrow_speedrun():
             for _ in range(1 if quick else 3):  # the two sides alternate, so the machine's load falls on both
-                for side, context in (("fastai's dispatch and transforms", _fastai_dispatch_and_transforms),
+                for side, context in (("fastai's stock pieces", _fastai_stock_pieces),
                                       ("as shipped", contextlib.nullcontext)):
                     with context():
                         result = train(root, work / "run", recipe="cifar10-speedrun", overwrite=True,

@@ -103,6 +103,28 @@ def test_tensor_dataloaders_cut_whole_batches(tiny_data: Path):
     assert torch.equal(vy, y[:5]) and torch.allclose(vx, x[:5].permute(0, 3, 1, 2).float() / 255)
 
 
+def test_tensor_dataloaders_shuffle_each_epoch_from_the_seed():
+    """Every training epoch is a new permutation (each image at most once, only the short last batch left out),
+    the same permutations again for the same seed; validation keeps the files' order."""
+    n, bs = 50, 8
+    x = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 2, 2, 3).contiguous()
+    y = torch.arange(n)
+
+    def epochs(seed: int, count: int = 3):
+        dls = tensor_dataloaders(TensorSplit(x, y, 0), TensorSplit(x[:20], y[:20], 1), bs=bs,
+                                 device=torch.device("cpu"), seed=seed)
+        return [torch.cat([b[1] for b in dls.train]).tolist() for _ in range(count)], dls
+
+    orders, dls = epochs(0)
+    for order in orders:
+        assert len(order) == n // bs * bs and len(set(order)) == len(order)
+    assert len({tuple(o) for o in orders}) == 3 and orders[0] != sorted(orders[0])
+    assert epochs(0)[0] == orders and epochs(1)[0] != orders
+    assert torch.cat([b[1] for b in dls.valid]).tolist() == list(range(20))
+    xb, yb = next(iter(dls.train))
+    assert xb[:, 0, 0, 0].tolist() == yb.tolist()  # images and labels cut by the same indices
+
+
 def test_cached_features_are_what_the_body_and_pool_compute(trained_run, tiny_data: Path):
     learn = trained_run.learner
     body, pool, rest = head_split(learn.model.cpu())  # on a GPU machine the run left it on the GPU

@@ -238,6 +238,16 @@ def test_speedrun_airbench_options_reach_the_optimizer(tmp_path, tiny_data):
     assert lrs[-1] < 0.3 * max(lrs)  # and falls (to 0.07 of the peak at the very end)
     whiten = learn.model[0]
     assert torch.equal(whiten.bias.detach().cpu(), torch.zeros_like(whiten.bias.cpu()))  # frozen from epoch 0
+    # the recipe's label smoothing through PyTorch's fused loss: the same values as fastai's own version
+    from fastai.losses import LabelSmoothingCrossEntropyFlat
+
+    torch.manual_seed(0)
+    logits = torch.randn(32, 10) * 3
+    targets = torch.where(torch.arange(32) % 2 == 0, logits.argmax(1), torch.randint(0, 10, (32,)))
+    theirs = LabelSmoothingCrossEntropyFlat(eps=0.2)(logits, targets)
+    assert float(learn.loss_func(logits, targets)) == pytest.approx(float(theirs), rel=1e-6)
+    assert float(theirs) != pytest.approx(float(torch.nn.functional.cross_entropy(logits, targets)), rel=1e-2)
+    assert learn.loss_func.decodes(logits).tolist() == logits.argmax(1).tolist()
 
 
 @pytest.mark.parametrize("shift", [False, True], ids=["flip", "flip_shift"])

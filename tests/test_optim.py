@@ -69,3 +69,4 @@ def test_nesterov_does_per_group_what_fastais_steppers_do_per_parameter():
     untouched = [torch.randn(3, 4) for _ in range(4)][3]
     assert torch.equal(ours[3].detach(), untouched)  # no gradient: no decay, no momentum step
     assert isinstance(nesterov_sgd([ours[0]], lr=0.1), NesterovSGD)
+    assert all(p.grad is None for p in ours)  # zero_grad drops them, as PyTorch's optimizers do

@@ -178,13 +178,24 @@ def _tensor_batch_dl_class():
     class TensorBatchDL(TfmdDL):
         """A fastai TfmdDL that cuts each batch from in-memory tensors by index: no per-item Python work."""
 
-        def create_batches(self, samps):
+        def get_idxs(self) -> list:
+            """The epoch's order as one tensor, drawn from fastai's seeded ``rng`` (so a seed repeats it):
+            fastai shuffles a Python list of every index and then filters it index by index, about 20 ms an
+            epoch of 45,000 images that a GPU waits on. fastai's index list is left empty."""
             import torch
 
+            if self.shuffle:
+                generator = torch.Generator().manual_seed(self.rng.getrandbits(63))
+                self._order = torch.randperm(self.n, generator=generator)
+            else:
+                self._order = torch.arange(self.n)
+            return []
+
+        def create_batches(self, samps):
             ds: TensorSplit = self.dataset
             # the epoch's order goes to the device once: a copy per batch would make the host wait for the
             # device's queue to drain before every batch on a GPU
-            order = torch.tensor(list(samps), dtype=torch.long).to(ds.x.device)
+            order = self._order.to(ds.x.device)
             for start in range(0, len(order), self.bs):
                 chunk = order[start:start + self.bs]
                 if self.drop_last and len(chunk) < self.bs:
