@@ -36,6 +36,7 @@ import tarfile
 import tempfile
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,7 @@ SHARED = ROOT.parent / "shared" / "data"  # --data replaces it
 RESULTS = ROOT / "benchmarks" / "results"
 PROGRESS = "none"  # birdcls's own output during the cases; --progress lines shows each epoch
 OVERRIDES: dict = {}  # --set KEY=VALUE: config overrides for every birdcls training run
+DECODE_BREAKDOWN = False  # predict: also time decoding alone (always on a GPU); --decode-breakdown
 warnings.filterwarnings("ignore")
 
 
@@ -239,6 +241,39 @@ def case_predict(work: Path, quick: bool) -> list[dict] | None:
         rows.append(line("predict", side, size=224, images=len(images), bs=models[side].default_bs,
                          images_per_s=float(np.median(rates[side])), ratio=float(np.median(ratios)),
                          ratios=[round(r, 2) for r in ratios], answered=answered[side]))
+    gpu = models[sides[0][0]].on_gpu
+    if gpu or DECODE_BREAKDOWN:
+        rows += decode_breakdown(images, models[sides[0][0]].default_bs, models[sides[0][0]].device)
+    return rows
+
+
+def decode_breakdown(images: list[Path], bs: int, device) -> list[dict]:
+    """Decoding alone, no network: the same files through threads and worker processes of several counts,
+    and on ``device`` when it is a GPU (nvJPEG). Where a GPU's prediction rate falls short, this tells
+    whether decoding is the limit, and what starting the workers costs (``first_batch_s``: worker processes
+    are forked from a process holding the GPU context, one after another)."""
+    import torch
+
+    from birdcls.data.device_decode import device_decoded_batches
+    from birdcls.predict import _decoded_batches, _decoded_batches_in_processes
+
+    cpus = os.cpu_count() or 1
+    counts = sorted({min(n, cpus) for n in (2, 4, 8, 16)})
+    variants = [(f"{n} threads", partial(_decoded_batches, workers=n)) for n in counts]
+    variants += [(f"{n} processes", partial(_decoded_batches_in_processes, workers=n)) for n in counts]
+    if device.type == "cuda":
+        variants.append(("nvJPEG on the GPU", partial(device_decoded_batches, device=device, workers=min(16, cpus))))
+    rows = []
+    for side, decode in variants:
+        start, first, n = time.perf_counter(), None, 0
+        for ok, _batch, _ in decode(images, size=224, bs=bs):
+            first = first or time.perf_counter() - start
+            n += len(ok)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        rows.append(line("predict", f"decode only, {side}", size=224, images=n, bs=bs, images_per_s=n / seconds,
+                         first_batch_s=first))
     return rows
 
 
@@ -473,7 +508,7 @@ CASES = {"transfer": case_transfer, "scratch": case_scratch, "predict": case_pre
 
 
 def main() -> None:
-    global SHARED, PROGRESS
+    global SHARED, PROGRESS, DECODE_BREAKDOWN
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", default="all", choices=[*CASES, "all"])
     parser.add_argument("--quick", action="store_true", help="cap epochs and image counts")
@@ -484,10 +519,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="scratch: runs of the fast recipe (seeds 0..N-1)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="scratch: skip the report's recipe (minutes on a GPU too) and run only cifar10-speedrun")
+    parser.add_argument("--decode-breakdown", action="store_true",
+                        help="predict: also time decoding alone, threads against worker processes (always on a GPU)")
     parser.add_argument("--plain-epochs", metavar="HEAD,TUNE", help="transfer: cap the plain fastai side's epochs "
                         "(the full recipe takes over an hour on a 2-core CPU)")
     args = parser.parse_args()
-    SHARED, PROGRESS = args.data, args.progress
+    SHARED, PROGRESS, DECODE_BREAKDOWN = args.data, args.progress, args.decode_breakdown
     import yaml
 
     OVERRIDES.update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)})
