@@ -250,16 +250,32 @@ class AtomicSaveModelCallback(SaveModelCallback):
     ``whole``: the module to save and reload instead of ``learn.model``. The head phase on cached
     features trains a Learner over the head's layers only; passing the full network here keeps
     ``best.pth`` a checkpoint of the whole model (what fine_tune and ``--resume`` load) in every phase.
+
+    ``write_every``: each new best is copied in memory (where the model is: no wait on a GPU) and written
+    to disk when ``write_every`` seconds have passed since the last write, at the end of the fit (which
+    reloads the copy) and by :meth:`flush` when training is interrupted. Epochs of minutes (a CPU) write
+    every best as it comes; epochs of a fraction of a second (a GPU, or a head on cached features) write
+    once, instead of a multi-megabyte file an epoch.
     """
 
-    def __init__(self, *args, verbose: bool = True, prior_best: float | None = None, whole=None, **kwargs):
+    def __init__(self, *args, verbose: bool = True, prior_best: float | None = None, whole=None,
+                 write_every: float = 30.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.verbose, self.prior_best, self.whole = verbose, prior_best, whole
+        self.verbose, self.prior_best, self.whole, self.write_every = verbose, prior_best, whole, write_every
+        self._kept: dict | None = None  # the best weights not yet written
+        self._written_at = time.monotonic()
 
     def before_fit(self) -> None:
         super().before_fit()
         if self.prior_best is not None and self.last_saved_path is None:
             self.best = self.prior_best
+        self._kept: dict | None = None  # the best weights not yet written
+        self._written_at = time.monotonic()
+
+    def _module(self):
+        from fastai.torch_core import get_model
+
+        return self.whole if self.whole is not None else get_model(self.learn.model)
 
     def after_epoch(self) -> None:
         if self.every_epoch:
@@ -267,8 +283,23 @@ class AtomicSaveModelCallback(SaveModelCallback):
         TrackerCallback.after_epoch(self)
         if self.new_best:
             if self.verbose:
-                print(f"  best so far: {self.monitor} {self.best:.4f}, saved {self.fname}.pth", flush=True)
-            self._save(self.fname)
+                print(f"  best so far: {self.monitor} {self.best:.4f} -> {self.fname}.pth", flush=True)
+            if self.with_opt:
+                self._save(self.fname)
+                return
+            self._kept = {k: v.detach().clone() for k, v in self._module().state_dict().items()}
+            self.last_saved_path = self._path(self.fname)
+            if time.monotonic() - self._written_at >= self.write_every:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the best weights kept in memory, if any: at the end of a fit, and when training is
+        interrupted (fastai calls no callback then; birdcls's training loop calls this on the way out)."""
+        import torch
+
+        if self._kept is not None:
+            self._write(lambda tmp: torch.save(self._kept, tmp))
+            self._kept = None
 
     def after_fit(self, **kwargs) -> None:
         # A zero-epoch fit (fine_tune with freeze_epochs=0 runs one) has changed nothing to reload over.
@@ -278,6 +309,9 @@ class AtomicSaveModelCallback(SaveModelCallback):
             self._save(self.fname)
         elif self.every_epoch:
             return
+        elif self._kept is not None:
+            self._module().load_state_dict(self._kept)
+            self.flush()
         elif self.last_saved_path is not None:
             self._load()
         elif self.prior_best is not None and self._path(self.fname).is_file():
@@ -287,7 +321,9 @@ class AtomicSaveModelCallback(SaveModelCallback):
             self._load()
 
     def _path(self, name: str):
-        return self.learn.path / self.learn.model_dir / f"{name}.pth"
+        if self.learn is not None:  # fastai unsets it when a fit(cbs=...) ends: flush() may come after
+            self._folder = self.learn.path / self.learn.model_dir
+        return self._folder / f"{name}.pth"
 
     def _load(self) -> None:
         if self.whole is None:
@@ -299,21 +335,26 @@ class AtomicSaveModelCallback(SaveModelCallback):
         self.whole.load_state_dict(torch.load(self._path(self.fname), map_location=device, weights_only=True))
 
     def _save(self, name: str) -> None:
-        final = self._path(name)
-        partial = final.with_name(f"{name}.partial.pth")
-        try:
-            if self.whole is None:
-                self.learn.save(f"{name}.partial", with_opt=self.with_opt)
-            else:
-                import torch
+        import torch
 
-                partial.parent.mkdir(parents=True, exist_ok=True)
-                torch.save(self.whole.state_dict(), partial)
+        if self.whole is None:
+            self._write(lambda tmp: self.learn.save(tmp.with_suffix(""), with_opt=self.with_opt), name)
+        else:
+            self._write(lambda tmp: torch.save(self.whole.state_dict(), tmp), name)
+
+    def _write(self, writer: Callable, name: str | None = None) -> None:
+        """``writer(path)`` to a partial file, then renamed over ``name``.pth: never half a checkpoint."""
+        final = self._path(name or self.fname)
+        partial = final.with_name(f"{final.stem}.partial.pth")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            writer(partial)
             os.replace(partial, final)
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
         self.last_saved_path = final
+        self._written_at = time.monotonic()
 
 
 def output_is_interactive() -> bool:

@@ -371,7 +371,10 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
         learn.add_cbs(cbs)
         undo_dispatch = fast_event_dispatch(learn)
 
-        def detach() -> None:
+        def detach() -> None:  # also on the way out of an interrupted fit: its best epoch reaches the disk
+            for cb in cbs:
+                if isinstance(cb, AtomicSaveModelCallback):
+                    cb.flush()
             undo_dispatch()
             learn.remove_cbs(cbs)
             learn.logger = print

@@ -84,6 +84,63 @@ def test_atomic_checkpoint_leaves_no_partial_file(tmp_path):
     assert set(state) == {"weight", "bias"}
 
 
+class _Spy(Callback):
+    """After each epoch (and the checkpoint callback's turn): whether best.pth exists, and the weights."""
+
+    order = 100
+
+    def __init__(self, path):
+        self.path, self.on_disk, self.weights = path, [], []
+
+    def after_epoch(self):
+        self.on_disk.append(self.path.is_file())
+        self.weights.append(self.learn.model.weight.detach().clone())
+
+
+def test_checkpoint_writes_every_best_when_epochs_are_slow_and_once_when_they_are_fast(tmp_path):
+    """write_every=0 (every epoch slower than it): each new best is on disk as it comes. Fast epochs: the
+    best is kept in memory and written once at the end; either way the fit ends on the best epoch's weights,
+    and best.pth holds exactly them."""
+    for write_every, expect_early in ((0.0, True), (3600.0, False)):
+        folder = tmp_path / str(write_every)
+        learn = _learner(folder)
+        spy = _Spy(folder / "models" / "best.pth")
+        save = AtomicSaveModelCallback(fname="best", monitor="valid_loss", write_every=write_every, verbose=False)
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(3, 1e-2, cbs=[save, spy])
+        assert spy.on_disk[0] is expect_early
+        losses = [row[1] for row in learn.recorder.values]
+        best = int(np.argmin(losses))
+        state = torch.load(folder / "models" / "best.pth", weights_only=True)
+        assert torch.equal(state["weight"], spy.weights[best]) and torch.equal(learn.model.weight, spy.weights[best])
+        assert sorted(p.name for p in (folder / "models").iterdir()) == ["best.pth"]
+
+
+def test_an_interrupted_fit_flushes_its_best_epoch(tmp_path):
+    """A KeyboardInterrupt reaches no fastai callback; training's way out calls ``flush``."""
+
+    class Interrupt(Callback):
+        order = 100
+
+        def after_epoch(self):
+            if self.epoch == 1:
+                raise KeyboardInterrupt
+
+    learn = _learner(tmp_path)
+    spy = _Spy(tmp_path / "models" / "best.pth")
+    save = AtomicSaveModelCallback(fname="best", monitor="valid_loss", write_every=3600.0, verbose=False)
+    with learn.no_bar(), learn.no_logging(), pytest.raises(KeyboardInterrupt):
+        learn.fit(5, 1e-2, cbs=[save, spy, Interrupt()])
+    assert not (tmp_path / "models" / "best.pth").exists()
+    save.flush()
+    losses = [row[1] for row in learn.recorder.values]
+    assert len(losses) == 2  # stopped after its second epoch
+    state = torch.load(tmp_path / "models" / "best.pth", weights_only=True)
+    assert torch.equal(state["weight"], spy.weights[int(np.argmin(losses))])
+    save.flush()  # nothing left to write: no error, the file stays
+    assert (tmp_path / "models" / "best.pth").is_file()
+
+
 def _weights_after(tmp_path, cbs) -> torch.Tensor:
     learn = _learner(tmp_path)
     with learn.no_bar(), learn.no_logging():
