@@ -11,6 +11,47 @@ from pathlib import Path
 from typing import Any
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once, at import, not while threads may be creating files
+
+
+def with_default_mode(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a file or folder made by ``tempfile`` (always private: 0600, 0700) the permissions any new file
+    gets (0644 and 0755 under the usual umask 022), so exports and reports can be read by other users and
+    services, as if written directly."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
+
+
+def check_writable(dest: str | os.PathLike) -> Path:
+    """Make ``dest``'s folder if needed and check that a file can be written there; a user-fixable problem
+    (a folder in the way, no permission, a read-only place) is a one-line BirdclsError. Commands call it
+    before long work whose result goes to ``dest``, so the work is not lost at the end."""
+    dest = Path(dest)
+    os.unlink(_temp_beside(dest, ".probe"))
+    return dest
+
+
+def _temp_beside(dest: Path, suffix: str) -> Path:
+    """A new empty private file in ``dest``'s folder (made if missing), or a one-line BirdclsError."""
+    from .errors import BirdclsError
+
+    if dest.is_dir():
+        raise BirdclsError(f"{dest} is a folder: give a file path to write to, e.g. {dest / 'out'}")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+    except OSError as exc:
+        raise BirdclsError(f"cannot write {dest} ({exc.strerror or type(exc).__name__}): "
+                           "choose a folder you can write to") from None
+    os.close(fd)
+    return Path(tmp)
+
+
 @contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success it is renamed onto ``dest``.
@@ -19,12 +60,10 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     On any exception the temp file is removed and ``dest`` is left as it was.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_beside(dest, ".partial")
     try:
         yield tmp_path
+        with_default_mode(tmp_path)
         os.replace(tmp_path, dest)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

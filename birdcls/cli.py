@@ -99,7 +99,8 @@ def clean(
 def split(
     src: Path = typer.Argument(..., help="folder with one sub-folder of images per class (with --check: a split dataset)"),
     dst: Path | None = typer.Argument(None, help="output folder: DST/{train,val,test}/<class>/"),
-    ratio: list[float] | None = typer.Option(None, "--ratio", help="train val test fractions (default 0.7 0.15 0.15)"),
+    ratio: tuple[float, float, float] = typer.Option((0.7, 0.15, 0.15), "--ratio",
+                                                     help="train val test fractions, three numbers: --ratio 0.7 0.15 0.15"),
     seed: int = typer.Option(1337, help="random seed: same input + seed = same split"),
     max_distance: int = typer.Option(4, help="perceptual-hash bits within which images count as near duplicates"),
     overwrite: bool = typer.Option(False, help="replace DST if it exists"),
@@ -116,15 +117,15 @@ def split(
             return
         if dst is None:
             raise BirdclsError("split needs SRC and DST (or --check DIR): e.g. birdcls split data/raw data/birds")
-        result = split_dataset(src, dst, ratio=tuple(ratio) if ratio else (0.7, 0.15, 0.15), seed=seed,
+        result = split_dataset(src, dst, ratio=ratio, seed=seed,
                                overwrite=overwrite, move=move, max_distance=max_distance)
     typer.echo(result.table())
     if result.duplicate_groups:
         typer.echo(f"kept {result.duplicate_groups} groups of duplicate images together (each in one split)")
     if result.skipped_non_images:
         typer.echo(f"skipped {result.skipped_non_images} non-image files")
-    if result.too_small:
-        typer.echo(f"too small for all three splits: {', '.join(result.too_small)}", err=True)
+    if result.empty_classes:
+        typer.echo(f"left out class folder(s) without images: {', '.join(result.empty_classes)}", err=True)
     typer.echo(f"wrote {result.dst} (split.json lists every file's split and hashes)")
 
 
@@ -179,7 +180,8 @@ def train(
 def evaluate(
     model: Path = typer.Argument(..., help="run folder or exported model (.pkl/.safetensors/.onnx)"),
     data: Path = typer.Argument(..., help="labelled folder (<class>/ images), or a dataset whose test/ is used"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="report folder (default: beside the model)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="report folder (default: beside the model, named "
+                                                              "after the model file and the data)"),
     trust: bool = typer.Option(False, help="allow loading a .pkl you did not create (runs its code)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
     progress: str = typer.Option("auto", help="auto, bars, lines or none (on stderr)"),
@@ -191,8 +193,12 @@ def evaluate(
         report = evaluate_model(model, data, out, trust=trust, device=device, progress=progress)
     typer.echo(f"accuracy {report['test_accuracy']:.4f} on {report['n_test']} images, macro F1 {report['macro_f1']:.4f}")
     for name, row in report["per_class"].items():
+        if name in report["classes_absent"]:
+            typer.echo(f"  {name:<20} (no images of this class here)")
+            continue
         typer.echo(f"  {name:<20} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  "
                    f"n={row['support']}")
+    typer.echo(f"wrote the report to {report['report_dir']} (metrics.json, confusion matrix, top losses, predictions)")
 
 
 @app.command(epilog="Example: birdcls export models/birds --format safetensors -o models/birds.safetensors")
@@ -233,6 +239,10 @@ def predict(
     from .predict import predict as predict_images
 
     with _user_errors():
+        if csv_path is not None:
+            from ._io import check_writable
+
+            check_writable(csv_path)  # before the work, not after it
         predictor = load_model(model, trust=trust, device=device, backend="torch" if decode_on_device else "auto")
         result = predict_images(predictor, images, top_k=top_k, bs=bs, decode_on_device=decode_on_device,
                                 progress=progress)

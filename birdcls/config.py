@@ -206,6 +206,20 @@ def list_recipes() -> dict[str, Path]:
     return {p.stem: p for p in sorted(RECIPES_DIR.glob("*.yaml"))}
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice (plain YAML keeps the last one without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_recipe(recipe: str | Path) -> dict[str, Any]:
     """Read a recipe by shipped name (``demo``) or by YAML file path; return its raw key/values."""
     shipped = list_recipes()
@@ -216,7 +230,9 @@ def load_recipe(recipe: str | Path) -> dict[str, Any]:
             "pass one of those names or a path to a .yaml file"
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader) or {}
+    except UnicodeDecodeError:
+        raise BirdclsError(f"recipe {path} is not UTF-8 text: save it as UTF-8 (a recipe is a YAML file)") from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0]
         raise BirdclsError(f"recipe {path} is not valid YAML ({first}): fix the file") from None
@@ -234,6 +250,11 @@ def resolve_config(recipe: str | Path | None = None, overrides: dict[str, Any] |
     merged: dict[str, Any] = {}
     if recipe is not None:
         merged.update(load_recipe(recipe))
+        for name, value in merged.items():  # a bad value names the file it came from
+            try:
+                _coerce(name, value)
+            except BirdclsError as exc:
+                raise BirdclsError(f"recipe {recipe}: {exc}") from None
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_keys(given, "the overrides")
     merged.update(given)

@@ -117,7 +117,7 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
 
     labelled_dir, out_dir = _labelled_dir(Path(labelled_dir)), Path(out_dir)
     by_class, not_images = list_labelled_images(labelled_dir)
-    unknown = sorted(set(by_class) - set(model.classes))
+    unknown = sorted(c for c, files in by_class.items() if files and c not in model.classes)  # empty ones: no matter
     if unknown:
         raise BirdclsError(f"{labelled_dir} has class folder(s) {', '.join(unknown)} that the model does not know "
                            f"(it knows {', '.join(model.classes)}): remove them or train with them")
@@ -126,8 +126,6 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
         raise BirdclsError(f"{labelled_dir} holds no images: put images in {labelled_dir}/<class>/")
     label_of = {str(p): c for c, files in by_class.items() for p in files}
     result = predict(model, paths, top_k=min(3, len(model.classes)), bs=bs, progress=progress)
-    if not result.rows:
-        raise BirdclsError(f"none of the {len(paths)} images in {labelled_dir} could be read: check the files")
     index = {c: i for i, c in enumerate(model.classes)}
     y_true = np.array([index[label_of[r["path"]]] for r in result.rows])
     y_pred = result.probs.argmax(axis=1)
@@ -148,6 +146,7 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
         "skipped_non_images": len(not_images),
         "classes_absent": [c for c in model.classes if c not in present],
         "evaluated_on": str(labelled_dir),
+        **({"model": str(model.path)} if model.path else {}),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     worst = np.argsort(-losses)[:top_losses]
@@ -175,13 +174,29 @@ def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out:
     """Re-run the test report for ``model`` (a run directory or export) on a labelled folder.
 
     ``data`` is a folder with one sub-folder per class, or a split dataset whose ``test/`` is used.
-    The report goes to ``out`` (default: ``<run or model folder>/eval-<data folder name>``).
+    The report goes to ``out`` (default: :func:`default_report_dir`); ``report_dir`` in the returned
+    report says where.
     """
     data = Path(data)
     if not data.is_dir():
         raise BirdclsError(f"{data} is not a folder: pass a folder with one sub-folder of images per class")
     predictor = model if isinstance(model, Predictor) else load_model(model, trust=trust, device=device, int8=False)
     if out is None:
-        base = Path(model) if not isinstance(model, Predictor) and Path(model).is_dir() else Path(predictor.path or ".").parent
-        out = base / f"eval-{_labelled_dir(data).name}"
-    return evaluate_predictor(predictor, data, out, top_losses=top_losses, bs=bs, progress=progress)
+        out = default_report_dir(model if not isinstance(model, Predictor) else predictor.path, data)
+    report = evaluate_predictor(predictor, data, out, top_losses=top_losses, bs=bs, progress=progress)
+    return {**report, "report_dir": str(out)}
+
+
+def default_report_dir(model: str | os.PathLike | None, data: str | os.PathLike) -> Path:
+    """Where ``evaluate`` writes when not told: a folder beside the model named after the model file and the
+    data, so reports of different exports or datasets never overwrite each other. A run folder's report goes
+    inside it (``RUN/eval-dvc-test``); a model file's beside it (``exp/eval-m-int8-onnx-dvc-test`` for
+    ``exp/m.int8.onnx``). A split dataset's folder is named with its dataset (``dvc-test``, not ``test``)."""
+    folder = _labelled_dir(Path(data)).resolve()
+    name = f"{folder.parent.name}-{folder.name}" if folder.name in ("train", "val", "test") else folder.name
+    if model is None:
+        return Path(f"eval-{name}")
+    model = Path(model)
+    if model.is_dir():
+        return model / f"eval-{name}"
+    return model.parent / f"eval-{model.name.replace('.', '-')}-{name}"

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .data.decode import to_8bit
+
 __all__ = ["ImageHashes", "hash_images", "hamming", "near_pairs", "phash_hex"]
 
 _SIZE = 32  # imagehash.phash: hash_size 8 * highfreq_factor 4
@@ -48,6 +50,8 @@ class ImageHashes:
 def _load(path: str) -> tuple[np.ndarray | None, str, str, tuple[int, int]]:
     try:
         with Image.open(path) as im:
+            if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit: scaled, not clipped to white
+                im = to_8bit(im)
             rgb = im.convert("RGB")
             pixel = hashlib.sha256(rgb.tobytes() + f"{rgb.width}x{rgb.height}".encode()).hexdigest()
             grey = im.convert("L").resize((_SIZE, _SIZE), Image.Resampling.LANCZOS)

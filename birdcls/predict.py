@@ -505,5 +505,8 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
             order = np.argsort(-pr)[:k]
             rows.append({"path": str(p), "label": model.classes[order[0]], "prob": round(float(pr[order[0]]), 6),
                          "top_k": [[model.classes[i], round(float(pr[i]), 6)] for i in order]})
-    probs = np.concatenate(all_probs) if all_probs else np.empty((0, len(model.classes)), np.float32)
-    return PredictionResult(rows, skipped, probs)
+    if not rows:  # nothing to answer with: an error, not an empty success
+        path, reason = next(iter(skipped.items()))
+        raise BirdclsError(f"none of the {len(paths)} image file(s) could be read ({path}: {reason}): "
+                           "check that they are images (.jpg, .png, ...)")
+    return PredictionResult(rows, skipped, np.concatenate(all_probs))

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import write_json_atomic
+from ._io import with_default_mode, write_json_atomic
 from .data.folders import IMAGE_EXTENSIONS, list_labelled_images
 from .errors import BirdclsError
 
@@ -40,7 +40,7 @@ class SplitReport:
     dst: Path
     counts: dict[str, dict[str, int]]  # class -> split -> images
     skipped_non_images: int
-    too_small: list[str]
+    empty_classes: list[str]  # class folders without images: left out of the split
     duplicate_groups: int = 0  # groups of 2+ images kept together
 
     def table(self) -> str:
@@ -60,9 +60,35 @@ def _check_ratio(ratio: tuple[float, ...]) -> tuple[float, float, float]:
         raise BirdclsError(f"--ratio values must not be negative, got {' '.join(map(str, ratio))}: e.g. 0.7 0.15 0.15")
     if not math.isclose(sum(ratio), 1.0, abs_tol=1e-6):
         raise BirdclsError(f"--ratio must sum to 1, got {' '.join(map(str, ratio))} = {sum(ratio):g}: e.g. 0.7 0.15 0.15")
-    if ratio[0] == 0:
-        raise BirdclsError("--ratio gives train 0: every class needs training images, e.g. 0.7 0.15 0.15")
+    for share, name, why in zip(ratio, SPLITS, ("every class needs training images",
+                                                "training needs validation images (early stopping, best epoch)",
+                                                "the test report needs test images")):
+        if share == 0:
+            raise BirdclsError(f"--ratio gives {name} 0: {why}; e.g. --ratio 0.7 0.15 0.15")
     return ratio  # type: ignore[return-value]
+
+
+def split_sizes(n: int, ratio: tuple[float, float, float]) -> tuple[int, int, int]:
+    """How split-folders divides ``n`` shuffled items (groups of duplicates count once): train and val floored,
+    test the rest."""
+    train = int(ratio[0] * n)
+    val = int(ratio[1] * n)
+    return train, val, n - train - val
+
+
+def smallest_class(ratio: tuple[float, float, float]) -> int:
+    """The fewest items a class can have for ``ratio`` to give each split at least one."""
+    return next(n for n in range(3, 10_000) if min(split_sizes(n, ratio)) >= 1)
+
+
+def _check_class_sizes(groups_per_class: dict[str, int], ratio: tuple[float, float, float]) -> None:
+    """A class that would leave a split empty cannot be trained and tested on: refuse it before copying."""
+    small = {c: n for c, n in groups_per_class.items() if min(split_sizes(n, ratio)) < 1}
+    if small:
+        listed = ", ".join(f"{c} ({n})" for c, n in sorted(small.items()))
+        raise BirdclsError(f"class(es) {listed} have too few images for --ratio {' '.join(f'{r:g}' for r in ratio)}: "
+                           f"each needs at least {smallest_class(ratio)} (duplicates count once) so that train, val "
+                           "and test get one each; add images or remove the folder(s)")
 
 
 def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
@@ -75,21 +101,6 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
         raise BirdclsError(f"output {dst} contains the source {src}: choose an output folder outside it")
     if dst.exists() and not (dst.is_dir() and not any(dst.iterdir())) and not overwrite:
         raise BirdclsError(f"output {dst} already exists: pass --overwrite to replace it or choose another folder")
-
-
-def _ensure_one_train_image(staging: Path, classes: list[str]) -> None:
-    """split-folders floors each share, so a class of 1-2 images can get none in train: move one there."""
-    for cls in classes:
-        train = staging / "train" / cls
-        if train.is_dir() and any(train.iterdir()):
-            continue
-        for donor in ("test", "val"):
-            folder = staging / donor / cls
-            files = sorted(folder.iterdir()) if folder.is_dir() else []
-            if files:
-                train.mkdir(parents=True, exist_ok=True)
-                os.replace(files[0], train / files[0].name)
-                break
 
 
 def _duplicate_groups(paths: list[Path], hashes, max_distance: int) -> dict[Path, tuple[Path, ...]]:
@@ -133,8 +144,8 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
 
     Duplicates within ``max_distance`` perceptual-hash bits (and identical pixels) stay in one split;
     ``max_distance=-1`` groups exact duplicates only. Non-image files are left behind and counted.
-    Every class keeps at least one image in train; a class too small to fill all three splits is
-    reported in ``too_small``.
+    A class too small to give every split an image is refused before anything is copied; class folders
+    without images and hidden folders (``.quarantine`` from ``birdcls clean``) are left out.
     """
     import splitfolders
 
@@ -144,6 +155,7 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
     ratio = _check_ratio(tuple(float(r) for r in ratio))
     _check_paths(src, dst, overwrite)
     by_class, others = list_labelled_images(src)
+    empty = sorted(c for c, files in by_class.items() if not files)
     by_class = {c: files for c, files in by_class.items() if files}
     if not by_class:
         raise BirdclsError(f"{src} has class folders but no images in them: add .jpg/.png files")
@@ -158,18 +170,23 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
     info = {p: (phash_hex(h), px) for p, h, px in zip(hashes.paths, hashes.phash, hashes.pixel)}
 
     n_dup_groups = len({g for g in group_of.values() if len(g) > 1})
+    _check_class_sizes({c: len({group_of.get(f, (f,)) for f in files}) for c, files in by_class.items()}, ratio)
+    wanted = set(all_paths)
 
     def group(files: list[Path]) -> list[tuple[Path, ...]]:
-        # split-folders hands over one class's files (paths built from SRC as given, like ours);
-        # return each duplicate group once, as a tuple, so the group moves as one unit.
-        return sorted({group_of.get(Path(f), (Path(f),)) for f in files})
+        # split-folders hands over one folder's files (paths built from SRC as given, like ours); return each
+        # duplicate group once, as a tuple, so the group moves as one unit. Files of folders that are not
+        # classes (hidden ones, such as clean's .quarantine) are not handed back, so never copied or moved.
+        return sorted({group_of.get(Path(f), (Path(f),)) for f in files if Path(f) in wanted})
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
     try:
         splitfolders.ratio(str(src), output=str(staging), seed=seed, ratio=ratio, move=move, formats=formats,
                            group=group)
-        _ensure_one_train_image(staging, list(by_class))
+        for folder in staging.glob("*/*"):  # split-folders makes a folder for every source folder
+            if folder.is_dir() and folder.name not in by_class:
+                folder.rmdir()  # empty: its files were never handed over
         files: dict[str, Any] = {}
         counts: dict[str, dict[str, int]] = {}
         for cls in sorted(by_class):
@@ -187,20 +204,20 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
         for split in SPLITS:  # split-folders leaves no folder for an empty split: make every split complete
             for cls in counts:
                 (staging / split / cls).mkdir(parents=True, exist_ok=True)
-        too_small = [c for c, per in counts.items() if any(per[s] == 0 for s in SPLITS if ratio[SPLITS.index(s)] > 0)]
         write_json_atomic(staging / "split.json", {
             "source": str(src.resolve()), "seed": seed, "ratio": list(ratio), "move": move,
-            "max_distance": max_distance, "counts": counts, "too_small": too_small, "files": files,
+            "max_distance": max_distance, "counts": counts, "empty_classes": empty, "files": files,
         })
         if dst.exists():
             shutil.rmtree(dst)
+        with_default_mode(staging, directory=True)
         os.replace(staging, dst)
     except BaseException:
         if move:  # the moved images live in the staging folder now: never delete them
             raise BirdclsError(f"split stopped part-way; the moved images are in {staging}: move them back to {src}") from None
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return SplitReport(dst, counts, len(others), too_small, n_dup_groups)
+    return SplitReport(dst, counts, len(others), empty, n_dup_groups)
 
 
 @dataclass

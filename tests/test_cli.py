@@ -32,7 +32,8 @@ def _assert_one_line_error(result, *fragments):
 
 def test_split_then_train_then_evaluate_export_predict(tmp_path):
     raw = make_class_folders(tmp_path / "raw", per_class=12)
-    result = runner.invoke(app, ["split", str(raw), str(tmp_path / "data"), "--seed", "3"])
+    result = runner.invoke(app, ["split", str(raw), str(tmp_path / "data"), "--seed", "3", "--ratio", "0.7", "0.15",
+                                 "0.15"])
     assert result.exit_code == 0, result.output
     assert "total" in result.output and (tmp_path / "data" / "split.json").is_file()
     run = tmp_path / "run"
@@ -45,7 +46,8 @@ def test_split_then_train_then_evaluate_export_predict(tmp_path):
     assert "test accuracy" in result.output
     result = runner.invoke(app, ["evaluate", str(run), str(tmp_path / "data" / "test")])
     assert result.exit_code == 0, result.output
-    assert (run / "eval-test" / "metrics.json").is_file()
+    assert (run / "eval-data-test" / "metrics.json").is_file()
+    assert f"wrote the report to {run / 'eval-data-test'}" in result.output
     result = runner.invoke(app, ["export", str(run), "--format", "safetensors", "-o", str(tmp_path / "m.safetensors")])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["predict", str(tmp_path / "m.safetensors"), str(tmp_path / "data" / "test"),
@@ -73,8 +75,15 @@ def test_user_errors_are_one_line(tmp_path, trained_run):
     _assert_one_line_error(runner.invoke(app, ["split", str(tmp_path / "nope"), str(tmp_path / "o")]),
                            "does not exist")
     _assert_one_line_error(runner.invoke(app, ["split", str(tmp_path), str(tmp_path / "o"), "--ratio", "0.5",
-                                               "--ratio", "0.5", "--ratio", "0.5"]), "must sum to 1")
+                                               "0.5", "0.5"]), "must sum to 1")
     _assert_one_line_error(runner.invoke(app, ["predict", str(tmp_path / "m.onnx"), str(tmp_path)]), "does not exist")
+    onnx = trained_run.run_dir / "model.onnx"
+    image = tmp_path  # the --csv check comes before any work
+    (tmp_path / "a-folder").mkdir()
+    _assert_one_line_error(runner.invoke(app, ["predict", str(onnx), str(image), "--csv", str(tmp_path / "a-folder")]),
+                           "is a folder: give a file path")
+    _assert_one_line_error(runner.invoke(app, ["predict", str(onnx), str(image), "--csv", "/proc/nope.csv"]),
+                           "cannot write /proc/nope.csv")
     _assert_one_line_error(runner.invoke(app, ["export", str(trained_run.run_dir), "--format", "tflite", "-o",
                                                str(tmp_path / "x.tflite")]), "unknown export format")
 

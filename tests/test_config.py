@@ -77,6 +77,18 @@ def test_bad_recipe_files(tmp_path: Path):
     unknown.write_text("sise: 3\n")
     with pytest.raises(BirdclsError, match="unknown config key 'sise'.*'size'"):
         resolve_config(recipe=unknown)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("lr: 0.01\nepochs: 3\nlr: 0.02\n")
+    with pytest.raises(BirdclsError, match="key 'lr' is given twice"):
+        resolve_config(recipe=twice)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("# caf\xe9\nlr: 0.01\n".encode("latin-1"))
+    with pytest.raises(BirdclsError, match="not UTF-8 text: save it as UTF-8"):
+        resolve_config(recipe=latin)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("lr: fast\n")
+    with pytest.raises(BirdclsError, match=f"recipe {wrong}: 'lr' must be"):
+        resolve_config(recipe=wrong)
 
 
 def test_resolved_yaml_round_trips(tmp_path: Path):

@@ -2,10 +2,13 @@
 
 import gzip
 import hashlib
+import io
+import json
 import os
 import pickle
 import tarfile
 import threading
+import zipfile
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -126,6 +129,165 @@ def test_kaggle_flat_dogs_vs_cats(tmp_path):
     assert sum(1 for _ in out.rglob("*.jpg")) == 20
     with pytest.raises(BirdclsError, match="Kaggle"):
         get_dataset("dogs-vs-cats", tmp_path / "dvc2")
+
+
+# -- --from an archive: the layouts of ../shared/data's archives (and Kaggle's train.zip), made tiny here --
+def _jpegs(root: Path, names: dict[str, int], seed: int = 0) -> None:
+    """``names`` maps a relative path pattern with ``{i}`` to how many small random JPEGs to write there."""
+    rng = np.random.default_rng(seed)
+    for pattern, n in names.items():
+        for i in range(n):
+            path = root / pattern.format(i=i)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+
+
+def _archive(tree: Path, archive: Path, extra: dict[str, bytes] | None = None) -> Path:
+    """``tree``'s contents (their paths relative to it) as a .tar/.tar.gz/.tgz/.zip, plus raw ``extra`` members."""
+    files = sorted(p for p in tree.rglob("*") if p.is_file())
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zf:
+            for f in files:
+                zf.write(f, f.relative_to(tree).as_posix())
+            for name, data in (extra or {}).items():
+                zf.writestr(name, data)
+    else:
+        with tarfile.open(archive, "w:gz" if archive.name.endswith(("gz", "tgz")) else "w") as tar:
+            for f in files:
+                tar.add(f, f.relative_to(tree).as_posix())
+            for name, data in (extra or {}).items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return archive
+
+
+def _dogs_vs_cats_tree(root: Path) -> Path:
+    """``dogs-vs-cats/{cats,dogs}/{cat,dog}.N.jpg``, as in dogs-vs-cats.tar."""
+    _jpegs(root, {"dogs-vs-cats/cats/cat.{i}.jpg": 10, "dogs-vs-cats/dogs/dog.{i}.jpg": 10})
+    return root
+
+
+def _leftovers(folder: Path, dest_name: str) -> list[Path]:
+    """The dataset's temporary folders (``.DEST.*.partial``/``.unpack``, ``DEST-raw``) still beside it."""
+    return sorted(folder.glob(f".{dest_name}.*")) + sorted(folder.glob(f"{dest_name}*-raw"))
+
+
+@pytest.mark.parametrize("archive", ["dvc.tar", "dvc.tar.gz", "dvc.tgz", "dvc.zip"])
+def test_dogs_vs_cats_from_archive(tmp_path, archive):
+    src = _archive(_dogs_vs_cats_tree(tmp_path / "tree"), tmp_path / archive)
+    out = get_dataset("dogs-vs-cats", tmp_path / "dvc", src)
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["cats", "dogs"]
+    assert sum(1 for _ in out.rglob("*.jpg")) == 20
+    assert json.loads((out / "dataset.json").read_text())["source"] == str(src)
+    assert _leftovers(tmp_path, "dvc") == []
+
+
+def test_dogs_vs_cats_from_kaggle_zip(tmp_path):
+    # Kaggle's train.zip: one top folder of flat cat.N.jpg/dog.N.jpg; the label comes from the name
+    _jpegs(tmp_path / "tree", {"train/cat.{i}.jpg": 10, "train/dog.{i}.jpg": 10})
+    out = get_dataset("dogs-vs-cats", tmp_path / "dvc", _archive(tmp_path / "tree", tmp_path / "train.zip"))
+    assert {p.parent.name for p in out.rglob("*.jpg")} == {"cats", "dogs"}
+    assert sum(1 for _ in out.rglob("*.jpg")) == 20
+
+
+def test_cifar10_jpeg_class_folders_from_archive_through_cli(tmp_path):
+    # cifar10-jpg.tar.gz's layout: cifar10/{train,test}/<class>/NNNN.jpg; val is carved out of train
+    _jpegs(tmp_path / "tree", {f"cifar10/{part}/{cls}/{{i:04d}}.jpg": n for part, n in (("train", 10), ("test", 3))
+                               for cls in ("airplane", "cat")})
+    src = _archive(tmp_path / "tree", tmp_path / "cifar10-jpg.tar.gz")
+    result = CliRunner().invoke(app, ["datasets", "get", "cifar10", str(tmp_path / "c10"), "--from", str(src)])
+    assert result.exit_code == 0, result.output
+    counts = {s: sum(1 for _ in (tmp_path / "c10" / s).rglob("*.jpg")) for s in ("train", "val", "test")}
+    assert counts == {"train": 18, "val": 2, "test": 6}
+    assert sorted(p.name for p in (tmp_path / "c10" / "test").iterdir()) == ["airplane", "cat"]
+    assert _leftovers(tmp_path, "c10") == []
+
+
+def test_fashion_mnist_from_archive(tmp_path):
+    _fashion_folder(tmp_path / "tree" / "fashion-mnist")  # the four .gz files in one top folder
+    src = _archive(tmp_path / "tree", tmp_path / "fashion-mnist.zip")
+    out = get_dataset("fashion-mnist", tmp_path / "fm", src)
+    assert sum(1 for _ in (out / "test").rglob("*.png")) == 20
+    assert _leftovers(tmp_path, "fm") == []
+
+
+def test_cifar10_download_is_unpacked_like_from(file_server, tmp_path, monkeypatch):
+    root, url = file_server
+    src = _cifar_folder(tmp_path / "cifar-10-batches-py")
+    with tarfile.open(root / "cifar-10-python.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname="cifar-10-batches-py")
+    md5 = hashlib.md5((root / "cifar-10-python.tar.gz").read_bytes()).hexdigest()
+    monkeypatch.setitem(sources.REMOTES, "cifar10", [Remote(f"{url}/cifar-10-python.tar.gz", md5)])
+    monkeypatch.setenv("BIRDCLS_HOME", str(tmp_path / "home"))
+    out = get_dataset("cifar10", tmp_path / "c10", split="report")
+    assert sum(1 for _ in (out / "val").rglob("*.png")) == 20
+    assert (tmp_path / "home" / "downloads" / "cifar10" / "cifar-10-python.tar.gz").is_file()  # kept for reuse
+    assert _leftovers(tmp_path, "c10") == []
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _bad_crc(data: bytes) -> bytes:
+    # flip a byte inside the first stored member's data: the zip opens, the CRC check fails mid-extraction
+    at = data.index(b"JFIF") + 100
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+@pytest.mark.parametrize("archive, damage, message", [
+    ("dvc.tar.gz", _truncated, "is damaged or not a"),
+    ("dvc.tar", _truncated, "is damaged or not a"),
+    ("dvc.tar", lambda d: b"\0" * 512 + d[512:], "holds no files \\(empty or damaged\\)"),
+    ("dvc.zip", _truncated, "is damaged or not a"),
+    ("dvc.zip", _bad_crc, "is damaged or not a"),
+    ("dvc.rar", lambda d: b"Rar!\x1a\x07\x00" + d[:2000], "neither a folder nor an archive birdcls can unpack"),
+])
+def test_corrupt_or_unknown_archive_is_one_line_and_leaves_nothing(tmp_path, archive, damage, message):
+    good = _archive(_dogs_vs_cats_tree(tmp_path / "tree"), tmp_path / ("good" + archive[3:]))
+    if archive.endswith(".zip"):  # stored, so _bad_crc finds the JPEG bytes
+        good.unlink()
+        with zipfile.ZipFile(good, "w", zipfile.ZIP_STORED) as zf:
+            for f in sorted((tmp_path / "tree").rglob("*.jpg")):
+                zf.write(f, f.relative_to(tmp_path / "tree").as_posix())
+    bad = tmp_path / archive
+    bad.write_bytes(damage(good.read_bytes()))
+    with pytest.raises(BirdclsError, match=message) as err:
+        get_dataset("dogs-vs-cats", tmp_path / "out", bad)
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path, "out") == []
+    result = CliRunner().invoke(app, ["datasets", "get", "dogs-vs-cats", str(tmp_path / "out"), "--from", str(bad)])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and result.output.count("\n") == 1
+    assert "--from" in result.output or "extract it yourself" in result.output
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path, "out") == []
+
+
+@pytest.mark.parametrize("archive", ["dvc.tar", "dvc.zip"])
+@pytest.mark.parametrize("member", ["../escaped.jpg", "dogs-vs-cats/cats/../../../escaped.jpg", "/tmp/escaped.jpg"])
+def test_path_traversal_member_is_refused(tmp_path, archive, member):
+    src = _archive(_dogs_vs_cats_tree(tmp_path / "tree"), tmp_path / archive, extra={member: b"not an image"})
+    with pytest.raises(BirdclsError, match="would be written outside the folder it is unpacked into"):
+        get_dataset("dogs-vs-cats", tmp_path / "work" / "out", src)
+    assert not list(tmp_path.rglob("escaped.jpg")) and not Path("/tmp/escaped.jpg").exists()
+    assert not (tmp_path / "work" / "out").exists() and _leftovers(tmp_path / "work", "out") == []
+
+
+def test_tar_links_are_not_extracted(tmp_path):
+    # a link out of the extraction folder, and a file written through it: neither leaves the folder
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside")
+    src = _archive(_dogs_vs_cats_tree(tmp_path / "tree"), tmp_path / "dvc.tar")
+    with tarfile.open(src, "a") as tar:
+        link = tarfile.TarInfo("dogs-vs-cats/cats/cat.99.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, str(secret)
+        tar.addfile(link)
+        hop = tarfile.TarInfo("dogs-vs-cats/up")
+        hop.type, hop.linkname = tarfile.SYMTYPE, str(tmp_path)
+        tar.addfile(hop)
+    out = get_dataset("dogs-vs-cats", tmp_path / "out", src)
+    assert sum(1 for _ in out.rglob("*.jpg")) == 20 and not any(p.is_symlink() for p in out.rglob("*"))
+    assert secret.read_text() == "outside"
 
 
 def test_digits_and_errors(tmp_path):

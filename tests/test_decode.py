@@ -102,3 +102,22 @@ def test_avif_photos_are_found_and_read(tmp_path):
     picture.save(tmp_path / "p.avif")
     assert gather_images([tmp_path]) == [tmp_path / "p.avif"]
     assert mean_diff(load_image(tmp_path / "p.avif", 16), np.asarray(picture.resize((16, 16), Image.BILINEAR))) < 12
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_16_and_32_bit_greyscale_is_scaled_not_clipped_to_white(tmp_path, mode):
+    """PIL's convert("RGB") clips 16-bit values to 255: a 16-bit greyscale photo became all white."""
+    from birdcls.hashing import hash_images
+
+    ramp8 = np.tile(np.linspace(0, 255, 64).round().astype(np.uint8), (64, 1))
+    Image.fromarray(ramp8).save(tmp_path / "eight.png")
+    wide = {"I;16": ramp8.astype(np.uint16) * 257, "I": ramp8.astype(np.int32) * 257,
+            "F": ramp8.astype(np.float32) / 255}[mode]
+    path = tmp_path / ("wide.png" if mode == "I;16" else "wide.tif")
+    Image.fromarray(wide).save(path)
+    with Image.open(path) as im:
+        assert im.mode == mode
+    got, want = load_image(path, 64), load_image(tmp_path / "eight.png", 64)
+    assert np.abs(got.astype(int) - want).max() <= 1 and got.min() == 0 and got.max() == 255
+    hashes = hash_images([tmp_path / "eight.png", path], workers=1)
+    assert hashes.phash[0] == hashes.phash[1] and hashes.phash[0] != 0  # near-duplicate checks see the picture

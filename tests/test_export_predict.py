@@ -113,6 +113,10 @@ def test_bad_predict_inputs(exports, tmp_path):
         predict(model, [tmp_path / "empty"])
     with pytest.raises(BirdclsError, match="top-k"):
         predict(model, [tmp_path], top_k=0)
+    (tmp_path / "a.jpg").write_text("<html>not an image</html>")
+    (tmp_path / "b.png").write_bytes(b"")
+    with pytest.raises(BirdclsError, match=r"none of the 2 image file\(s\) could be read \(.*a.jpg: unreadable"):
+        predict(model, [tmp_path])
 
 
 def test_export_errors_and_atomicity(trained_run, tmp_path):
@@ -134,6 +138,28 @@ def test_evaluate_any_format_on_a_labelled_folder(exports, tiny_data, tmp_path):
         assert (tmp_path / "eval" / name).is_file()
     from_root = evaluate(exports["onnx"], tiny_data, out=tmp_path / "eval2")  # a dataset root: its test/
     assert from_root["evaluated_on"].endswith("test")
+
+
+def test_evaluate_default_reports_never_overwrite_each_other(exports, tiny_data, tmp_path):
+    """Two exports in one folder, or two datasets whose test/ share a name, get their own report folders;
+    an empty class folder (one the model does not know) changes nothing."""
+    import shutil
+
+    from birdcls.evaluate import default_report_dir, evaluate
+
+    data = tmp_path / "birds"
+    shutil.copytree(tiny_data, data)
+    (data / "test" / "owl").mkdir()  # empty, and not a class the model knows
+    reports = [evaluate(exports[fmt], data) for fmt in ("onnx", "safetensors")]
+    dirs = [Path(r["report_dir"]) for r in reports]
+    assert dirs == [exports["onnx"].parent / "eval-model-onnx-birds-test",
+                    exports["safetensors"].parent / "eval-model-safetensors-birds-test"]
+    for d, fmt in zip(dirs, ("onnx", "safetensors")):
+        assert json.loads((d / "metrics.json").read_text())["model"] == str(exports[fmt])
+    assert reports[0]["n_test"] == 12 and "owl" not in reports[0]["classes"]
+    (tmp_path / "run").mkdir()
+    assert default_report_dir(tmp_path / "run", data / "val") == tmp_path / "run" / "eval-birds-val"
+    assert default_report_dir(tmp_path / "run", tmp_path / "photos") == tmp_path / "run" / "eval-photos"
 
 
 @pytest.mark.parametrize("bs", [5, 40])

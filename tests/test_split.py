@@ -42,14 +42,49 @@ def test_non_images_are_skipped_and_counted(tmp_path: Path):
     assert not list((tmp_path / "out").rglob("*.txt"))
 
 
-def test_small_class_is_reported_but_keeps_train(tmp_path: Path):
+def test_a_class_too_small_for_every_split_is_refused_before_copying(tmp_path: Path):
+    """split-folders floors train and val: with 0.7 0.15 0.15 a class needs 7 images for val and test to get
+    one each. Fewer is refused with the class, its count and the minimum, and nothing is written."""
+    from birdcls.split import smallest_class, split_sizes
+
+    assert smallest_class((0.7, 0.15, 0.15)) == 7 and split_sizes(7, (0.7, 0.15, 0.15)) == (4, 1, 2)
+    assert min(split_sizes(6, (0.7, 0.15, 0.15))) == 0
     src = make_class_folders(tmp_path / "raw", per_class=10)
-    for p in sorted((src / "jay").iterdir())[1:]:
+    for p in sorted((src / "jay").iterdir())[6:]:
         p.unlink()
-    report = split_dataset(src, tmp_path / "out")
-    assert report.counts["jay"]["train"] == 1
-    assert report.too_small == ["jay"]
-    assert (tmp_path / "out" / "test" / "jay").is_dir()
+    with pytest.raises(BirdclsError, match=r"class\(es\) jay \(6\) have too few images .* at least 7"):
+        split_dataset(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".*partial"))
+    assert split_dataset(src, tmp_path / "out", ratio=(0.5, 0.25, 0.25)).counts["jay"] == {"train": 3, "val": 1,
+                                                                                            "test": 2}
+
+
+def test_hidden_and_empty_folders_stay_out_of_the_split(tmp_path: Path):
+    """clean's .quarantine (hidden) is never copied or moved into a split; an empty class folder is left out
+    and named, so train and evaluate never meet a class without images."""
+    src = make_class_folders(tmp_path / "raw", per_class=10)
+    quarantine = src / ".quarantine" / "jay"
+    quarantine.mkdir(parents=True)
+    (quarantine / "dup.jpg").write_bytes((src / "jay" / sorted(p.name for p in (src / "jay").iterdir())[0]).read_bytes())
+    (src / ".quarantine" / "report.png").write_bytes(b"png")
+    (src / "empty").mkdir()
+    for move in (False, True):
+        out = tmp_path / f"out-{move}"
+        report = split_dataset(src, out, move=move) if not move else split_dataset(_copy(src, tmp_path / "m"), out,
+                                                                                    move=True)
+        assert report.empty_classes == ["empty"] and "empty" not in report.counts
+        names = {p.relative_to(out).parts[1] for p in out.glob("*/*")}
+        assert names == set(report.counts)  # no .quarantine, no empty
+        assert sum(report.counts["jay"].values()) == 10
+        assert json.loads((out / "split.json").read_text())["empty_classes"] == ["empty"]
+    assert (tmp_path / "m" / ".quarantine" / "jay" / "dup.jpg").is_file()  # --move left it where it was
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
 
 
 @pytest.mark.parametrize("ratio, message", [
@@ -57,6 +92,8 @@ def test_small_class_is_reported_but_keeps_train(tmp_path: Path):
     ((1.2, -0.1, -0.1), "must not be negative"),
     ((0.7, 0.3), "three numbers"),
     ((0.0, 0.5, 0.5), "train 0"),
+    ((1.0, 0.0, 0.0), "val 0"),
+    ((0.8, 0.2, 0.0), "test 0"),
 ])
 def test_bad_ratios(tmp_path: Path, ratio, message):
     src = make_class_folders(tmp_path / "raw", per_class=3)
@@ -66,7 +103,7 @@ def test_bad_ratios(tmp_path: Path, ratio, message):
 
 
 def test_bad_paths(tmp_path: Path):
-    src = make_class_folders(tmp_path / "raw", per_class=3)
+    src = make_class_folders(tmp_path / "raw", per_class=7)
     with pytest.raises(BirdclsError, match="does not exist"):
         split_dataset(tmp_path / "missing", tmp_path / "out")
     with pytest.raises(BirdclsError, match="inside the source"):
@@ -84,10 +121,10 @@ def test_bad_paths(tmp_path: Path):
 
 
 def test_move_empties_the_source(tmp_path: Path):
-    src = make_class_folders(tmp_path / "raw", per_class=5)
+    src = make_class_folders(tmp_path / "raw", per_class=7)
     split_dataset(src, tmp_path / "out", move=True)
     assert not list(src.rglob("*.jpg"))
-    assert len(list((tmp_path / "out").rglob("*.jpg"))) == 15
+    assert len(list((tmp_path / "out").rglob("*.jpg"))) == 21
 
 
 def _copy_with_noise(src: Path, dst: Path, seed: int) -> None:

@@ -3,8 +3,8 @@
 ``get_dataset(NAME, DEST, source=None)`` writes ``DEST/{train,val,test}/<class>/*.png`` (plus a
 ``dataset.json``) from:
 
-- ``cifar10``: the python-pickle batches (``data_batch_1..5``, ``test_batch``; a folder or the
-  ``cifar-10-python.tar.gz`` archive) or a class-folder copy (``train/``, ``test/``). ``split="report"``
+- ``cifar10``: the python-pickle batches (``data_batch_1..5``, ``test_batch``, as in
+  ``cifar-10-python.tar.gz``) or a class-folder copy (``train/``, ``test/``). ``split="report"``
   keeps the CIFAR-10 report's split (batch 1 train, batch 2 validation, test batch test); ``"full"``
   uses batches 1-4 for train and 5 for validation.
 - ``fashion-mnist``: the four IDX ``.gz`` files (train/t10k images and labels); validation is the last
@@ -12,6 +12,11 @@
 - ``dogs-vs-cats``: Kaggle's flat folder of ``cat.N.jpg``/``dog.N.jpg`` (label from the file name) or
   class folders; then a duplicate-aware seeded 70/15/15 split.
 - ``digits``: scikit-learn's bundled handwritten digits (the offline demo's).
+
+``source`` is a folder or an archive of one (``.tar``, ``.tar.gz``/``.tgz``, ``.tar.bz2``, ``.tar.xz``,
+``.zip``): an archive is unpacked into a temporary folder beside ``DEST`` (members that would land outside
+it are refused) and removed afterwards; a single top folder inside it (``dogs-vs-cats/``, ``cifar10/``) is
+stepped into, so the archive reads like the folder it holds.
 
 Without ``source``, CIFAR-10 and Fashion-MNIST are downloaded from their canonical URLs and checked
 against their MD5 sums. CIFAR batches are pickles: they are read with a restricted unpickler that only
@@ -23,11 +28,14 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import pickle
 import shutil
 import tarfile
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import write_json_atomic
+from .._io import with_default_mode, write_json_atomic
 from ..errors import BirdclsError
 
 __all__ = ["DATASETS", "get_dataset", "read_cifar_batch", "read_idx", "download"]
@@ -102,6 +110,66 @@ def download(remote: Remote, folder: Path, timeout: float = 30.0) -> Path:
     return dest
 
 
+# -- archives ------------------------------------------------------------------------------------
+_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+_FORMATS = ".tar, .tar.gz/.tgz, .tar.bz2, .tar.xz or .zip"
+
+
+def _safe_member(archive: Path, name: str) -> None:
+    """Refuse a member named to land outside the extraction folder (absolute, or climbing with ``..``)."""
+    parts = Path(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or ".." in parts:
+        raise BirdclsError(f"{archive} has a member named {name!r}, which would be written outside the folder it "
+                           "is unpacked into: refusing it; get the dataset from a source you trust")
+
+
+def _dataset_root(folder: Path) -> Path:
+    """Step into single top folders (``dogs-vs-cats/``), ignoring hidden entries and macOS's ``__MACOSX``."""
+    while True:
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]
+        if len(entries) != 1 or not entries[0].is_dir():
+            return folder
+        folder = entries[0]
+
+
+def _unpack(archive: Path, into: Path) -> Path:
+    """Extract ``archive`` (tar, compressed or not, or zip) into the empty folder ``into``; the dataset's root.
+
+    Raises BirdclsError, in one line, for a format it does not know, a damaged archive, or a member that
+    would be written outside ``into``; the caller removes ``into``.
+    """
+    name = archive.name.lower()
+    is_zip = name.endswith(".zip") or (not name.endswith(_TAR_SUFFIXES) and zipfile.is_zipfile(archive))
+    if not is_zip and not name.endswith(_TAR_SUFFIXES) and not tarfile.is_tarfile(archive):
+        raise BirdclsError(f"--from {archive} is neither a folder nor an archive birdcls can unpack ({_FORMATS}): "
+                           "extract it yourself and pass the folder")
+    try:
+        if is_zip:
+            with zipfile.ZipFile(archive) as zf:
+                for member in zf.namelist():
+                    _safe_member(archive, member)
+                zf.extractall(into)
+        else:
+            with tarfile.open(archive) as tar:
+                members = tar.getmembers()
+                for member in members:
+                    _safe_member(archive, member.name)
+                # a dataset needs only files and folders; "data" (Python >= 3.10.12/3.11.4) also vets the rest
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                tar.extractall(into, members=[m for m in members if m.isfile() or m.isdir()], **safe)
+    except (tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the disk (space, permissions), not the archive
+            raise BirdclsError(f"cannot unpack {archive} into {into.parent} ({exc.strerror}): check the space and "
+                               "permissions there, or choose another DEST") from None
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:100]
+        raise BirdclsError(f"{archive} is damaged or not a {_FORMATS} archive ({reason}): download it again, "
+                           "or extract it yourself and pass the folder with --from") from None
+    if not any(p.is_file() for p in into.rglob("*")):  # tar reads a zeroed header as a clean end
+        raise BirdclsError(f"{archive} holds no files (empty or damaged): download it again, or extract it "
+                           "yourself and pass the folder with --from")
+    return _dataset_root(into)
+
+
 # -- CIFAR-10 pickles, read safely ----------------------------------------------------------------
 class _CifarUnpickler(pickle.Unpickler):
     """Only the globals a CIFAR batch needs (numpy array reconstruction); anything else is refused."""
@@ -137,22 +205,11 @@ def read_cifar_batch(data: bytes, name: str = "batch") -> tuple[np.ndarray, np.n
 
 
 def _cifar_batches(source: Path) -> dict[str, bytes]:
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     found: dict[str, bytes] = {}
-    if source.is_file():
-        try:
-            with tarfile.open(source) as tar:
-                for member in tar.getmembers():
-                    base = Path(member.name).name
-                    if base in names and member.isfile():
-                        found[base] = tar.extractfile(member).read()
-        except tarfile.TarError:
-            raise BirdclsError(f"{source} is not a tar archive: pass cifar-10-python.tar.gz or its folder") from None
-    else:
-        for name in names:
-            hits = list(source.rglob(name))
-            if hits:
-                found[name] = hits[0].read_bytes()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        hits = list(source.rglob(name))
+        if hits:
+            found[name] = hits[0].read_bytes()
     return found
 
 
@@ -212,9 +269,10 @@ def _write_arrays(dest: Path, split: str, images: np.ndarray, labels: np.ndarray
         list(pool.map(save, range(len(images))))
 
 
-def _cifar10(source: Path | None, stage: Path, split: str = "full", work: Path | None = None) -> dict[str, Any]:
+def _cifar10(source: Path | None, stage: Path, split: str = "full", work: Path | None = None,
+             scratch: Path | None = None) -> dict[str, Any]:
     if source is None:
-        source = download(REMOTES["cifar10"][0], work)
+        source = _unpack(download(REMOTES["cifar10"][0], work), scratch)
     if source.is_dir() and (source / "train").is_dir() and (source / "test").is_dir() and not _cifar_batches(source):
         return _from_class_folders(source, stage)
     batches = _cifar_batches(source)
@@ -272,7 +330,7 @@ def _carve_val(stage: Path, fraction: float = 0.1, seed: int = 1337) -> None:
 def _dogs_vs_cats(source: Path | None, stage: Path, **_: Any) -> dict[str, Any]:
     if source is None:
         raise BirdclsError("dogs-vs-cats comes from Kaggle, which needs a login: download it there and pass "
-                           "the folder (flat cat.N.jpg/dog.N.jpg, or class folders) with --from")
+                           "the archive or folder (flat cat.N.jpg/dog.N.jpg, or class folders) with --from")
     from ..split import split_dataset
 
     raw = stage.parent / (stage.name + "-raw")
@@ -286,7 +344,8 @@ def _dogs_vs_cats(source: Path | None, stage: Path, **_: Any) -> dict[str, Any]:
     elif source.is_dir() and any(p.is_dir() for p in source.iterdir()):
         shutil.copytree(source, raw, dirs_exist_ok=True)
     else:
-        raise BirdclsError(f"{source} holds neither cat.N.jpg/dog.N.jpg files nor class folders")
+        raise BirdclsError(f"{source} holds neither cat.N.jpg/dog.N.jpg files nor class folders: pass Kaggle's "
+                           "train.zip (or its folder) or one holding cats/ and dogs/")
     try:
         split_dataset(raw, stage, overwrite=True)
     finally:
@@ -313,7 +372,14 @@ DATASETS: dict[str, Callable[..., dict[str, Any]]] = {
 
 def get_dataset(name: str, dest: str | os.PathLike, source: str | os.PathLike | None = None, split: str = "full",
                 overwrite: bool = False) -> Path:
-    """Import (``source``) or download a dataset into ``dest/{train,val,test}/<class>/``; atomic."""
+    """Import (``source``: a folder or an archive of one) or download a dataset into ``dest/{train,val,test}/<class>/``.
+
+    Atomic: the dataset is built in a temporary folder beside ``dest`` and renamed onto it, and an archive is
+    unpacked into another one, removed afterwards; on any error neither is left behind and ``dest`` is untouched.
+
+    Example:
+        >>> get_dataset("dogs-vs-cats", "data/dvc", "dogs-vs-cats.tar")  # doctest: +SKIP
+    """
     if name not in DATASETS:
         raise BirdclsError(f"unknown dataset '{name}': use one of {', '.join(DATASETS)}")
     if split not in ("full", "report"):
@@ -326,22 +392,35 @@ def get_dataset(name: str, dest: str | os.PathLike, source: str | os.PathLike | 
         raise BirdclsError(f"--from {src} does not exist: pass the archive or folder you downloaded")
     dest.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".unpack", dir=dest.parent))
     from .._trust import birdcls_home
 
     work = birdcls_home() / "downloads" / name  # kept: a second `get` reuses verified downloads
     work.mkdir(parents=True, exist_ok=True)
+    folder = src
     try:
         shutil.rmtree(stage)
         stage.mkdir()
-        info = DATASETS[name](src, stage, split=split, work=work)
+        if src is not None and src.is_file():
+            folder = _unpack(src, scratch)
+        info = DATASETS[name](folder, stage, split=split, work=work, scratch=scratch)
         counts = {s: sum(1 for _ in (stage / s).rglob("*") if _.is_file()) for s in ("train", "val", "test")
                   if (stage / s).is_dir()}
         write_json_atomic(stage / "dataset.json", {"name": name, "source": str(src or "download"), "counts": counts,
                                                    **info})
         if dest.exists():
             shutil.rmtree(dest)
+        with_default_mode(stage, directory=True)  # mkdtemp's folders are private
         os.replace(stage, dest)
+    except BirdclsError as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        if folder == src:
+            raise
+        # the message names the archive the user passed, not the temporary folder it was unpacked into
+        raise BirdclsError(str(exc).replace(str(folder), str(src))) from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return dest
