@@ -59,7 +59,7 @@ def scrape(
         report = scrape_classes(classes, out, search, per_class=per_class, limits=DownloadLimits(min_size=min_size),
                                 workers=workers, delay=delay, progress=True)
     typer.echo(report.table())
-    typer.echo(f"wrote {report.out} (manifest.jsonl records every URL tried)")
+    typer.echo(f"wrote {report.out}" + (f" ({report.manifest.name} records every URL tried)" if report.manifest else ""))
 
 
 @app.command(epilog="Example: birdcls clean data/raw --auto --report   |   birdcls clean data/raw --undo")
@@ -81,9 +81,15 @@ def clean(
 
     with _user_errors():
         if undo:
+            clash = [name for name, on in (("--auto", auto), ("--dry-run", dry_run), ("--report", report)) if on]
+            if clash:
+                raise BirdclsError(f"--undo cannot be combined with {' or '.join(clash)}: run the checks "
+                                   "(--auto) and the undo (--undo) as two commands")
             n = undo_clean(data, "all" if undo_all else "run")
             typer.echo(f"undid {n} decisions; the files are back in place")
             return
+        if undo_all:
+            raise BirdclsError("--all only goes with --undo: birdcls clean DATA --undo --all")
         if not auto:
             raise BirdclsError("say what to do: --auto to run the checks, or --undo (in a notebook, use Cleaner)")
         config = CleanConfig(min_size=min_size, max_aspect=max_aspect, near_distance=max_distance, dark=dark,

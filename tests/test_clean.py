@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,8 @@ def test_cli_clean(tmp_path):
     data = _dirty(tmp_path)
     result = runner.invoke(app, ["clean", str(data), "--auto", "--dry-run"])
     assert result.exit_code == 0 and "exact duplicate" in result.output
+    assert "would move 5 files" in result.output and "moved 0" not in result.output, result.output
+    assert "broken.jpg: unreadable (UnidentifiedImageError)" in result.output  # the reason said once
     assert not (data / ".quarantine").exists()
     result = runner.invoke(app, ["clean", str(data), "--auto"])
     assert result.exit_code == 0 and "moved 5 files" in result.output  # no --dark here
@@ -93,6 +96,111 @@ def test_cli_clean(tmp_path):
     (tmp_path / "empty" / "a").mkdir(parents=True)
     result = runner.invoke(app, ["clean", str(tmp_path / "empty"), "--auto"])
     assert result.exit_code == 2 and "holds no images" in result.output
+
+
+def _noise(path: Path, height: int, width: int, seed: int = 0, offset: int = 0) -> Path:
+    arr = np.random.default_rng(seed).integers(0, 200, (height, width, 3)) + offset
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _flat(path: Path, height: int, width: int, grey: int) -> Path:
+    Image.fromarray(np.full((height, width), grey, np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("near_distance", [4, -1])
+def test_per_image_checks_win_over_duplicates(tmp_path, near_distance):
+    cats = tmp_path / "raw" / "cats"
+    cats.mkdir(parents=True)
+    for i in range(3):
+        _noise(cats / f"cat.{i}.png", 96, 96, seed=i)
+    _flat(cats / "one.png", 1, 1, 200)
+    _flat(cats / "one-b.png", 1, 1, 10)
+    _flat(cats / "strip.png", 3, 5000, 100)
+    _flat(cats / "gray16.png", 80, 80, 16)
+    _flat(cats / "white.png", 96, 120, 255)
+    shutil.copyfile(cats / "gray16.png", cats / "gray16 copy.png")
+    # Two blank pages, one vignette at two brightnesses: the same hash, decided by rounding alone.
+    yy, xx = np.mgrid[0:200, 0:200] / 200
+    for name, level in (("page-a.png", 240), ("page-b.png", 200)):
+        Image.fromarray(np.round(level - 6 * ((xx - .5) ** 2 + (yy - .5) ** 2)).astype(np.uint8)).save(cats / name)
+    _noise(cats / "small.png", 40, 40, seed=7)
+    shutil.copyfile(cats / "small.png", cats / "small(1).png")
+    flags = {f.path.name: f for f in find_issues(tmp_path / "raw", CleanConfig(near_distance=near_distance)).flags}
+    assert (flags["one.png"].reason, flags["one.png"].detail) == ("too small", "1x1 < 64 px")
+    assert (flags["one-b.png"].reason, flags["strip.png"].detail) == ("too small", "5000x3 < 64 px")
+    assert flags["small.png"].reason == flags["small(1).png"].reason == "too small"  # never matched as copies
+    assert (flags["gray16 copy.png"].reason, flags["gray16 copy.png"].detail) == ("exact duplicate", "of cats/gray16.png")
+    flagged = {"one.png", "one-b.png", "strip.png", "small.png", "small(1).png", "gray16 copy.png"}
+    assert set(flags) == flagged, flags  # flat and blank images (gray16, white, the pages) make no near pairs
+
+
+def test_duplicates_keep_the_original_name(tmp_path):
+    data = tmp_path / "raw"
+    jay, parrot = data / "jay", data / "parrot"
+    jay.mkdir(parents=True)
+    parrot.mkdir()
+    pairs = {"cat.4220(1).png": "cat.4220.png", "bird copy.png": "bird.png", "x - Copy (2).png": "x.png",
+             "b-1.png": "abc.png", "photo_2.png": "photo.png", "zz.png": "aa.png"}  # copy -> the one that stays
+    for seed, (copy, original) in enumerate(pairs.items()):
+        _noise(jay / original, 80, 80, seed=seed)
+        shutil.copyfile(jay / original, jay / copy)
+    _noise(jay / "near (1).png", 80, 80, seed=50, offset=2)
+    _noise(jay / "near.png", 80, 80, seed=50)
+    shutil.copyfile(jay / "cat.4220.png", parrot / "cat.4220(1).png")
+    flags = {f.path.relative_to(data).as_posix(): f for f in find_issues(data).flags}
+    for copy, original in pairs.items():
+        assert (flags[f"jay/{copy}"].reason, flags[f"jay/{copy}"].detail) == ("exact duplicate", f"of jay/{original}")
+    assert flags["jay/near (1).png"].reason == "near duplicate" and flags["jay/near (1).png"].detail.startswith(
+        "of jay/near.png")
+    conflict = flags["parrot/cat.4220(1).png"]
+    assert (conflict.reason, conflict.detail, conflict.move) == ("same image, other label", "of jay/cat.4220.png", False)
+    assert len(flags) == len(pairs) + 2
+    result = clean_auto(data)
+    assert result.moved == len(pairs) + 1 and (jay / "cat.4220.png").is_file() and not (jay / "cat.4220(1).png").exists()
+
+
+def test_dry_run_moves_nothing_and_says_what_it_would_move(tmp_path):
+    data = _dirty(tmp_path)
+    result = clean_auto(data, CleanConfig(dark=20), dry_run=True)
+    assert result.moved == 6 and not (data / ".quarantine").exists()
+    assert "would move 6 files" in result.table() and "(run " not in result.table()
+    clean_auto(data, CleanConfig(dark=20))
+    reasons = {json.loads(x)["file"]: json.loads(x)["reason"] for x in (data / ".quarantine" / "decisions.jsonl").open()}
+    assert reasons["jay/broken.jpg"] == "unreadable (UnidentifiedImageError)"
+
+
+def test_large_images_checked_quietly_bombs_reported(tmp_path, monkeypatch):
+    from birdcls.clean.widget import _thumbnail
+
+    data = make_class_folders(tmp_path / "raw", per_class=3, size=96)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100 * 100)  # what a 108 MP photo is to the real limit
+    big = _noise(data / "jay" / "big.png", 120, 120)  # over the limit: PIL warns
+    shutil.copyfile(big, data / "jay" / "big (1).png")  # flagged, so the contact sheet opens it too
+    bomb = _noise(data / "jay" / "bomb.png", 150, 150)  # over twice the limit: PIL raises
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        flags = {f.path.name: f for f in find_issues(data, CleanConfig(dark=20, blurry=1)).flags}
+        thumb = _thumbnail(bomb, 32)
+        report = clean_auto(data, report=True).report_png  # opens the big image and the bomb for the sheet
+    assert [str(w.message) for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
+    bomb_flag, big_flag = flags.pop("bomb.png"), flags.pop("big (1).png")
+    assert (bomb_flag.reason, bomb_flag.detail) == ("unreadable", "DecompressionBombError")
+    assert big_flag.reason == "exact duplicate" and "big.png" not in flags  # the big image passes every check
+    assert thumb.startswith(b"\x89PNG") and report.is_file()  # the Cleaner shows a grey tile instead of raising
+
+
+def test_cli_clean_refuses_contradictory_options(tmp_path):
+    runner = CliRunner()
+    data = _dirty(tmp_path)
+    clean_auto(data)
+    for args, message in ((["--auto", "--undo"], "--undo cannot be combined with --auto"),
+                          (["--undo", "--dry-run"], "--undo cannot be combined with --dry-run"),
+                          (["--auto", "--all"], "--all only goes with --undo")):
+        result = runner.invoke(app, ["clean", str(data), *args])
+        assert result.exit_code == 2 and result.output.count("\n") == 1 and message in result.output, result.output
+    assert (data / ".quarantine" / "jay" / "exact-copy.jpg").is_file()  # nothing was undone
 
 
 def test_widget_buttons_apply_and_log(tmp_path):
@@ -131,11 +239,11 @@ def test_widget_filters_and_model_sorting(tmp_path, trained_run):
     from birdcls.clean import Cleaner
 
     data = make_split_dataset(tmp_path / "d", counts=(5, 2, 2), size=64)
-    shutil.copyfile(sorted((data / "train" / "jay").iterdir())[0], data / "train" / "jay" / "copy.jpg")
+    shutil.copyfile(data / "train" / "jay" / "train_000.jpg", data / "train" / "jay" / "train_000 copy.jpg")
     cleaner = Cleaner(data, model=trained_run.run_dir, page_size=20)
     cleaner.class_box.value = "jay"
     cleaner.filter_box.value = "duplicates"
-    assert [t["path"].name for t in cleaner.tiles] in (["copy.jpg"], ["train_000.jpg"])  # the later of the pair
+    assert [t["path"].name for t in cleaner.tiles] == ["train_000 copy.jpg"]  # the original stays unflagged
     cleaner.filter_box.value = "all"
     cleaner.sort_box.value = "loss"
     losses = [cleaner._predictions[t["path"]][2] for t in cleaner.tiles]

@@ -162,12 +162,12 @@ def test_scrape_and_split_check_through_the_cli(tmp_path):
         urls.write_text("".join(f"owl {server.url}/good/{i}.jpg\n" for i in range(8)) + f"owl {server.url}/404.jpg\n"
                         + "".join(f"kite {server.url}/good/{i}.jpg\n" for i in range(50, 58)))
         result = runner.invoke(app, ["scrape", "owl", "kite=black kite bird", "--engine", "urls", "--urls-file",
-                                     str(urls), "--out", str(tmp_path / "raw"), "--per-class", "6", "--delay", "0"])
+                                     str(urls), "--out", str(tmp_path / "raw"), "--per-class", "7", "--delay", "0"])
     finally:
         server.close()
     assert result.exit_code == 0, result.output
     assert "complete" in result.output and "HTTP 404" not in result.output  # full before reaching the 404
-    assert len(list((tmp_path / "raw" / "owl").iterdir())) == 6
+    assert len(list((tmp_path / "raw" / "owl").iterdir())) == 7
     result = runner.invoke(app, ["split", str(tmp_path / "raw"), str(tmp_path / "data")])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["split", "--check", str(tmp_path / "data")])

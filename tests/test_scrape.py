@@ -2,22 +2,27 @@
 
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from birdcls.cli import app
 from birdcls.errors import BirdclsError
 from birdcls.scrape import (
     DDGSEngine,
     DownloadLimits,
+    EngineError,
     EngineRateLimited,
+    EngineUnreachable,
     GoogleSeleniumEngine,
     UrlListEngine,
     parse_class_spec,
     scrape_classes,
 )
-from birdcls.scrape.download import DownloadFailed, decode_image, fetch_bytes, make_session
+from birdcls.scrape.download import DownloadFailed, decode_image, fetch_bytes, make_session, short_error
 
 from imageserver import ImageServer
 
@@ -144,8 +149,8 @@ def test_scrape_stops_at_per_class(server, tmp_path):
 class _FakeDDGS:
     """Stands in for ddgs.DDGS at the seam: pages of results, then nothing, or a rate limit."""
 
-    def __init__(self, server, pages=2, ratelimit=False):
-        self.server, self.pages, self.ratelimit, self.calls = server, pages, ratelimit, []
+    def __init__(self, server, pages=2, ratelimit=False, error=None):
+        self.server, self.pages, self.ratelimit, self.error, self.calls = server, pages, ratelimit, error, []
 
     def __call__(self):
         return self
@@ -156,6 +161,8 @@ class _FakeDDGS:
         self.calls.append((query, page, backend))
         if self.ratelimit:
             raise RatelimitException("https://duckduckgo.com/i.js 403 Ratelimit")
+        if self.error:
+            raise DDGSException(self.error)
         if page > self.pages:
             raise DDGSException("No results found.")
         return [{"image": f"{self.server.url}/good/{300 + page * 10 + i}.jpg", "title": "x"} for i in range(3)]
@@ -173,8 +180,148 @@ def test_ddgs_rate_limit_is_a_clear_stop(server, tmp_path):
     engine = DDGSEngine("duckduckgo", client_factory=_FakeDDGS(server, ratelimit=True))
     with pytest.raises(EngineRateLimited, match="rate-limiting.*re-run"):
         engine.search("owl", 1)
-    report = scrape_classes(["owl"], tmp_path / "raw", engine, per_class=5, limits=FAST, delay=0, progress=False)
-    assert report.classes[0].outcome.startswith("rate limited")
+    with pytest.raises(BirdclsError, match="no class got a single image: ddg is rate-limiting.*re-run"):
+        scrape_classes(["owl"], tmp_path / "raw", engine, per_class=5, limits=FAST, delay=0, progress=False)
+    # Beside a class that got its images, the rate-limited one is listed, and the run succeeds.
+    working = DDGSEngine("bing", client_factory=_FakeDDGS(server, pages=1))
+    report = scrape_classes(["kite", "owl"], tmp_path / "raw", _PerQuery({"kite": working, "owl": engine}),
+                            per_class=3, limits=FAST, delay=0, progress=False)
+    assert [c.outcome for c in report.classes] == ["complete", "rate limited"]
+    assert report.table().splitlines()[-1].startswith("owl: NO IMAGES: ddg is rate-limiting this machine")
+
+
+# --- No network: the engine or the image hosts cannot be reached -------------------------------------------
+
+runner = CliRunner()
+NETWORK_FIX = "check the network connection, or use --engine urls --urls-file FILE"
+
+
+@pytest.fixture
+def dead_port():
+    """A port on 127.0.0.1 that refuses connections: bound (so nothing else takes it) but never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def _assert_one_complete_line(message, *fragments):
+    assert "\n" not in message and "\r" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert "rate" not in message.lower(), message
+    # Not the raw library text (cut off inside a URL in the bug report), nor a half sentence.
+    assert "error sending request" not in message and "(url" not in message, message
+    assert message.count("(") == message.count(")"), message
+
+
+@pytest.mark.parametrize("proxy, problem", [
+    (None, "connection refused"),
+    ("http://nonexistent.invalid:3128", "DNS lookup of nonexistent.invalid failed"),
+])
+def test_unreachable_engine_is_a_network_error_and_scrapes_nothing(tmp_path, monkeypatch, dead_port, proxy, problem):
+    # The real ddgs client, its traffic sent to a proxy that cannot be reached: the internet is never touched.
+    monkeypatch.setenv("DDGS_PROXY", proxy or f"http://127.0.0.1:{dead_port}")
+    engine = DDGSEngine("duckduckgo")
+    with pytest.raises(EngineUnreachable) as info:
+        engine.search("cockatoo", 1)
+    _assert_one_complete_line(str(info.value), f"ddg could not be reached ({problem})", NETWORK_FIX, "resumes")
+    out = tmp_path / "scr1"
+    with pytest.raises(BirdclsError) as info:
+        scrape_classes(["cockatoo", "kite"], out, engine, per_class=3, limits=FAST, delay=0, progress=False)
+    _assert_one_complete_line(str(info.value), "no class got a single image", f"ddg could not be reached ({problem})",
+                              NETWORK_FIX)
+    assert not out.exists()  # nothing was tried: no empty folder, no manifest
+
+
+def test_cli_without_network_says_so_on_one_line_with_exit_2(tmp_path, monkeypatch, dead_port):
+    """The bug report's command: exit 2, one complete error line, no table, no claim of a manifest."""
+    monkeypatch.setenv("DDGS_PROXY", f"http://127.0.0.1:{dead_port}")
+    out = tmp_path / "scr1"
+    result = runner.invoke(app, ["scrape", "cockatoo", "--per-class", "3", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and "Traceback" not in result.output
+    errors = [ln for ln in result.stderr.splitlines() if "error" in ln]
+    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
+    _assert_one_complete_line(errors[0], "ddg could not be reached (connection refused)", NETWORK_FIX)
+    assert not out.exists()
+
+
+def test_cli_urls_engine_with_every_download_failing_is_exit_2(tmp_path, dead_port):
+    urls = tmp_path / "urls.txt"
+    urls.write_text(f"owl http://127.0.0.1:{dead_port}/a.jpg\nowl http://127.0.0.1:{dead_port}/b.jpg\n")
+    out = tmp_path / "raw"
+    result = runner.invoke(app, ["scrape", "owl", "--engine", "urls", "--urls-file", str(urls), "--out", str(out),
+                                 "--delay", "0"])
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and "Traceback" not in result.output
+    errors = [ln for ln in result.stderr.splitlines() if "error" in ln]
+    assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
+    _assert_one_complete_line(errors[0], "no class got a single image", "none of the 2 image URLs tried",
+                              "(network error: 2)", "check the network connection",
+                              f"{out / 'manifest.jsonl'} has each URL's reason")
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in rows] == ["network error (connection refused)"] * 2  # kept for the re-run
+
+
+def test_urls_engine_with_only_bad_images_is_an_error(server, tmp_path):
+    engine = UrlListEngine(_url_file(tmp_path, server, [("owl", p) for p in ALL_BAD[:3]]))
+    with pytest.raises(BirdclsError, match=r"none of the 3 image URLs tried gave a new image \(HTTP 404: 1; .*"
+                                           r"check the URLs in --urls-file"):
+        scrape_classes(["owl"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress=False)
+    assert len((tmp_path / "raw" / "manifest.jsonl").read_text().splitlines()) == 3
+
+
+def test_cli_partial_success_exits_0_and_lists_the_class_that_failed(server, tmp_path, dead_port):
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(f"owl {server.url}/good/{i}.jpg\n" for i in range(60, 63))
+                    + f"kite http://127.0.0.1:{dead_port}/k.jpg\n")
+    out = tmp_path / "raw"
+    result = runner.invoke(app, ["scrape", "owl", "kite", "--engine", "urls", "--urls-file", str(urls), "--out",
+                                 str(out), "--per-class", "3", "--delay", "0"])
+    assert result.exit_code == 0, result.output
+    assert "kite: NO IMAGES: none of the 1 URLs tried gave a new image (network error: 1)" in result.stdout
+    assert "owl: " not in result.stdout  # the class that filled up is not listed as a failure
+    assert "manifest.jsonl" in result.stdout and (out / "manifest.jsonl").is_file()
+    assert len(list((out / "owl").iterdir())) == 3 and not (out / "kite").exists()
+
+
+class _PerQuery:
+    """One engine per query (the same run meeting a working and an unreachable search)."""
+
+    name = "mixed"
+
+    def __init__(self, engines):
+        self.engines = engines
+
+    def search(self, query, page):
+        return self.engines[query].search(query, page)
+
+
+def test_partial_success_when_the_engine_fails_for_some_classes(server, tmp_path, monkeypatch, dead_port):
+    monkeypatch.setenv("DDGS_PROXY", f"http://127.0.0.1:{dead_port}")
+    working = DDGSEngine("bing", client_factory=_FakeDDGS(server, pages=1))
+    engine = _PerQuery({"owl": working, "heron": DDGSEngine("duckduckgo")})
+    report = scrape_classes(["owl", "heron"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0,
+                            progress=False)
+    owl, heron = report.classes
+    assert (owl.kept, owl.outcome, owl.problem) == (3, "complete", "")
+    assert (heron.kept, heron.outcome) == (0, "engine unreachable")
+    assert report.manifest == tmp_path / "raw" / "manifest.jsonl"
+    last = report.table().splitlines()[-1]
+    assert last.startswith("heron: NO IMAGES: ddg could not be reached (connection refused)")
+    _assert_one_complete_line(last, NETWORK_FIX)
+
+
+def test_other_search_failures_are_short_complete_and_not_called_rate_limits(server):
+    text = ("ValueError: ValueError('error decoding response body for url (https://duckduckgo.com/i.js?l=us-en&o=json"
+            "&q=owl&vqd=4-1234567890&f=,,,,,&p=1) > expected value at line 1 column 1')")
+    engine = DDGSEngine("duckduckgo", client_factory=_FakeDDGS(server, error=text))
+    with pytest.raises(EngineError) as info:
+        engine.search("owl", 1)
+    assert type(info.value) is EngineError and info.value.kind == "search failed"
+    _assert_one_complete_line(str(info.value), "ddg search failed (expected value at line 1 column 1): re-run later")
+    long = short_error("first line " + "word " * 40 + "\nsecond line")
+    assert len(long) <= 100 and long.endswith("word ...") and "second" not in long
 
 
 needs_chromium = pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
@@ -217,3 +364,11 @@ def test_scrape_input_errors(tmp_path, server):
     Image.new("RGB", (4, 4)).save(tmp_path / "file.jpg")
     with pytest.raises(BirdclsError, match="is a file"):
         scrape_classes(["owl"], tmp_path / "file.jpg", engine, progress=False)
+
+
+@needs_chromium
+def test_google_engine_unreachable_is_a_network_error(tmp_path, dead_port):
+    engine = GoogleSeleniumEngine(search_url=f"http://127.0.0.1:{dead_port}/search?q={{query}}", scroll_pause=0.2)
+    with pytest.raises(BirdclsError) as info:
+        scrape_classes(["owl"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress=False)
+    _assert_one_complete_line(str(info.value), "google could not be reached (connection refused)", NETWORK_FIX)

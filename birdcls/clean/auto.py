@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checks import CheckReport, CleanConfig, find_issues
+from .checks import CheckReport, CleanConfig, _quiet_large_images, find_issues
 from .quarantine import Quarantine
 
 __all__ = ["clean_auto", "undo_clean", "AutoCleanResult"]
@@ -14,16 +14,22 @@ __all__ = ["clean_auto", "undo_clean", "AutoCleanResult"]
 
 @dataclass
 class AutoCleanResult:
+    """What ``clean_auto`` did: ``moved`` files quarantined (with ``dry_run``: that would have been) and
+    ``reported`` flags that move nothing (labelling questions)."""
+
     check: CheckReport
     moved: int
     reported: int
     run: str
     report_png: Path | None = None
     report_html: Path | None = None
+    dry_run: bool = False
 
     def table(self) -> str:
-        lines = [self.check.table(), f"moved {self.moved} files to {self.check.data / '.quarantine'} (run {self.run}); "
-                 f"{self.reported} reported only"]
+        qdir = self.check.data / ".quarantine"
+        done = (f"would move {self.moved} files to {qdir} (dry run: nothing moved)" if self.dry_run
+                else f"moved {self.moved} files to {qdir} (run {self.run})")
+        lines = [self.check.table(), f"{done}; {self.reported} reported only"]
         if self.report_png:
             lines.append(f"contact sheet: {self.report_png}; list: {self.report_html}")
         return "\n".join(lines)
@@ -40,10 +46,12 @@ def _write_report(result: AutoCleanResult, data: Path) -> None:
     for f in result.check.flags[:48]:
         shown = f.path if f.path.exists() else qdir / f.path.relative_to(data)
         cells.append((shown, f"{f.path.parent.name}/{f.path.name}"[-30:] + f"\n{f.reason}", f.move))
-    result.report_png = contact_sheet(cells, qdir / f"report-{result.run}.png",
-                                      f"flagged by birdcls clean ({len(result.check.flags)})", empty="nothing flagged")
+    with _quiet_large_images():
+        result.report_png = contact_sheet(cells, qdir / f"report-{result.run}.png",
+                                          f"flagged by birdcls clean ({len(result.check.flags)})", empty="nothing flagged")
+    moved = "to quarantine (dry run)" if result.dry_run else "quarantined"
     rows = "".join(f"<tr><td>{html.escape(str(f.path.relative_to(data)))}</td><td>{html.escape(f.reason)}</td>"
-                   f"<td>{html.escape(f.detail)}</td><td>{'quarantined' if f.move else 'reported'}</td></tr>"
+                   f"<td>{html.escape(f.detail)}</td><td>{moved if f.move else 'reported'}</td></tr>"
                    for f in result.check.flags)
     page = (f"<!doctype html><meta charset=utf-8><title>birdcls clean {result.run}</title>"
             f"<h1>birdcls clean: {len(result.check.flags)} of {result.check.n_images} images flagged</h1>"
@@ -54,16 +62,20 @@ def _write_report(result: AutoCleanResult, data: Path) -> None:
 
 def clean_auto(data: str | os.PathLike, config: CleanConfig = CleanConfig(), report: bool = False,
                dry_run: bool = False) -> AutoCleanResult:
-    """Quarantine every file the checks flag (never delete); log each move; optionally write a report."""
+    """Quarantine every file the checks flag (never delete); log each move; optionally write a report.
+
+    With ``dry_run`` nothing moves and ``moved`` counts what would have (the report is still written).
+    """
     data = Path(data)
     check = find_issues(data, config)
     quarantine = Quarantine(data, source="auto")
     moved = 0
     for flag in check.flags:
-        if flag.move and not dry_run and flag.path.is_file():
-            quarantine.quarantine(flag.path, f"{flag.reason} ({flag.detail})")
+        if flag.move and flag.path.is_file():
+            if not dry_run:
+                quarantine.quarantine(flag.path, f"{flag.reason} ({flag.detail})")
             moved += 1
-    result = AutoCleanResult(check, moved, sum(1 for f in check.flags if not f.move), quarantine.run)
+    result = AutoCleanResult(check, moved, sum(1 for f in check.flags if not f.move), quarantine.run, dry_run=dry_run)
     if report:
         _write_report(result, data)
     return result

@@ -12,7 +12,11 @@ Example:
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,19 +88,75 @@ def class_folders(data: str | os.PathLike) -> list[tuple[str | None, str, Path]]
     return out
 
 
-def _brightness_and_blur(path: Path) -> tuple[float, float]:
+_COPY_MARK = re.compile(r"(\s*\(\d+\)|[\s_-]+copy(\s*\(?\d+\)?)?|-\d{1,2})$", re.IGNORECASE)
+# The perceptual hash ignores contrast, so below about 2 grey levels of spread in the 32x32 greyscale it is
+# computed from, 8-bit rounding decides its bits: every flat image hashes to 0x8000000000000000.
+_MIN_HASH_SPREAD = 2.0
+
+
+@contextmanager
+def _quiet_large_images() -> Iterator[None]:
+    """Silence PIL's ``DecompressionBombWarning`` inside the block (not globally).
+
+    PIL warns about any image over ``Image.MAX_IMAGE_PIXELS`` (about 89 MP); such an image is only large and
+    the checks read it fine. One over twice the limit still raises ``DecompressionBombError`` and is
+    reported as unreadable.
+    """
     from PIL import Image
 
-    with Image.open(path) as im:
-        grey = im.convert("L")
-        grey.thumbnail((256, 256))
-        a = np.asarray(grey, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _keep_order(path: Path, data: Path) -> tuple[bool, int, str]:
+    """Sort key that puts the copy a user would call the original first (the rule is in ``find_issues``)."""
+    return bool(_COPY_MARK.search(path.stem)), len(path.name), path.relative_to(data).as_posix()
+
+
+@dataclass(frozen=True)
+class _Look:
+    brightness: float  # mean grey level, 0-255
+    sharpness: float  # variance of the Laplacian of a greyscale thumbnail (256 px at most)
+    spread: float  # standard deviation of the 32x32 greyscale that the perceptual hash is computed from
+
+
+def _look(path: Path) -> _Look:
+    from PIL import Image
+
+    from ..data.decode import open_image
+
+    with _quiet_large_images():
+        grey = open_image(path, 256, channels=1)  # a big JPEG decoded reduced
+    grey.thumbnail((256, 256))
+    a = np.asarray(grey, dtype=np.float32)
     lap = -4 * a[1:-1, 1:-1] + a[:-2, 1:-1] + a[2:, 1:-1] + a[1:-1, :-2] + a[1:-1, 2:]
-    return float(a.mean()), float(lap.var()) if lap.size else 0.0
+    spread = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float32).std()
+    return _Look(float(a.mean()), float(lap.var()) if lap.size else 0.0, float(spread))
+
+
+def _error_detail(err: str) -> str:
+    # hash_images words an error "unreadable (OSError)"; the flag's reason already says "unreadable".
+    return err[len("unreadable ("):-1] if err.startswith("unreadable (") and err.endswith(")") else err
 
 
 def find_issues(data: str | os.PathLike, config: CleanConfig = CleanConfig(), workers: int | None = None) -> CheckReport:
-    """Run every check over ``data``; nothing is moved here (see ``clean_auto``)."""
+    """Run every check over ``data``; nothing is moved here (see ``clean_auto``). Each image gets one flag at most.
+
+    The per-image checks come first, in this order: unreadable, too small, extreme aspect ratio, very dark,
+    very blurry. An image one of them flags is reported with that reason and never matched for duplicates
+    (a 1x1 image is too small, not a duplicate of every other blank image). The other images are then
+    matched: exact duplicates (same pixels), then near duplicates (perceptual hashes within
+    ``near_distance`` bits). An image with almost no contrast (its 32x32 greyscale varies by less than
+    2 grey levels: a blank or flat one) has a hash that says nothing about it, so it makes no near pair;
+    its exact copies are still exact duplicates.
+
+    Which duplicate stays: names without a copy mark (``(1)``, `` copy``, `` - Copy (2)``, ``-1``) first,
+    then the shorter file name, then the path relative to ``data`` in alphabetical order. So
+    ``cat.4220.jpg`` stays and ``cat.4220(1).jpg`` is quarantined as its exact duplicate. Images are taken
+    in that order and each duplicate is flagged against one that stays. The same image (or a near one)
+    under another label is reported on the later one in that order and moved nowhere.
+    """
     from ..hashing import hash_images, near_pairs
 
     data = Path(data)
@@ -108,54 +168,73 @@ def find_issues(data: str | os.PathLike, config: CleanConfig = CleanConfig(), wo
         labels += [label] * len(files)
     if not paths:
         raise BirdclsError(f"{data} holds no images: put them in {data}/<class>/ (or train/val/test/<class>/)")
-    hashes = hash_images(paths, workers=workers)
+    with _quiet_large_images():  # hash_images' worker processes are forked inside, with the filter
+        hashes = hash_images(paths, workers=workers)
     report = CheckReport(data, len(paths))
-    flagged: set[int] = set()
+    flagged: set[int] = set()  # has a flag: matched no further
+    gone: set[int] = set()  # flagged to be quarantined: no duplicate is flagged against it
+
+    def flag(i: int, reason: str, detail: str, move: bool = True) -> None:
+        report.flags.append(Flag(paths[i], reason, detail, move=move))
+        flagged.add(i)
+        if move:
+            gone.add(i)
 
     def rel(i: int) -> str:
         return str(paths[i].relative_to(data))
 
-    for i, err in hashes.errors.items():
-        report.flags.append(Flag(paths[i], "unreadable", err))
-        flagged.add(i)
-    by_pixel: dict[str, list[int]] = {}
-    for i, px in enumerate(hashes.pixel):
-        if px:
-            by_pixel.setdefault(px, []).append(i)
-    for members in by_pixel.values():
-        first = members[0]
-        for i in members[1:]:
-            same = labels[i] == labels[first]
-            report.flags.append(Flag(paths[i], "exact duplicate" if same else "same image, other label",
-                                     f"of {rel(first)}", move=same))
-            flagged.add(i)
-    if config.near_distance >= 0:
-        valid = hashes.ok.copy()
-        valid[list(flagged)] = False
-        for a, b, d in near_pairs(hashes.phash, config.near_distance, valid=valid):
-            if b in flagged or hashes.pixel[a] == hashes.pixel[b]:
-                continue
-            same = labels[a] == labels[b]
-            report.flags.append(Flag(paths[b], "near duplicate" if same else "near duplicate, other label",
-                                     f"of {rel(a)} ({d} bits)", move=same))
-            if same:
-                flagged.add(int(b))
+    looks: dict[int, _Look] = {}
+
+    def look(i: int) -> _Look:
+        if i not in looks:
+            looks[i] = _look(paths[i])
+        return looks[i]
+
+    for i, err in sorted(hashes.errors.items()):
+        flag(i, "unreadable", _error_detail(err))
     for i, (w, h) in enumerate(hashes.sizes):
-        if i in flagged or i in hashes.errors:
+        if i in flagged:
             continue
         if min(w, h) < config.min_size:
-            report.flags.append(Flag(paths[i], "too small", f"{w}x{h} < {config.min_size} px"))
-            flagged.add(i)
-        elif max(w, h) / max(1, min(w, h)) > config.max_aspect:
-            report.flags.append(Flag(paths[i], "extreme aspect ratio", f"{w}x{h} > {config.max_aspect:g}:1"))
-            flagged.add(i)
+            flag(i, "too small", f"{w}x{h} < {config.min_size} px")
+        elif max(w, h) / min(w, h) > config.max_aspect:
+            flag(i, "extreme aspect ratio", f"{w}x{h} > {config.max_aspect:g}:1")
     if config.dark is not None or config.blurry is not None:
-        for i, p in enumerate(paths):
+        for i in range(len(paths)):
             if i in flagged:
                 continue
-            mean, sharpness = _brightness_and_blur(p)
-            if config.dark is not None and mean < config.dark:
-                report.flags.append(Flag(p, "very dark", f"mean brightness {mean:.0f} < {config.dark:g}"))
-            elif config.blurry is not None and sharpness < config.blurry:
-                report.flags.append(Flag(p, "very blurry", f"Laplacian variance {sharpness:.0f} < {config.blurry:g}"))
+            if config.dark is not None and look(i).brightness < config.dark:
+                flag(i, "very dark", f"mean brightness {look(i).brightness:.0f} < {config.dark:g}")
+            elif config.blurry is not None and look(i).sharpness < config.blurry:
+                flag(i, "very blurry", f"Laplacian variance {look(i).sharpness:.0f} < {config.blurry:g}")
+
+    order = sorted((i for i in range(len(paths)) if i not in flagged), key=lambda i: _keep_order(paths[i], data))
+    by_pixel: dict[str, list[int]] = {}
+    for i in order:
+        by_pixel.setdefault(hashes.pixel[i], []).append(i)
+    for members in by_pixel.values():
+        stays: dict[str, int] = {}  # label -> the copy that stays, in keep order
+        for i in members:
+            original = stays.setdefault(labels[i], i)
+            if original != i:
+                flag(i, "exact duplicate", f"of {rel(original)}")
+        first, *others = stays.values()
+        for i in others:
+            flag(i, "same image, other label", f"of {rel(first)}", move=False)
+    if config.near_distance >= 0:
+        rank = {i: r for r, i in enumerate(order)}
+        valid = np.zeros(len(paths), bool)
+        valid[[i for i in order if i not in gone]] = True
+        pairs = []
+        for a, b, d in near_pairs(hashes.phash, config.near_distance, valid=valid):
+            keep, other = sorted((int(a), int(b)), key=rank.__getitem__)
+            pairs.append((rank[keep], rank[other], keep, other, int(d)))
+        for _, _, keep, other, d in sorted(pairs):
+            if keep in gone or other in flagged:
+                continue
+            if min(look(keep).spread, look(other).spread) < _MIN_HASH_SPREAD:
+                continue
+            same = labels[keep] == labels[other]
+            flag(other, "near duplicate" if same else "near duplicate, other label", f"of {rel(keep)} ({d} bits)",
+                 move=same)
     return report

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..data.folders import class_files
 from ..errors import BirdclsError
-from .checks import CleanConfig, class_folders, find_issues
+from .checks import CleanConfig, _quiet_large_images, class_folders, find_issues
 from .quarantine import Quarantine
 
 __all__ = ["Cleaner"]
@@ -37,10 +37,11 @@ def _thumbnail(path: Path, size: int) -> bytes:
 
     buf = io.BytesIO()
     try:
-        im = open_image(path, size)
+        with _quiet_large_images():
+            im = open_image(path, size)
         im.thumbnail((size, size))
         im.save(buf, format="PNG")
-    except OSError:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         Image.new("RGB", (size, size), (200, 200, 200)).save(buf, format="PNG")
     return buf.getvalue()
 

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import requests
 import urllib3
 from PIL import Image, UnidentifiedImageError
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-__all__ = ["DownloadLimits", "Downloaded", "DownloadFailed", "make_session", "fetch_bytes", "decode_image"]
+from ..data.decode import to_8bit
+
+__all__ = ["DownloadLimits", "Downloaded", "DownloadFailed", "make_session", "fetch_bytes", "decode_image",
+           "network_problem", "short_error"]
 
 _ALLOWED_FORMATS = {"JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO", "AVIF"}
 USER_AGENT = "birdcls-scraper/0.1 (+https://pypi.org/project/birdcls)"
@@ -124,12 +127,57 @@ def fetch_bytes(session: requests.Session, url: str, limits: DownloadLimits = Do
             urllib3.exceptions.ProtocolError) as exc:
         raise DownloadFailed(f"timed out ({type(exc).__name__})") from None
     except requests.RequestException as exc:
-        raise DownloadFailed(f"network error ({type(exc).__name__})") from None
+        raise DownloadFailed(f"network error ({network_problem(str(exc)) or type(exc).__name__})") from None
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc)
     return "too many 429/5xx responses" if "too many" in text.lower() else type(exc).__name__
+
+
+# How requests/urllib3, primp (under ddgs) and Chromium word a failed name lookup.
+_DNS = re.compile(r"dns error|error resolving|failed to resolve|name or service not known|name resolution|"
+                  r"nodename nor servname|getaddrinfo|no address associated|err_name_not_resolved", re.IGNORECASE)
+_DNS_HOST = re.compile(r"""Name\("([^"]+?)\.?"\)|Failed to resolve '([^']+)'""")
+# Connection-level failures after the lookup: (text fragment, lower case) -> short phrase.
+_CONNECTION = (("connection refused", "connection refused"), ("err_connection_refused", "connection refused"),
+               ("err_internet_disconnected", "no internet connection"), ("network is unreachable", "network unreachable"),
+               ("err_address_unreachable", "host unreachable"), ("no route to host", "host unreachable"),
+               ("connection reset", "connection reset"), ("err_connection_reset", "connection reset"),
+               ("proxy", "proxy error"), ("certificate", "TLS certificate error"), ("ssl", "TLS error"),
+               ("connecterror", "connection failed"), ("connect error", "connection failed"),
+               ("failed to establish a new connection", "connection failed"), ("error sending request", "connection failed"),
+               ("net::err_", "connection failed"))
+
+
+def network_problem(text: str) -> str | None:
+    """A short phrase for a connection-level failure described by an exception's ``text``, else None.
+
+    Example:
+        >>> network_problem("Failed to resolve 'example.invalid' ([Errno -2] Name or service not known)")
+        'DNS lookup of example.invalid failed'
+    """
+    if _DNS.search(text):
+        found = _DNS_HOST.search(text)
+        host = next((g for g in found.groups() if g), None) if found else None
+        return f"DNS lookup of {host} failed" if host else "DNS lookup failed"
+    low = re.sub(r"https?://\S+|url: \S+", "", text).lower()  # a host or path named "proxy" or "ssl" is no clue
+    return next((phrase for fragment, phrase in _CONNECTION if fragment in low), None)
+
+
+def short_error(text: str, limit: int = 100) -> str:
+    """An exception's text as one readable line of at most ``limit`` characters, cut between words.
+
+    A chained message (``outer > inner > root cause``, as primp writes them) keeps its root cause.
+    """
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    wrapped = re.fullmatch(r"(\w+): \1\(([\"'])(.*)\2\)", line)  # "ConnectError: ConnectError('...')"
+    if wrapped:
+        line = wrapped.group(3)
+    line = line.rsplit(" > ", 1)[-1].strip()
+    if len(line) > limit:
+        line = line[:limit - 4].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+    return line
 
 
 def _not_an_image_reason(data: bytes) -> str:
@@ -145,10 +193,8 @@ def _not_an_image_reason(data: bytes) -> str:
 
 def _to_rgb(im: Image.Image) -> Image.Image:
     """RGB for every mode a web image comes in: 16-bit grey scaled down, transparency over white."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.uint32)
-        peak = 65535 if im.mode.startswith("I;16") or arr.max() > 255 else 255
-        return Image.fromarray((arr * 255 // peak).astype(np.uint8), mode="L").convert("RGB")
+    if im.mode.startswith("I") or im.mode == "F":
+        return to_8bit(im).convert("RGB")
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA"):

@@ -5,8 +5,10 @@
   results page is parsed for the full-size image links (``imgurl=``) and plain ``<img>`` sources.
 - ``urls``: the user's own lists, a CSV (``label,url``) or text file (``label url`` or bare URLs).
 
-An engine returns ``[]`` when it has nothing more for a query ("ran dry") and raises
-:class:`EngineRateLimited` when the service refuses us, so the caller can stop politely.
+An engine returns ``[]`` when it has nothing more for a query ("ran dry") and raises an
+:class:`EngineError` when the search itself fails, so the caller can stop that class with a one-line
+reason: :class:`EngineRateLimited` when the service refuses us, :class:`EngineUnreachable` when it
+cannot be reached at all (no network, DNS, a refused connection).
 """
 
 from __future__ import annotations
@@ -21,15 +23,37 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, quote_plus, urljoin, urlparse
 
 from ..errors import BirdclsError
+from .download import network_problem, short_error
 
-__all__ = ["ImageSearchEngine", "EngineRateLimited", "DDGSEngine", "GoogleSeleniumEngine", "UrlListEngine",
-           "make_engine", "ENGINES"]
+__all__ = ["ImageSearchEngine", "EngineError", "EngineRateLimited", "EngineUnreachable", "DDGSEngine",
+           "GoogleSeleniumEngine", "UrlListEngine", "make_engine", "ENGINES"]
 
 ENGINES = ("ddg", "bing", "google", "urls")
 
 
-class EngineRateLimited(Exception):
+class EngineError(Exception):
+    """A search that failed; ``str(exc)`` is one complete line naming the problem and the fix.
+
+    ``kind`` is the short outcome the scrape report shows for the class it stopped.
+    """
+
+    kind = "search failed"
+
+
+class EngineRateLimited(EngineError):
     """The search service refused further queries for now; the message says what to do."""
+
+    kind = "rate limited"
+
+
+class EngineUnreachable(EngineError):
+    """The search service could not be reached at all: no network, a failed DNS lookup, a refused connection."""
+
+    kind = "engine unreachable"
+
+    def __init__(self, engine: str, problem: str):
+        super().__init__(f"{engine} could not be reached ({problem}): check the network connection, or use "
+                         "--engine urls --urls-file FILE with your own image URLs; re-running the same command resumes")
 
 
 class ImageSearchEngine(Protocol):
@@ -65,11 +89,19 @@ class DDGSEngine:
                 f"{self.name} is rate-limiting this machine (HTTP 403/202 'Ratelimit'): wait a few minutes and "
                 "re-run the same command (it resumes), lower --per-class, or try --engine bing") from None
         except TimeoutException:
-            raise EngineRateLimited(f"{self.name} timed out: check the network and re-run (it resumes)") from None
+            raise EngineUnreachable(self.name, "no answer in time") from None
         except DDGSException as exc:
-            if "no results" in str(exc).lower():
+            # ddgs keeps only the text of the underlying error (primp's or its own), so classify by it.
+            text = str(exc)
+            if "no results" in text.lower():
                 return []
-            raise EngineRateLimited(f"{self.name} failed ({str(exc)[:80]}): re-run later (it resumes)") from None
+            if problem := network_problem(text):
+                raise EngineUnreachable(self.name, problem) from None
+            if "ratelimit" in text.lower():
+                raise EngineRateLimited(f"{self.name} is rate-limiting this machine: wait a few minutes and re-run "
+                                        "the same command (it resumes), or try another --engine") from None
+            raise EngineError(f"{self.name} search failed ({short_error(text)}): re-run later (it resumes), "
+                              "or try another --engine") from None
         return [r["image"] for r in results if isinstance(r, dict) and r.get("image")]
 
 
@@ -126,11 +158,26 @@ class GoogleSeleniumEngine:
                 found.append(src)
         return list(dict.fromkeys(found))
 
+    def _open(self, url: str) -> None:
+        from selenium.common.exceptions import WebDriverException
+
+        try:
+            self._driver.get(url)
+        except WebDriverException as exc:  # Chromium reports a failed navigation as "net::ERR_..."
+            text = exc.msg or str(exc)
+            if "net::err_" in text.lower():
+                problem = network_problem(text) or short_error(text)
+                if problem == "DNS lookup failed":
+                    problem = f"DNS lookup of {urlparse(url).hostname} failed"
+                raise EngineUnreachable(self.name, problem) from None
+            raise EngineError(f"{self.name} search failed ({short_error(text)}): re-run later (it resumes), "
+                              "or try another --engine") from None
+
     def search(self, query: str, page: int) -> list[str]:
         if self._driver is None:
             self._driver = self._start()
         if query != self._query or page == 1:
-            self._driver.get(self.search_url.format(query=quote_plus(query)))
+            self._open(self.search_url.format(query=quote_plus(query)))
             self._query, self._seen = query, []
             time.sleep(self.scroll_pause / 4)
         else:

@@ -3,6 +3,8 @@
 For each class it keeps asking the engine for more results until the class has ``per_class`` valid,
 unique images or the engine runs dry, and says which. Downloads run in a bounded thread pool; every URL
 tried becomes a manifest row (kept, duplicate, rejected with its reason, or a network error).
+A search that fails (no network, a rate limit) stops that class with a one-line reason; a run in which
+no class got a single image raises :class:`BirdclsError` naming the problem and the fix.
 
 Example:
     >>> report = scrape_classes(["cockatoo", "black-kite=black kite bird"], "data/raw", per_class=100)
@@ -23,7 +25,7 @@ from pathlib import Path
 from .._io import atomic_path
 from ..errors import BirdclsError
 from .download import DownloadFailed, DownloadLimits, decode_image, fetch_bytes, make_session
-from .engines import EngineRateLimited, ImageSearchEngine, UrlListEngine
+from .engines import EngineError, ImageSearchEngine, UrlListEngine
 from .manifest import MANIFEST_NAME, Manifest
 
 __all__ = ["ClassSpec", "parse_class_spec", "scrape_classes", "ScrapeReport", "ClassResult"]
@@ -59,15 +61,36 @@ class ClassResult:
     kept: int = 0
     duplicates: int = 0
     rejected: Counter = field(default_factory=Counter)
-    outcome: str = ""  # "complete", "engine ran dry", "rate limited: ..."
+    outcome: str = ""  # "complete", "engine ran dry", "rate limited", "engine unreachable", "search failed" ...
+    error: str = ""  # the engine's one-line message when a failed search stopped this class
+
+    @property
+    def problem(self) -> str:
+        """Why this class has no image, or stopped early on a failed search ("" when neither)."""
+        if self.error:
+            return self.error
+        if self.kept:
+            return ""
+        if self.rejected or self.duplicates:
+            return f"none of the {sum(self.rejected.values()) + self.duplicates} URLs tried gave a new image " \
+                   f"({_reasons(self.rejected, self.duplicates)})"
+        return "the engine returned no image results"
+
+
+def _reasons(rejected: Counter, duplicates: int = 0, top: int = 3) -> str:
+    counts = rejected + Counter({"duplicate": duplicates})
+    shown = "; ".join(f"{reason}: {n}" for reason, n in counts.most_common(top))
+    return shown + ("; ..." if len(counts) > top else "")
 
 
 @dataclass
 class ScrapeReport:
     out: Path
     classes: list[ClassResult]
+    manifest: Path | None = None  # OUT/manifest.jsonl once a URL has been tried, else None
 
     def table(self) -> str:
+        """One row per class, the rejection reasons, then a line for each class that got nothing or stopped early."""
         width = max([len(c.label) for c in self.classes] + [5])
         lines = [f"{'class':<{width}}  {'kept':>5}  {'dups':>5}  {'rejected':>8}  outcome"]
         for c in self.classes:
@@ -77,6 +100,9 @@ class ScrapeReport:
             reasons.update(c.rejected)
         if reasons:
             lines.append("rejected by reason: " + "; ".join(f"{r}: {n}" for r, n in reasons.most_common()))
+        for c in self.classes:
+            if c.problem:
+                lines.append(f"{c.label}: {'NO IMAGES' if not c.kept else 'stopped early'}: {c.problem}")
         return "\n".join(lines)
 
 
@@ -130,6 +156,7 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BirdclsError(f"--out {out} is a file: choose a folder")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out / MANIFEST_NAME)
     state = _State(manifest, out)
@@ -144,11 +171,41 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
         close = getattr(engine, "close", None)
         if close:
             close()
-    report = ScrapeReport(out, results)
-    if all(r.kept == 0 and r.outcome == "engine ran dry" and not r.rejected and not r.duplicates for r in results):
-        raise BirdclsError(f"{engine.name} returned no image results for any class: check the queries and the "
-                           "network, or try another --engine")
+    report = ScrapeReport(out, results, manifest.path if manifest.path.is_file() else None)
+    if not any(r.kept for r in results):
+        if created and not any(out.iterdir()):
+            out.rmdir()  # leave no empty folder behind that looks like a result
+        raise BirdclsError(_nothing_kept(report, engine))
     return report
+
+
+def _nothing_kept(report: ScrapeReport, engine: ImageSearchEngine) -> str:
+    """The one-line error for a run in which no class got a single image: what went wrong and the fix."""
+    results = report.classes
+    errors = list(dict.fromkeys(r.error for r in results if r.error))
+    rejected = sum((r.rejected for r in results), Counter())
+    duplicates = sum(r.duplicates for r in results)
+    if not errors and not rejected and not duplicates:
+        return (f"{engine.name} returned no image results for any class: check the queries and the network, "
+                "or try another --engine")
+    parts = []
+    if errors:
+        others = f" (and {len(errors) - 1} other search error(s))" if len(errors) > 1 else ""
+        parts.append(errors[0] + others)
+    if rejected or duplicates:
+        tried = sum(rejected.values()) + duplicates
+        where = f"; {report.manifest} has each URL's reason" if report.manifest else ""
+        if rejected and all(reason.startswith(("network error", "timed out")) for reason in rejected):
+            fix = "check the network connection, then re-run the same command (it retries those URLs)"
+        elif rejected and all(reason.startswith(_TRANSIENT) for reason in rejected):
+            fix = "the servers failed or refused: re-run the same command later (it retries those URLs)"
+        elif isinstance(engine, UrlListEngine):
+            fix = "check the URLs in --urls-file"
+        else:
+            fix = "try other queries or another --engine"
+        parts.append(f"none of the {tried} image URLs tried gave a new image ({_reasons(rejected, duplicates)}): "
+                     f"{fix}{where}")
+    return "no class got a single image: " + "; ".join(parts)
 
 
 def _scrape_class(spec, out, engine, per_class, limits, pool, session, manifest, state, delay, max_pages,
@@ -168,8 +225,8 @@ def _scrape_class(spec, out, engine, per_class, limits, pool, session, manifest,
                 time.sleep(delay)  # polite between search calls
             try:
                 urls = engine.search(query, page)
-            except EngineRateLimited as exc:
-                result.outcome = f"rate limited: {exc}"
+            except EngineError as exc:
+                result.outcome, result.error = exc.kind, str(exc)
                 break
             fresh = [u for u in dict.fromkeys(urls) if u not in state.tried]
             if not fresh:
@@ -188,6 +245,7 @@ def _scrape_class(spec, out, engine, per_class, limits, pool, session, manifest,
         else:
             result.outcome = "complete"
     finally:
+        bar.leave = result.kept > 0  # an empty bar would only repeat the report's "NO IMAGES" line
         bar.close()
     return result
 
