@@ -21,7 +21,8 @@ def contact_sheet(items: list[tuple[str | os.PathLike, str, bool]], dest: str | 
     n = max(1, len(items))
     cols = min(cols, n)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False)
+    # constrained layout keeps the title clear of the first row's captions (tight_layout let them overlap)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, (path, caption, highlight) in zip(axes.flat, items):
@@ -33,7 +34,6 @@ def contact_sheet(items: list[tuple[str | os.PathLike, str, bool]], dest: str | 
     if not items:
         axes.flat[0].text(0.5, 0.5, empty, ha="center")
     fig.suptitle(title)
-    fig.tight_layout()
     save_figure_atomic(dest, fig, dpi=dpi)
     plt.close(fig)
     return Path(dest)

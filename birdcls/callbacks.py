@@ -36,11 +36,11 @@ import torch
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback, TrackerCallback
 from fastai.callback.tracker import ReduceLROnPlateau as _FastaiReduceLROnPlateau
-from fastai.callback.tracker import SaveModelCallback, TrackerCallback
-from fastai.learner import AvgSmoothLoss
+from fastai.learner import AvgSmoothLoss, CancelFitException
 
-__all__ = ["AtomicSaveModelCallback", "DeviceSmoothLoss", "EpochHistory", "FreezeWhiteningBias", "Lookahead",
+__all__ = ["AtomicSaveModelCallback", "DeviceSmoothLoss", "EarlyStopping", "EpochHistory", "FreezeWhiteningBias", "Lookahead",
            "LossOnDevice", "ReduceLROnPlateau", "ThrottledProgressCallback",
            "fast_event_dispatch", "fit_triangle", "triangle_schedule"]
 
@@ -73,7 +73,7 @@ class ReduceLROnPlateau(_FastaiReduceLROnPlateau):
             self.wait = 0
             return
         self.wait += 1
-        if self.wait < self.patience:
+        if self.wait < self.patience or self.epoch == self.n_epoch - 1:  # after the last epoch it changes nothing
             return
         self.wait = 0
         if self._scheduled():
@@ -85,6 +85,27 @@ class ReduceLROnPlateau(_FastaiReduceLROnPlateau):
         if self.verbose:
             print(f"epoch {self.epoch + 1}: {self.monitor} has not improved for {self.patience} epoch(s); "
               f"learning rate divided by {self.factor:g}", flush=True)
+
+
+class EarlyStopping(EarlyStoppingCallback):
+    """fastai's EarlyStoppingCallback, saying which epoch was best as every other birdcls line counts epochs
+    (from 1; fastai's message counts from 0) and only when ``verbose``."""
+
+    def __init__(self, *args, verbose: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.verbose = verbose
+
+    def after_epoch(self) -> None:
+        TrackerCallback.after_epoch(self)
+        if self.new_best:
+            self.wait = 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            if self.verbose:
+                print(f"{self.monitor} has not improved since epoch {self.epoch - self.wait + 1}: early stopping",
+                      flush=True)
+            raise CancelFitException()
 
 
 class Lookahead(Callback):

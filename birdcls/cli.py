@@ -129,7 +129,7 @@ def split(
     if result.duplicate_groups:
         typer.echo(f"kept {result.duplicate_groups} groups of duplicate images together (each in one split)")
     if result.skipped_non_images:
-        typer.echo(f"skipped {result.skipped_non_images} non-image files")
+        typer.echo(f"skipped {result.skipped_non_images} non-image file{'s' if result.skipped_non_images != 1 else ''}")
     if result.empty_classes:
         typer.echo(f"left out class folder(s) without images: {', '.join(result.empty_classes)}", err=True)
     typer.echo(f"wrote {result.dst} (split.json lists every file's split and hashes)")
@@ -178,8 +178,15 @@ def train(
         result = train_run(data, out, recipe, overwrite=overwrite, resume=resume, progress=progress, **overrides)
     m = result.metrics
     typer.echo(f"test accuracy {m['test_accuracy']:.4f} on {m['n_test']} images; trained in {m['train_seconds']:.1f}s")
-    typer.echo(f"run folder: {result.run_dir} (metrics.json, history.csv, curves.png, confusion_matrix.png, "
-               "top_losses.png, config.yaml, model.pkl)")
+    names = ("metrics.json", "history.csv", "curves.png", "confusion_matrix.png", "top_losses.png", "predictions.csv",
+             "config.yaml", "model.pkl", "model.onnx", "model.int8.onnx")
+    typer.echo(f"run folder: {result.run_dir} ({', '.join(n for n in names if (result.run_dir / n).is_file())})")
+    int8 = m.get("int8")
+    if isinstance(int8, dict) and not int8.get("kept", True):  # why model.int8.onnx is missing, even with no progress
+        why = (f"it lost more than {int8['max_accuracy_drop'] * 100:g} point(s) of accuracy on val/ "
+               f"({int8['int8_accuracy']:.4f} against {int8['fp32_accuracy']:.4f} for float32)" if int8.get("images")
+               else "no readable val/ images to check it against")
+        typer.echo(f"model.int8.onnx not written: {why}; predict uses model.onnx")
 
 
 @app.command(epilog="Example: birdcls evaluate models/birds data/birds/test")

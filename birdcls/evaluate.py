@@ -91,8 +91,12 @@ def plot_curves(history: list[dict[str, Any]], dest: Path) -> Path:
                 ax.axvline(i + 0.5, color="grey", linestyle="--", linewidth=0.8)
     ax_loss.set_title("loss")
     ax_acc.set_title("validation accuracy")
+    phases = list(dict.fromkeys(row["phase"] for row in history))
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_acc):
-        ax.set_xlabel("epoch (head phase, then fine_tune)")
+        ax.set_xlabel("epoch" + (f" ({', then '.join(phases)})" if len(phases) > 1 else f" ({phases[0]})"))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 1.5
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -164,7 +168,7 @@ def _write_predictions(rows: list[dict], label_of: dict[str, str], losses: np.nd
     writer = csv.writer(buf)
     writer.writerow(["path", "actual", "predicted", "prob", "loss"])
     for row, loss in zip(rows, losses):
-        writer.writerow([row["path"], label_of[row["path"]], row["label"], row["prob"], round(float(loss), 6)])
+        writer.writerow([row["path"], label_of[row["path"]], row["label"], row["prob"], round(float(loss), 6) + 0.0])
     write_text_atomic(dest, buf.getvalue())
 
 

@@ -329,11 +329,11 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
     """A function that adds the run's callbacks (history, SaveModel, EarlyStopping, ReduceLROnPlateau)
     to a Learner for one phase and returns the function that takes them off again."""
     from fastai.callback.progress import ProgressCallback
-    from fastai.callback.tracker import EarlyStoppingCallback
     from fastcore.basics import noop
 
     from .callbacks import (
         AtomicSaveModelCallback,
+        EarlyStopping,
         EpochHistory,
         FreezeWhiteningBias,
         Lookahead,
@@ -359,7 +359,7 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
                                                verbose=progress != "none", whole=whole,
                                                prior_best=prior[cfg.monitor] if prior else None))
         if cfg.early_stopping:
-            cbs.append(EarlyStoppingCallback(monitor=cfg.monitor, patience=cfg.patience))
+            cbs.append(EarlyStopping(monitor=cfg.monitor, patience=cfg.patience, verbose=progress != "none"))
         if cfg.reduce_lr:
             cbs.append(ReduceLROnPlateau(monitor=cfg.monitor, patience=cfg.lr_patience, factor=cfg.lr_factor,
                                          verbose=progress != "none"))

@@ -253,3 +253,21 @@ def test_fast_event_dispatch_skips_callbacks_without_a_handler(tmp_path, monkeyp
             plain_calls = counted
     assert counted < plain_calls / 2
     assert ("Lookahead", "after_batch") in calls and ("Lookahead", "before_batch") not in calls
+
+
+def test_plateau_after_the_last_epoch_and_early_stop_messages(tmp_path, capsys):
+    """No plateau line after the last epoch, where a smaller lr would change nothing; early stopping names the
+    best epoch counted from 1, as the epoch lines do."""
+    from birdcls.callbacks import EarlyStopping
+
+    learn = _learner(tmp_path)
+    plateau = ReduceLROnPlateau(**NEVER_IMPROVES)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(3, 1e-2, cbs=[plateau])
+    out = capsys.readouterr().out
+    assert [epoch for epoch, _ in plateau.reductions] == [1] and "epoch 2:" in out and "epoch 3:" not in out
+    learn = _learner(tmp_path)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(5, 1e-2, cbs=[EarlyStopping(min_delta=1e9, patience=2)])
+    assert "valid_loss has not improved since epoch 1: early stopping" in capsys.readouterr().out
+    assert len(learn.recorder.values) == 3  # epoch 1 best; 2 and 3 without improvement

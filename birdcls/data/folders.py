@@ -56,7 +56,7 @@ class ImageCheck:
         if self.bad:
             parts.append(f"{len(self.bad)} unreadable skipped")
         if self.not_images:
-            parts.append(f"{len(self.not_images)} non-image files skipped")
+            parts.append(f"{len(self.not_images)} non-image file{'s' if len(self.not_images) != 1 else ''} skipped")
         return ", ".join(parts)
 
 
