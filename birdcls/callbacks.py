@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
 
@@ -376,13 +375,6 @@ class AtomicSaveModelCallback(SaveModelCallback):
             raise
         self.last_saved_path = final
         self._written_at = time.monotonic()
-
-
-def output_is_interactive() -> bool:
-    """True in a terminal or a notebook: there fastprogress bars are wanted, elsewhere plain lines."""
-    from fastcore.imports import IN_NOTEBOOK
-
-    return bool(IN_NOTEBOOK) or sys.stdout.isatty()
 
 
 class EpochHistory(Callback):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import write_json_atomic, write_with_atomic
-from ._trust import register_pickle
+from ._trust import is_trusted_pickle, register_pickle
 from .data.folders import SplitLayout, find_splits, list_labelled_images
 from .errors import BirdclsError, describe
 from .predict import ModelInfo, load_model, sidecar_path, uint8_input_model
@@ -165,6 +165,20 @@ def _calibration_data(run: Path, data: str | os.PathLike | None) -> SplitLayout:
     return find_splits(data, require_test=False)
 
 
+def _run_pickle(source: Path, trust: bool) -> Path:
+    """The ``model.pkl`` of a run folder (or the ``.pkl`` given), refused unless trusted as ``load_model``
+    would refuse it."""
+    path = source / "model.pkl" if source.is_dir() else source
+    if not source.exists():
+        raise BirdclsError(f"{source} does not exist: pass a run folder from `birdcls train` or its model.pkl")
+    if path.suffix != ".pkl" or not path.is_file():
+        raise BirdclsError(f"export reads a run directory or its model.pkl, not {source}: pass the run folder")
+    if not trust and not is_trusted_pickle(path):
+        raise BirdclsError(f"{path} is a pickle this user did not create, and loading a pickle runs its code: "
+                           "pass --trust if you trust its source, or use a .safetensors export")
+    return path
+
+
 def export(run: str | os.PathLike, fmt: str, dest: str | os.PathLike, trust: bool = False,
            overwrite: bool = True, data: str | os.PathLike | None = None) -> Path:
     """Write the model of ``run`` (a run directory or a ``.pkl``) to ``dest`` in format ``fmt``.
@@ -184,15 +198,16 @@ def export(run: str | os.PathLike, fmt: str, dest: str | os.PathLike, trust: boo
     if dest.exists() and not overwrite:
         raise BirdclsError(f"{dest} already exists: pass --overwrite or choose another -o")
     source = Path(run)
+    if fmt == "pkl":  # a copy of the run's pickle: nothing to load (loading it imports fastai: seconds)
+        write_with_atomic(dest, lambda tmp: shutil.copyfile(_run_pickle(source, trust), tmp))
+        register_pickle(dest)
+        return dest
     predictor = load_model(source, trust=trust, device="cpu", backend="torch")
     if predictor.path is None or predictor.path.suffix != ".pkl":
         raise BirdclsError(f"export reads a run directory or its model.pkl, not {source}: pass the run folder")
     layout = _calibration_data(source, data) if fmt == "onnx-int8" else None
     model = predictor._backend.model
-    if fmt == "pkl":
-        write_with_atomic(dest, lambda tmp: shutil.copyfile(predictor.path, tmp))
-        register_pickle(dest)
-    elif fmt == "onnx-int8":
+    if fmt == "onnx-int8":
         check = export_int8(model, predictor.info, dest, layout)
         if not check.kept:
             why = "" if not check.images else ": int8 loses more than one point"

@@ -319,7 +319,7 @@ def _resolve_progress(progress: str) -> str:
     if progress not in _PROGRESS_MODES:
         raise BirdclsError(f"progress must be one of {', '.join(_PROGRESS_MODES)}, got {progress!r}")
     if progress == "auto":
-        from .callbacks import output_is_interactive
+        from ._terminal import output_is_interactive
 
         return "bars" if output_is_interactive() else "lines"
     return progress
@@ -507,6 +507,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
         cfg = resolve_config(recipe=out / "config.yaml", overrides=overrides)
     else:
         cfg = config or resolve_config(recipe=recipe, overrides=overrides)
+    if cfg.weights and not Path(cfg.weights).is_file():
+        raise BirdclsError(f"weights file {cfg.weights} does not exist: pass the path of a .pth or .safetensors file")
+    scan = scan_dataset(data)  # the data's problems first: before seconds of importing torch and fastai
     from .models.backbones import check_arch
     from .predict import resolve_device
 
@@ -518,9 +521,6 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     if epoch_cap is not None:
         cfg = dataclasses.replace(cfg, epochs_head=min(cfg.epochs_head, epoch_cap), epochs=min(cfg.epochs, epoch_cap),
                                   freeze_epochs=min(cfg.freeze_epochs, epoch_cap))
-    if cfg.weights and not Path(cfg.weights).is_file():
-        raise BirdclsError(f"weights file {cfg.weights} does not exist: pass the path of a .pth or .safetensors file")
-    scan = scan_dataset(data)
     _prepare_run_dir(out, scan.layout.root, overwrite, resume)
     write_text_atomic(out / "config.yaml", cfg.to_yaml())
     learn = build_learner(scan, cfg, out)

@@ -414,9 +414,9 @@ def _progress_mode(progress: str) -> str:
         raise BirdclsError(f"progress must be one of {', '.join(PROGRESS_MODES)}, got {progress!r}")
     if progress != "auto":
         return progress
-    from fastcore.imports import IN_NOTEBOOK
+    from ._terminal import output_is_interactive
 
-    return "bars" if IN_NOTEBOOK or sys.stderr.isatty() else "lines"
+    return "bars" if output_is_interactive(sys.stderr) else "lines"
 
 
 def _with_progress(batches: Iterator[tuple[list[Path], Any, dict]], n_images: int, n_batches: int,

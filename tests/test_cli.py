@@ -65,10 +65,10 @@ def test_split_then_train_then_evaluate_export_predict(tmp_path):
                                                "--decode-on-device"]), "needs a torch model")
 
 
-def test_user_errors_are_one_line(tmp_path, trained_run):
+def test_user_errors_are_one_line(tmp_path, trained_run, tiny_data):
     _assert_one_line_error(runner.invoke(app, ["train", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]),
                            "does not exist")
-    _assert_one_line_error(runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "r"),
+    _assert_one_line_error(runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "r"),
                                                "--arch", "resnet35"]), "unknown architecture")
     _assert_one_line_error(runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "r"),
                                                "--set", "epochz=3"]), "did you mean 'epochs'")
@@ -200,3 +200,22 @@ def test_cli_reference_is_generated_from_help():
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     assert (path.parent / "cli.md").read_text() == gen.render(), "run: python docs/gen_cli.py"
+
+
+def test_data_problems_are_reported_before_torch_and_fastai_are_imported(tmp_path):
+    """Importing torch and fastai takes seconds to tens of seconds on a small machine: a dataset that cannot be
+    trained on is refused before that."""
+    import subprocess
+    import sys
+
+    from fixtures import make_split_dataset
+
+    data = make_split_dataset(tmp_path / "d", counts=(3, 1, 1))
+    for image in (data / "test" / "jay").iterdir():
+        image.unlink()
+    code = ("import sys\nfrom birdcls.errors import BirdclsError\nfrom birdcls.learn import train\n"
+            f"try:\n    train({str(data)!r}, {str(tmp_path / 'run')!r}, progress='auto')\n"
+            "except BirdclsError as exc:\n    print(exc)\n"
+            "print(sorted(m for m in ('torch', 'fastai', 'timm') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    assert "class(es) jay have no images" in out and out.strip().endswith("[]"), out
