@@ -305,8 +305,22 @@ def recipes() -> None:
     from .config import list_recipes
 
     for name, path in list_recipes().items():
-        first = next((ln.lstrip("# ").strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
-        typer.echo(f"{name:<36} {first}")
+        typer.echo(f"{name:<36} {_recipe_summary(path)}")
+
+
+def _recipe_summary(path: Path) -> str:
+    """A recipe file's opening comment up to the end of its first sentence (it may run over several lines)."""
+    import re
+
+    words: list[str] = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        words += line.lstrip("# ").split()
+        end = re.search(r"\.(\s+(?=[A-Z])|$)", " ".join(words))  # "vs. cats" goes on: a sentence ends before a capital
+        if end:
+            return " ".join(words)[:end.start() + 1]
+    return " ".join(words)
 
 
 @app.command(epilog="Example: birdcls models   |   birdcls models --all --filter efficientnet")
@@ -346,7 +360,9 @@ def datasets_get(
 
     with _user_errors():
         out = get_dataset(name, dest, source, split=split, overwrite=overwrite)
-    typer.echo(f"wrote {out} ({(out / 'dataset.json').read_text().strip()})")
+    info = json.loads((out / "dataset.json").read_text())
+    counts = ", ".join(f"{split} {n}" for split, n in info.get("counts", {}).items())
+    typer.echo(f"wrote {out}: {info['name']}, {counts} images (dataset.json says where from and how it was split)")
 
 
 @datasets_app.command("list", epilog="Example: birdcls datasets list")

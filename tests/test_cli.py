@@ -104,6 +104,8 @@ def test_train_weights_unavailable_offline(tmp_path, tiny_data):
 def test_recipes_and_models_list():
     result = runner.invoke(app, ["recipes"])
     assert result.exit_code == 0 and "demo" in result.output and "default" in result.output
+    lines = {line.split()[0]: line for line in result.output.splitlines()}
+    assert lines["dogs-vs-cats-fast"].rstrip().endswith(".") and "vs. cats" in lines["dogs-vs-cats-fast"]
     result = runner.invoke(app, ["models", "--all", "--filter", "lite0"])
     assert "tf_efficientnet_lite0  (offline weights)" in result.output
 

@@ -333,5 +333,6 @@ def test_cli_datasets(tmp_path):
     result = runner.invoke(app, ["datasets", "get", "fashion-mnist", str(tmp_path / "fm"), "--from",
                                  str(_fashion_folder(tmp_path / "raw"))])
     assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"wrote {tmp_path / 'fm'}: fashion-mnist, train ") and "{" not in result.output
     result = runner.invoke(app, ["datasets", "get", "cifar10", str(tmp_path / "c"), "--from", str(tmp_path / "raw")])
     assert result.exit_code == 2 and result.output.startswith("error: ") and result.output.count("\n") == 1
