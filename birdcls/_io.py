@@ -80,10 +80,17 @@ def write_json_atomic(dest: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(dest, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def save_figure_atomic(dest: str | os.PathLike, fig: Any, **kwargs: Any) -> Path:
-    """Save a matplotlib figure atomically (the format comes from ``dest``'s suffix)."""
+def save_figure_atomic(dest: str | os.PathLike, fig: Any, tight: bool = False, **kwargs: Any) -> Path:
+    """Save a matplotlib figure atomically (the format comes from ``dest``'s suffix), after ``tight_layout``
+    with ``tight``."""
+    import warnings
+
     fmt = Path(dest).suffix.lstrip(".") or "png"
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest) as tmp, warnings.catch_warnings():
+        # a class named with an emoji draws as a box in the default font; matplotlib warns for every glyph
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+        if tight:
+            fig.tight_layout()
         fig.savefig(tmp, format=fmt, **kwargs)
     return Path(dest)
 

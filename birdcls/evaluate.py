@@ -62,8 +62,7 @@ def plot_confusion_matrix(cm: np.ndarray, classes: list[str], dest: Path) -> Pat
                 for j in range(n):
                     ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=8,
                             color="white" if mat[i, j] > 0.6 * mat.max() else "black")
-    fig.tight_layout()
-    save_figure_atomic(dest, fig, dpi=100)
+    save_figure_atomic(dest, fig, tight=True, dpi=100)
     plt.close(fig)
     return dest
 
@@ -99,8 +98,7 @@ def plot_curves(history: list[dict[str, Any]], dest: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 1.5
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure_atomic(dest, fig, dpi=100)
+    save_figure_atomic(dest, fig, tight=True, dpi=100)
     plt.close(fig)
     return dest
 

@@ -271,7 +271,13 @@ def _plot_pairs(pairs: list[dict[str, Any]], root: Path, dest: Path, per_row: in
     from ._io import save_figure_atomic
     from .data.decode import open_image
 
-    n_rows = max(1, -(-len(pairs) // per_row))
+    if not pairs:  # a small card, not a wide empty grid
+        fig = plt.figure(figsize=(5, 1.2))
+        fig.text(0.5, 0.5, "no duplicates across splits", ha="center", va="center", fontsize=12)
+        save_figure_atomic(dest, fig, dpi=100)
+        plt.close(fig)
+        return dest
+    n_rows = -(-len(pairs) // per_row)
     fig, axes = plt.subplots(n_rows, 2 * per_row, figsize=(2.0 * 2 * per_row, 2.3 * n_rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -283,10 +289,7 @@ def _plot_pairs(pairs: list[dict[str, Any]], root: Path, dest: Path, per_row: in
             ax.imshow(open_image(root / pair[key], size=200))
             name = f"{Path(pair[key]).parent.name}/{Path(pair[key]).name}"
             ax.set_title(f"{split} ({kind})\n{name[-26:]}" if offset == 0 else f"{split}\n{name[-26:]}", fontsize=7)
-    if not pairs:
-        axes[0][0].text(0.5, 0.5, "no duplicates across splits", ha="center")
-    fig.tight_layout()
-    save_figure_atomic(dest, fig, dpi=100)
+    save_figure_atomic(dest, fig, tight=True, dpi=100)
     plt.close(fig)
     return dest
 

@@ -28,3 +28,17 @@ def test_a_split_folder_is_readable_by_others(tmp_path: Path):
     direct = tmp_path / "direct.json"
     direct.write_text("{}")
     assert _mode(tmp_path / "out" / "split.json") == _mode(direct)
+
+
+def test_plots_of_classes_named_with_emoji_print_no_font_warnings(tmp_path: Path):
+    """matplotlib's default font has no emoji: it draws a box and warns once per glyph per draw, on stderr."""
+    import warnings
+
+    import numpy as np
+
+    from birdcls.evaluate import plot_confusion_matrix
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["chats", "chiens \N{DOG FACE}"], tmp_path / "cm.png")
+    assert (tmp_path / "cm.png").is_file() and [str(w.message) for w in caught] == []
