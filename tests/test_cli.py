@@ -164,12 +164,14 @@ def test_scrape_and_split_check_through_the_cli(tmp_path):
         urls.write_text("".join(f"owl {server.url}/good/{i}.jpg\n" for i in range(8)) + f"owl {server.url}/404.jpg\n"
                         + "".join(f"kite {server.url}/good/{i}.jpg\n" for i in range(50, 58)))
         result = runner.invoke(app, ["scrape", "owl", "kite=black kite bird", "--engine", "urls", "--urls-file",
-                                     str(urls), "--out", str(tmp_path / "raw"), "--per-class", "7", "--delay", "0"])
+                                     str(urls), "--out", str(tmp_path / "raw"), "--per-class", "7", "--delay", "0",
+                                     "--progress", "none"])
     finally:
         server.close()
     assert result.exit_code == 0, result.output
     assert "complete" in result.output and "HTTP 404" not in result.output  # full before reaching the 404
     assert len(list((tmp_path / "raw" / "owl").iterdir())) == 7
+    assert "img/s" not in result.output and "%|" not in result.output  # no tqdm bar with --progress none
     result = runner.invoke(app, ["split", str(tmp_path / "raw"), str(tmp_path / "data")])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["split", "--check", str(tmp_path / "data")])
@@ -179,6 +181,7 @@ def test_scrape_and_split_check_through_the_cli(tmp_path):
     _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--engine", "urls", "--out", str(tmp_path / "r2")]),
                            "--urls-file")
     _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--engine", "altavista"]), "unknown engine")
+    _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--progress", "loud"]), "--progress must be")
 
 
 def test_public_api_names_are_the_functions():
