@@ -44,6 +44,13 @@ __all__ = ["AtomicSaveModelCallback", "DeviceSmoothLoss", "EarlyStopping", "Epoc
            "fast_event_dispatch", "fit_triangle", "triangle_schedule"]
 
 
+def _epochs_without_improvement(tracker: TrackerCallback) -> int:
+    """Update ``tracker``'s best score for this epoch and count the epochs since it last improved (``wait``)."""
+    TrackerCallback.after_epoch(tracker)
+    tracker.wait = 0 if tracker.new_best else tracker.wait + 1
+    return tracker.wait
+
+
 class ReduceLROnPlateau(_FastaiReduceLROnPlateau):
     """Divide the learning rate by ``factor`` after ``patience`` epochs without improvement, on top of
     any lr schedule (one-cycle included) instead of being overwritten by it."""
@@ -67,13 +74,8 @@ class ReduceLROnPlateau(_FastaiReduceLROnPlateau):
                 h["lr"] = max(h["lr"] * self.scale, self.min_lr)
 
     def after_epoch(self) -> None:
-        TrackerCallback.after_epoch(self)
-        if self.new_best:
-            self.wait = 0
-            return
-        self.wait += 1
-        if self.wait < self.patience or self.epoch == self.n_epoch - 1:  # after the last epoch it changes nothing
-            return
+        if _epochs_without_improvement(self) < self.patience or self.epoch == self.n_epoch - 1:
+            return  # improving, or patient still, or after the last epoch, where a smaller lr changes nothing
         self.wait = 0
         if self._scheduled():
             self.scale /= self.factor
@@ -95,12 +97,7 @@ class EarlyStopping(EarlyStoppingCallback):
         self.verbose = verbose
 
     def after_epoch(self) -> None:
-        TrackerCallback.after_epoch(self)
-        if self.new_best:
-            self.wait = 0
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
+        if _epochs_without_improvement(self) >= self.patience:
             if self.verbose:
                 print(f"{self.monitor} has not improved since epoch {self.epoch - self.wait + 1}: early stopping",
                       flush=True)
