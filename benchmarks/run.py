@@ -7,7 +7,8 @@ Cases (each skips with a message when its data in ../shared/data is absent):
   scratch    CIFAR-10 JPEG: the CIFAR-10 report's recipe vs the fastest birdcls recipe (cifar10-speedrun)
   predict    JPEG files on disk: a loop of learn.predict vs birdcls batched predict (images/s; three rounds
              of the loop then each side, medians, each ratio within its round)
-  coldstart  whole processes: `birdcls --help`, and `birdcls predict` of one image from an ONNX export
+  coldstart  whole processes: `birdcls --help`, and `birdcls predict` of one image from the ONNX export
+             of the run `make demo` writes (run it first)
   overhead   host time per training step: `birdcls train` (fastai's Learner, the cifar10-speedrun recipe's
              callbacks, schedule and augmentation), as shipped and with fastai's stock per-step pieces (event
              dispatch, batch transforms, loss, zero_grad, epoch order), vs a bare PyTorch loop, on the speed-run

@@ -163,7 +163,7 @@ def train(
     size: int | None = typer.Option(None, help="input size in pixels"),
     bs: int | None = typer.Option(None, help="batch size"),
     epochs_head: int | None = typer.Option(None, help="head-only fit_one_cycle epochs"),
-    epochs: str | None = typer.Option(None, help="fine_tune epochs, or auto (10; 0 on a CPU for a pretrained body)"),
+    epochs: str | None = typer.Option(None, help="fine_tune epochs, or auto (0 for a pretrained body, 10 from scratch)"),
     lr: float | None = typer.Option(None, help="base learning rate"),
     patience: int | None = typer.Option(None, help="EarlyStopping patience"),
     seed: int | None = typer.Option(None, help="random seed"),

@@ -287,8 +287,8 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
         trust: allow unpickling a ``.pkl`` that this user did not create.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (ONNX always runs on the CPU).
         backend: for a run directory: ``auto`` runs its ``model.int8.onnx`` (else ``model.onnx``) in
-            onnxruntime when the device is the CPU (2-3x faster there than PyTorch) and its ``model.pkl`` otherwise;
-            ``torch`` always the pkl.
+            onnxruntime when the device is the CPU (about 4x faster there than PyTorch, its int8 copy about
+            8x) and its ``model.pkl`` otherwise; ``torch`` always the pkl.
         int8: for a run directory: ``False`` passes over ``model.int8.onnx`` (``evaluate`` does, so its
             figures match the float32 ones in metrics.json).
     """

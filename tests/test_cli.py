@@ -99,6 +99,7 @@ def test_train_refuses_unknown_arch_before_work(tmp_path, tiny_data):
 def test_train_weights_unavailable_offline(tmp_path, tiny_data):
     result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "r"), "--arch", "resnet34"])
     _assert_one_line_error(result, "--weights FILE")
+    assert not (tmp_path / "r").exists()  # the same command can be run again once the weights are there
 
 
 def test_recipes_and_models_list():
@@ -153,6 +154,11 @@ def test_ctrl_c_leaves_the_best_checkpoint_and_resume_finishes(tmp_path, tiny_da
                       "--progress", "none")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((run / "metrics.json").read_text())["n_test"] == 12
+    import csv
+
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert rows and {r["phase"] for r in rows} == {"head (interrupted)", "fine_tune"}  # no epoch listed twice
+    assert all(r["epoch"].isdigit() and r["n_epoch"].isdigit() for r in rows)  # 3, not 3.0, after the resume
 
 
 def test_scrape_and_split_check_through_the_cli(tmp_path):

@@ -54,6 +54,8 @@ def test_walkthrough_notebook_runs_the_whole_pipeline(tmp_path):
                                     "BIRDCLS_WALKTHROUGH_PER_CLASS": "40"})
     text = _outputs(nb)
     assert "complete" in text and "test accuracy" in text and "macro F1" in text
+    assert '"GET /' not in text  # the notebook's local image server logs no line per request
+    assert "report in" in text and "eval-data-test" in text
     assert (tmp_path / "w" / "digits.onnx").is_file() and (tmp_path / "w" / "run" / "model.pkl").is_file()
 
 
