@@ -12,7 +12,15 @@ from typing import Any
 
 
 def _current_umask() -> int:
-    mask = os.umask(0o022)  # the only way to read it is to set it: put it straight back
+    """The process's umask: read from /proc on Linux; elsewhere set and put straight back (the only way)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 

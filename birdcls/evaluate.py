@@ -182,6 +182,9 @@ def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out:
     data = Path(data)
     if not data.is_dir():
         raise BirdclsError(f"{data} is not a folder: pass a folder with one sub-folder of images per class")
+    labelled = _labelled_dir(data)
+    if not any(list_labelled_images(labelled)[0].values()):  # before loading the model (seconds for a pkl)
+        raise BirdclsError(f"{labelled} holds no images: put images in {labelled}/<class>/")
     predictor = model if isinstance(model, Predictor) else load_model(model, trust=trust, device=device, int8=False)
     if out is None:
         out = default_report_dir(model if not isinstance(model, Predictor) else predictor.path, data)
