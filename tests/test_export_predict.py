@@ -160,6 +160,9 @@ def test_evaluate_default_reports_never_overwrite_each_other(exports, tiny_data,
     (tmp_path / "run").mkdir()
     assert default_report_dir(tmp_path / "run", data / "val") == tmp_path / "run" / "eval-birds-val"
     assert default_report_dir(tmp_path / "run", tmp_path / "photos") == tmp_path / "run" / "eval-photos"
+    (tmp_path / "empty" / "jay").mkdir(parents=True)
+    with pytest.raises(BirdclsError, match="holds no images"):  # said before a model is loaded
+        evaluate(tmp_path / "no-such-model", tmp_path / "empty")
 
 
 @pytest.mark.parametrize("bs", [5, 40])
