@@ -24,21 +24,35 @@ from PIL import Image
 
 from .data.decode import to_8bit
 
-__all__ = ["ImageHashes", "hash_images", "hamming", "near_pairs", "phash_hex"]
+__all__ = ["MIN_SPREAD", "ImageHashes", "hash_images", "hamming", "near_pairs", "phash_hex"]
 
 _SIZE = 32  # imagehash.phash: hash_size 8 * highfreq_factor 4
+# The perceptual hash ignores contrast, so below about 2 grey levels of spread in the 32x32 greyscale it is
+# computed from, 8-bit rounding decides its bits: every flat or blank image hashes to 0x8000000000000000.
+MIN_SPREAD = 2.0
 
 
 @dataclass
 class ImageHashes:
     """Hashes of ``paths``: ``phash`` (uint64, 0 where unreadable), ``pixel`` (hex sha256 or ''), errors,
-    and ``sizes`` (width, height; 0 where unreadable)."""
+    ``sizes`` (width, height; 0 where unreadable) and ``spread`` (standard deviation of the 32x32 greyscale
+    the perceptual hash comes from; 0 where unreadable)."""
 
     paths: list[Path]
     phash: np.ndarray
     pixel: list[str]
     errors: dict[int, str]
     sizes: np.ndarray | None = None
+    spread: np.ndarray | None = None
+
+    @property
+    def informative(self) -> np.ndarray:
+        """Readable images whose perceptual hash says something about them: a flat or blank image's hash is
+        the same as every other's, so near-duplicate matching must leave it out (exact copies still match
+        by their pixel hash)."""
+        if self.spread is None:
+            return self.ok
+        return self.ok & (self.spread >= MIN_SPREAD)
 
     @property
     def ok(self) -> np.ndarray:
@@ -92,7 +106,7 @@ def hash_images(paths: Sequence[str | os.PathLike], workers: int | None = None, 
     """Hash every file: decoding in ``workers`` processes (default: all cores), DCTs vectorised."""
     paths = [Path(p) for p in paths]
     if not paths:
-        return ImageHashes([], np.zeros(0, np.uint64), [], {}, np.zeros((0, 2), int))
+        return ImageHashes([], np.zeros(0, np.uint64), [], {}, np.zeros((0, 2), int), np.zeros(0))
     workers = workers or os.cpu_count() or 1
     chunks = [[str(p) for p in paths[i:i + chunk]] for i in range(0, len(paths), chunk)]
     if workers > 1 and len(chunks) > 1:
@@ -106,7 +120,9 @@ def hash_images(paths: Sequence[str | os.PathLike], workers: int | None = None, 
     sizes = np.array([x for p in parts for x in p[3]], dtype=int).reshape(-1, 2)
     hashes = _phash_batch(grey)
     hashes[list(errors)] = 0
-    return ImageHashes(paths, hashes, pixel, errors, sizes)
+    spread = grey.reshape(len(grey), -1).astype(np.float32).std(axis=1)
+    spread[list(errors)] = 0.0
+    return ImageHashes(paths, hashes, pixel, errors, sizes, spread)
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -127,9 +127,8 @@ def _duplicate_groups(paths: list[Path], hashes, max_distance: int) -> dict[Path
         px = hashes.pixel[i]
         if px:
             union(k, by_pixel.setdefault(px, k))
-    valid = np.array([i not in hashes.errors for i in local], bool)
     if max_distance >= 0 and len(local) > 1:
-        for a, b, _ in near_pairs(hashes.phash[local], max_distance, valid=valid):
+        for a, b, _ in near_pairs(hashes.phash[local], max_distance, valid=hashes.informative[local]):
             union(int(a), int(b))
     members: dict[int, list[Path]] = {}
     for k, p in enumerate(paths):
@@ -323,7 +322,7 @@ def check_leakage(data: str | os.PathLike, max_distance: int = 4, report_png: st
         raise BirdclsError(f"{root} holds no images in its splits: nothing to check")
     hashes = hash_images(paths, workers=workers)
     groups = np.asarray(split_ids)
-    found = near_pairs(hashes.phash, max_distance, groups=groups, valid=hashes.ok)
+    found = near_pairs(hashes.phash, max_distance, groups=groups, valid=hashes.informative)
     # Exact copies can hash far apart only if decoding failed; the pixel hash catches them regardless.
     by_pixel: dict[str, list[int]] = {}
     for i, px in enumerate(hashes.pixel):

@@ -175,3 +175,21 @@ def test_leakage_check_finds_planted_copies(tmp_path: Path):
     assert any(not p["same_label"] for p in report.pairs)
     assert (tmp_path / "pairs.png").stat().st_size > 1000
     assert "test images with a duplicate in train: 2" in report.summary()
+
+
+def test_flat_images_are_not_near_duplicates_of_each_other(tmp_path: Path):
+    """Every flat or blank image has the same perceptual hash: it says nothing about the picture, so such
+    images are neither grouped by split nor reported as leakage (identical copies still are)."""
+    from PIL import Image
+
+    from birdcls.hashing import hash_images
+
+    src = make_class_folders(tmp_path / "raw", per_class=10)
+    for i, grey in enumerate((10, 60, 120, 200)):
+        Image.new("RGB", (48, 48), (grey, grey, grey)).save(src / "jay" / f"flat{i}.png")
+    hashes = hash_images(sorted((src / "jay").glob("flat*.png")), workers=1)
+    assert len(set(hashes.phash.tolist())) == 1 and not hashes.informative.any()
+    report = split_dataset(src, tmp_path / "out", seed=1)
+    assert report.duplicate_groups == 0
+    leakage = check_leakage(tmp_path / "out")
+    assert not [p for p in leakage.pairs if "flat" in p["a"] or "flat" in p["b"]]

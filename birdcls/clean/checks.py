@@ -89,9 +89,6 @@ def class_folders(data: str | os.PathLike) -> list[tuple[str | None, str, Path]]
 
 
 _COPY_MARK = re.compile(r"(\s*\(\d+\)|[\s_-]+copy(\s*\(?\d+\)?)?|-\d{1,2})$", re.IGNORECASE)
-# The perceptual hash ignores contrast, so below about 2 grey levels of spread in the 32x32 greyscale it is
-# computed from, 8-bit rounding decides its bits: every flat image hashes to 0x8000000000000000.
-_MIN_HASH_SPREAD = 2.0
 
 
 @contextmanager
@@ -118,12 +115,9 @@ def _keep_order(path: Path, data: Path) -> tuple[bool, int, str]:
 class _Look:
     brightness: float  # mean grey level, 0-255
     sharpness: float  # variance of the Laplacian of a greyscale thumbnail (256 px at most)
-    spread: float  # standard deviation of the 32x32 greyscale that the perceptual hash is computed from
 
 
 def _look(path: Path) -> _Look:
-    from PIL import Image
-
     from ..data.decode import open_image
 
     with _quiet_large_images():
@@ -131,8 +125,7 @@ def _look(path: Path) -> _Look:
     grey.thumbnail((256, 256))
     a = np.asarray(grey, dtype=np.float32)
     lap = -4 * a[1:-1, 1:-1] + a[:-2, 1:-1] + a[2:, 1:-1] + a[1:-1, :-2] + a[1:-1, 2:]
-    spread = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float32).std()
-    return _Look(float(a.mean()), float(lap.var()) if lap.size else 0.0, float(spread))
+    return _Look(float(a.mean()), float(lap.var()) if lap.size else 0.0)
 
 
 def _error_detail(err: str) -> str:
@@ -223,16 +216,14 @@ def find_issues(data: str | os.PathLike, config: CleanConfig = CleanConfig(), wo
             flag(i, "same image, other label", f"of {rel(first)}", move=False)
     if config.near_distance >= 0:
         rank = {i: r for r, i in enumerate(order)}
-        valid = np.zeros(len(paths), bool)
-        valid[[i for i in order if i not in gone]] = True
+        valid = hashes.informative.copy()  # a flat image's hash says nothing: it makes no near pair
+        valid[list(gone)] = False
         pairs = []
         for a, b, d in near_pairs(hashes.phash, config.near_distance, valid=valid):
             keep, other = sorted((int(a), int(b)), key=rank.__getitem__)
             pairs.append((rank[keep], rank[other], keep, other, int(d)))
         for _, _, keep, other, d in sorted(pairs):
             if keep in gone or other in flagged:
-                continue
-            if min(look(keep).spread, look(other).spread) < _MIN_HASH_SPREAD:
                 continue
             same = labels[keep] == labels[other]
             flag(other, "near duplicate" if same else "near duplicate, other label", f"of {rel(keep)} ({d} bits)",
