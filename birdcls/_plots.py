@@ -13,10 +13,9 @@ def contact_sheet(items: list[tuple[str | os.PathLike, str, bool]], dest: str | 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     from ._io import save_figure_atomic
-    from .data.decode import open_image
+    from .data.decode import UNREADABLE, open_image
 
     n = max(1, len(items))
     cols = min(cols, n)
@@ -28,7 +27,7 @@ def contact_sheet(items: list[tuple[str | os.PathLike, str, bool]], dest: str | 
     for ax, (path, caption, highlight) in zip(axes.flat, items):
         try:
             ax.imshow(open_image(path, size=3 * dpi))  # upright; a big JPEG decoded near the cell's size
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        except UNREADABLE:
             ax.text(0.5, 0.5, "unreadable", ha="center", va="center")
         ax.set_title(caption, fontsize=8, color="red" if highlight else "black")
     if not items:

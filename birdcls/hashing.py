@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data.decode import to_8bit
+from .data.decode import UNREADABLE, to_8bit
 
 __all__ = ["MIN_SPREAD", "ImageHashes", "hash_images", "hamming", "near_pairs", "phash_hex"]
 
@@ -70,7 +70,7 @@ def _load(path: str) -> tuple[np.ndarray | None, str, str, tuple[int, int]]:
             pixel = hashlib.sha256(rgb.tobytes() + f"{rgb.width}x{rgb.height}".encode()).hexdigest()
             grey = im.convert("L").resize((_SIZE, _SIZE), Image.Resampling.LANCZOS)
             return np.asarray(grey, dtype=np.uint8), pixel, "", im.size
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except UNREADABLE as exc:
         return None, "", f"unreadable ({type(exc).__name__})", (0, 0)
 
 

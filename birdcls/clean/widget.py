@@ -33,7 +33,7 @@ _FILTERS = ("all", "flagged", "duplicates")
 def _thumbnail(path: Path, size: int) -> bytes:
     from PIL import Image
 
-    from ..data.decode import open_image
+    from ..data.decode import UNREADABLE, open_image
 
     buf = io.BytesIO()
     try:
@@ -41,7 +41,7 @@ def _thumbnail(path: Path, size: int) -> bytes:
             im = open_image(path, size)
         im.thumbnail((size, size))
         im.save(buf, format="PNG")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except UNREADABLE:
         Image.new("RGB", (size, size), (200, 200, 200)).save(buf, format="PNG")
     return buf.getvalue()
 

@@ -26,7 +26,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["exif_orientation", "load_image", "load_image_or_reason", "map_ahead", "open_image", "to_8bit"]
+__all__ = ["UNREADABLE", "exif_orientation", "load_image", "load_image_or_reason", "map_ahead", "open_image", "to_8bit"]
 
 T, R = TypeVar("T"), TypeVar("R")
 _ORIENTATION = 0x0112  # EXIF tag: 1 = stored upright; 2-8 = mirrored and/or rotated
@@ -34,6 +34,9 @@ _TURNING_TAGS = (2, 3, 4, 5, 6, 7, 8)
 # Images past PIL's pixel limit only warn (twice the limit raises, and is reported as unreadable): a large
 # photo is what draft decoding is for, so the warning would only be noise on stderr
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# What opening or decoding a file can raise when it is not a readable image (damaged, truncated, not an image,
+# or over twice PIL's pixel limit): every stage catches these and reports the file instead of stopping
+UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def exif_orientation(im: Image.Image) -> int:
@@ -87,7 +90,7 @@ def load_image_or_reason(path: str | os.PathLike, size: int, channels: int = 3) 
     """:func:`load_image`, or the reason the file cannot be read (batch work reports it per file and goes on)."""
     try:
         return load_image(path, size, channels)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except UNREADABLE as exc:
         return f"unreadable image ({type(exc).__name__})"
 
 

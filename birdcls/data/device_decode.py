@@ -27,7 +27,7 @@ from typing import Any
 
 from PIL import Image
 
-from .decode import exif_orientation, load_image_or_reason, map_ahead
+from .decode import UNREADABLE, exif_orientation, load_image_or_reason, map_ahead
 
 __all__ = ["decode_batch_on", "device_decoded_batches"]
 
@@ -51,7 +51,7 @@ def _read(path: Path) -> Read:
             return None, 1, 0
         with Image.open(io.BytesIO(data)) as im:  # the header only: nothing is decoded here
             return data, exif_orientation(im), im.width * im.height
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except UNREADABLE:
         return None, 1, 0
 
 
