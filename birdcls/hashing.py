@@ -64,8 +64,7 @@ class ImageHashes:
 def _load(path: str) -> tuple[np.ndarray | None, str, str, tuple[int, int]]:
     try:
         with Image.open(path) as im:
-            if im.mode.startswith("I") or im.mode == "F":  # 16/32-bit: scaled, not clipped to white
-                im = to_8bit(im)
+            im = to_8bit(im)  # 16/32-bit: scaled, not clipped to white
             rgb = im.convert("RGB")
             pixel = hashlib.sha256(rgb.tobytes() + f"{rgb.width}x{rgb.height}".encode()).hexdigest()
             grey = im.convert("L").resize((_SIZE, _SIZE), Image.Resampling.LANCZOS)

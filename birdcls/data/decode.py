@@ -58,15 +58,15 @@ def open_image(path: str | os.PathLike, size: int | None = None, channels: int =
             im.draft(mode, (size, size))
         if exif_orientation(im) != 1:
             im = ImageOps.exif_transpose(im)  # a turned copy; the file closes below
-        if im.mode.startswith("I") or im.mode == "F":
-            im = to_8bit(im)
-        return im.convert(mode)  # loads the pixels before the file closes
+        return to_8bit(im).convert(mode)  # loads the pixels before the file closes
 
 
 def to_8bit(im: Image.Image) -> Image.Image:
     """A 16-bit (``I;16*``), 32-bit integer (``I``) or float (``F``) greyscale image as 8-bit ``L``, scaled
     rather than clipped: 16-bit range to 0-255; ``I`` as 16-bit when any value is above 255, else as is;
-    ``F`` from 0-1 when no value is above 1, else clipped to 0-255."""
+    ``F`` from 0-1 when no value is above 1, else clipped to 0-255. Any other image comes back as it is."""
+    if not (im.mode.startswith("I") or im.mode == "F"):
+        return im
     arr = np.asarray(im)
     if im.mode == "F":
         arr = np.nan_to_num(arr.astype(np.float64))

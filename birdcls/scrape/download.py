@@ -193,8 +193,7 @@ def _not_an_image_reason(data: bytes) -> str:
 
 def _to_rgb(im: Image.Image) -> Image.Image:
     """RGB for every mode a web image comes in: 16-bit grey scaled down, transparency over white."""
-    if im.mode.startswith("I") or im.mode == "F":
-        return to_8bit(im).convert("RGB")
+    im = to_8bit(im)  # 16/32-bit grey: scaled, not clipped to white
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA"):
