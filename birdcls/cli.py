@@ -55,13 +55,13 @@ def scrape(
     """Scrape images per class from an image search engine; resumable, with a manifest."""
     import sys
 
-    from ._terminal import output_is_interactive
+    from ._terminal import progress_mode
     from .scrape import DownloadLimits, make_engine, scrape_classes
 
     with _user_errors():
         if progress not in ("auto", "bars", "none"):
             raise BirdclsError(f"--progress must be auto, bars or none, got {progress!r}")
-        bars = progress == "bars" or (progress == "auto" and output_is_interactive(sys.stderr))
+        bars = progress_mode(progress, sys.stderr) == "bars"
         search = make_engine(engine, urls_file=urls_file)
         report = scrape_classes(classes, out, search, per_class=per_class, limits=DownloadLimits(min_size=min_size),
                                 workers=workers, delay=delay, progress=bars)

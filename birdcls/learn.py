@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import write_json_atomic, write_text_atomic, write_with_atomic
+from ._terminal import progress_mode
 from ._trust import register_pickle
 from .config import TrainConfig, resolve_config
 from .data.folders import ImageCheck, SplitLayout, check_cache_for, find_splits, list_labelled_images, verify_images
@@ -44,7 +45,6 @@ from .errors import BirdclsError, TrainingInterrupted, describe
 
 __all__ = ["DatasetScan", "TrainResult", "build_learner", "scan_dataset", "train"]
 
-_PROGRESS_MODES = ("auto", "bars", "lines", "none")
 
 
 @dataclass
@@ -322,16 +322,6 @@ def _write_history(rows: list[dict[str, Any]], dest: Path) -> None:
     write_text_atomic(dest, buf.getvalue())
 
 
-def _resolve_progress(progress: str) -> str:
-    if progress not in _PROGRESS_MODES:
-        raise BirdclsError(f"progress must be one of {', '.join(_PROGRESS_MODES)}, got {progress!r}")
-    if progress == "auto":
-        from ._terminal import output_is_interactive
-
-        return "bars" if output_is_interactive() else "lines"
-    return progress
-
-
 def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out: Path):
     """A function that adds the run's callbacks (history, SaveModel, EarlyStopping, ReduceLROnPlateau)
     to a Learner for one phase and returns the function that takes them off again."""
@@ -507,7 +497,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
         **overrides: any TrainConfig field, e.g. ``epochs=3, size=160``.
     """
     data, out = Path(data), Path(out)
-    progress = _resolve_progress(progress)
+    progress = progress_mode(progress)  # epoch lines and bars go to stdout
     if config is not None and (recipe is not None or overrides):
         raise BirdclsError("pass either config= or recipe/overrides, not both")
     if resume and (out / "config.yaml").is_file() and config is None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ._terminal import progress_mode
 from ._trust import is_trusted_pickle
 from .data.decode import load_image, load_image_or_reason, map_ahead
 from .data.folders import IMAGE_EXTENSIONS
@@ -405,20 +406,6 @@ def _decoded_batches_in_processes(paths: list[Path], size: int, bs: int, workers
             yield ok, batch, bad
 
 
-PROGRESS_MODES = ("auto", "bars", "lines", "none")
-
-
-def _progress_mode(progress: str) -> str:
-    """``auto``: a bar in a notebook or when stderr is a terminal, else plain lines (logs, pipes)."""
-    if progress not in PROGRESS_MODES:
-        raise BirdclsError(f"progress must be one of {', '.join(PROGRESS_MODES)}, got {progress!r}")
-    if progress != "auto":
-        return progress
-    from ._terminal import output_is_interactive
-
-    return "bars" if output_is_interactive(sys.stderr) else "lines"
-
-
 def _with_progress(batches: Iterator[tuple[list[Path], Any, dict]], n_images: int, n_batches: int,
                    mode: str) -> Iterator[tuple[list[Path], Any, dict]]:
     """``batches`` as they are, shown as a fastprogress bar (on stderr in a terminal: stdout carries the
@@ -477,7 +464,7 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
     bs = model.default_bs if bs is None else bs
     if bs < 1:
         raise BirdclsError(f"--bs must be at least 1, got {bs}")
-    mode = _progress_mode(progress)
+    mode = progress_mode(progress, sys.stderr)  # stdout carries the answers
     paths = gather_images(inputs)
     k = min(top_k, len(model.classes))
     if processes is None:
