@@ -286,8 +286,7 @@ class AtomicSaveModelCallback(SaveModelCallback):
         super().before_fit()
         if self.prior_best is not None and self.last_saved_path is None:
             self.best = self.prior_best
-        self._kept: dict | None = None  # the best weights not yet written
-        self._written_at = time.monotonic()
+        self._kept, self._written_at = None, time.monotonic()
 
     def _module(self):
         from fastai.torch_core import get_model

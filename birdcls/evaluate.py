@@ -42,6 +42,14 @@ def _labelled_dir(path: Path) -> Path:
     return path
 
 
+def _labelled_images(labelled_dir: Path) -> tuple[dict[str, list[Path]], list[Path]]:
+    """``labelled_dir``'s images by class and its non-image files; a folder without images is an error."""
+    by_class, not_images = list_labelled_images(labelled_dir)
+    if not any(by_class.values()):
+        raise BirdclsError(f"{labelled_dir} holds no images: put images in {labelled_dir}/<class>/")
+    return by_class, not_images
+
+
 def plot_confusion_matrix(cm: np.ndarray, classes: list[str], dest: Path) -> Path:
     """Counts and row-normalised (recall) side by side."""
     plt = _plt()
@@ -118,14 +126,12 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
     from sklearn.metrics import confusion_matrix
 
     labelled_dir, out_dir = _labelled_dir(Path(labelled_dir)), Path(out_dir)
-    by_class, not_images = list_labelled_images(labelled_dir)
+    by_class, not_images = _labelled_images(labelled_dir)
     unknown = sorted(c for c, files in by_class.items() if files and c not in model.classes)  # empty ones: no matter
     if unknown:
         raise BirdclsError(f"{labelled_dir} has class folder(s) {', '.join(unknown)} that the model does not know "
                            f"(it knows {', '.join(model.classes)}): remove them or train with them")
     paths = [p for files in by_class.values() for p in files]
-    if not paths:
-        raise BirdclsError(f"{labelled_dir} holds no images: put images in {labelled_dir}/<class>/")
     label_of = {str(p): c for c, files in by_class.items() for p in files}
     result = predict(model, paths, top_k=min(3, len(model.classes)), bs=bs, progress=progress)
     index = {c: i for i, c in enumerate(model.classes)}
@@ -182,9 +188,7 @@ def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out:
     data = Path(data)
     if not data.is_dir():
         raise BirdclsError(f"{data} is not a folder: pass a folder with one sub-folder of images per class")
-    labelled = _labelled_dir(data)
-    if not any(list_labelled_images(labelled)[0].values()):  # before loading the model (seconds for a pkl)
-        raise BirdclsError(f"{labelled} holds no images: put images in {labelled}/<class>/")
+    _labelled_images(_labelled_dir(data))  # before loading the model (seconds for a pkl)
     predictor = model if isinstance(model, Predictor) else load_model(model, trust=trust, device=device, int8=False)
     if out is None:
         out = default_report_dir(model if not isinstance(model, Predictor) else predictor.path, data)

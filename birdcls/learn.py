@@ -301,7 +301,7 @@ def _history_rows(path: Path, completed: list[str] | None = None) -> list[dict[s
         return []
     rows = list(csv.DictReader(path.open()))
     for row in rows:
-        if completed is not None and row.get("phase") in ("head", "fine_tune", "scratch") and row["phase"] not in completed:
+        if completed is not None and row["phase"] not in completed and not row["phase"].endswith(" (interrupted)"):
             row["phase"] = f"{row['phase']} (interrupted)"
         for k, v in row.items():
             if k in ("epoch", "n_epoch"):

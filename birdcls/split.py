@@ -200,9 +200,6 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
                     files[f"{split}/{cls}/{name}"] = {"split": split, "class": cls, "source": f"{cls}/{name}",
                                                       "phash": phash, "pixel_sha256": pixel,
                                                       "group": members[0].name if len(members) > 1 else None}
-        for split in SPLITS:  # split-folders leaves no folder for an empty split: make every split complete
-            for cls in counts:
-                (staging / split / cls).mkdir(parents=True, exist_ok=True)
         write_json_atomic(staging / "split.json", {
             "source": str(src.resolve()), "seed": seed, "ratio": list(ratio), "move": move,
             "max_distance": max_distance, "counts": counts, "empty_classes": empty, "files": files,
