@@ -39,6 +39,11 @@ class EngineError(Exception):
 
     kind = "search failed"
 
+    @classmethod
+    def failed(cls, engine: str, text: str) -> EngineError:
+        """A failure that is neither a rate limit nor the network, from the underlying error's ``text``."""
+        return cls(f"{engine} search failed ({short_error(text)}): re-run later (it resumes), or try another --engine")
+
 
 class EngineRateLimited(EngineError):
     """The search service refused further queries for now; the message says what to do."""
@@ -100,8 +105,7 @@ class DDGSEngine:
             if "ratelimit" in text.lower():
                 raise EngineRateLimited(f"{self.name} is rate-limiting this machine: wait a few minutes and re-run "
                                         "the same command (it resumes), or try another --engine") from None
-            raise EngineError(f"{self.name} search failed ({short_error(text)}): re-run later (it resumes), "
-                              "or try another --engine") from None
+            raise EngineError.failed(self.name, text) from None
         return [r["image"] for r in results if isinstance(r, dict) and r.get("image")]
 
 
@@ -170,8 +174,7 @@ class GoogleSeleniumEngine:
                 if problem == "DNS lookup failed":
                     problem = f"DNS lookup of {urlparse(url).hostname} failed"
                 raise EngineUnreachable(self.name, problem) from None
-            raise EngineError(f"{self.name} search failed ({short_error(text)}): re-run later (it resumes), "
-                              "or try another --engine") from None
+            raise EngineError.failed(self.name, text) from None
 
     def search(self, query: str, page: int) -> list[str]:
         if self._driver is None:
