@@ -208,43 +208,55 @@ def case_predict(work: Path, quick: bool) -> list[dict] | None:
 
     onnx = export(result.run_dir, "onnx", work / "model.onnx")
     int8 = result.run_dir / "model.int8.onnx"  # what `birdcls predict RUN` runs on a CPU when it passed its check
-    sides = [("birdcls predict (pkl, torch)", result.run_dir, "torch", False),
-             ("birdcls predict (onnx)", onnx, "auto", False)]
+    sides = [("birdcls predict (pkl, torch)", result.run_dir, "torch", False, "auto"),
+             ("birdcls predict (onnx)", onnx, "auto", False, "auto")]
     if int8.is_file():
-        sides.append(("birdcls predict (int8 onnx)", int8, "auto", False))
+        sides.append(("birdcls predict (int8 onnx)", int8, "auto", False, "auto"))
     else:
         print(f"no int8 row: {result.metrics.get('int8', 'int8 export off')}", flush=True)
-    if load_model(result.run_dir, backend="torch").on_gpu:  # nvJPEG: JPEGs decoded on the GPU itself
-        sides.insert(1, ("birdcls predict (pkl, torch, decoded on the GPU)", result.run_dir, "torch", True))
+    if load_model(result.run_dir, backend="torch").on_gpu:
+        # the default there is bf16 autocast; float32 beside it, and JPEGs decoded on the GPU itself (nvJPEG)
+        sides[1:1] = [("birdcls predict (pkl, torch, float32)", result.run_dir, "torch", False, "float32"),
+                      ("birdcls predict (pkl, torch, decoded on the GPU)", result.run_dir, "torch", True, "auto")]
     models = {}
-    for side, source, backend, on_device in sides:
-        models[side] = load_model(source, backend=backend)
-        predict(models[side], images[:64], decode_on_device=on_device)  # warm-up
+    for side, source, backend, on_device, precision in sides:
+        models[side] = load_model(source, backend=backend, precision=precision)
+        # warm-up: cuDNN's set-up for the batch shape, and the decoding workers a model keeps across calls
+        predict(models[side], images[:64], decode_on_device=on_device)
     # rounds of the loop then every side, so that each ratio compares runs minutes apart at most: this
     # machine's speed moves 10-25% over a longer span
     loop_rates: list[float] = []
     rates: dict[str, list[float]] = {side: [] for side, *_ in sides}
     answered: dict[str, int] = {}
+    test_acc: dict[str, float] = {}  # on the test split's images (repeated), so that no side loses accuracy
     for _ in range(1 if quick else 3):
         start = time.perf_counter()
         with learn.no_bar():
             for p in images[:loop_n]:
                 learn.predict(p)
         loop_rates.append(loop_n / (time.perf_counter() - start))
-        for side, _, _, on_device in sides:
+        for side, _, _, on_device, _ in sides:
             start = time.perf_counter()
-            answered[side] = len(predict(models[side], images, decode_on_device=on_device).rows)
+            rows = predict(models[side], images, decode_on_device=on_device).rows
             rates[side].append(len(images) / (time.perf_counter() - start))
+            answered[side] = len(rows)
+            tested = [r for r in rows if Path(r["path"]).parent.parent.name == "test"]
+            test_acc[side] = sum(r["label"] == Path(r["path"]).parent.name for r in tested) / max(len(tested), 1)
     rows = [line("predict", "learn.predict loop", size=224, images=loop_n, images_per_s=float(np.median(loop_rates)),
                  runs=[round(r, 1) for r in loop_rates])]
     for side, *_ in sides:
         ratios = [r / loop for r, loop in zip(rates[side], loop_rates)]
         rows.append(line("predict", side, size=224, images=len(images), bs=models[side].default_bs,
                          images_per_s=float(np.median(rates[side])), ratio=float(np.median(ratios)),
-                         ratios=[round(r, 2) for r in ratios], answered=answered[side]))
-    gpu = models[sides[0][0]].on_gpu
-    if gpu or DECODE_BREAKDOWN:
-        rows += decode_breakdown(images, models[sides[0][0]].default_bs, models[sides[0][0]].device)
+                         ratios=[round(r, 2) for r in ratios], answered=answered[side], test_acc=test_acc[side],
+                         precision=models[side].precision))
+    torch_model = models[sides[0][0]]
+    if torch_model.on_gpu or DECODE_BREAKDOWN:
+        rows += decode_breakdown(images, torch_model.default_bs, torch_model.device)
+        rows += network_breakdown(images, [models[side] for side, _, backend, on_device, _ in sides
+                                           if backend == "torch" and not on_device])
+    for model in models.values():
+        model.close()
     return rows
 
 
@@ -256,12 +268,15 @@ def decode_breakdown(images: list[Path], bs: int, device) -> list[dict]:
     import torch
 
     from birdcls.data.device_decode import device_decoded_batches
-    from birdcls.predict import _decoded_batches, _decoded_batches_in_processes
+    from birdcls.predict import _decoded_batches, _decoded_batches_in_processes, decode_process_pool
 
     cpus = os.cpu_count() or 1
     counts = sorted({min(n, cpus) for n in (2, 4, 8, 16)})
     variants = [(f"{n} threads", partial(_decoded_batches, workers=n)) for n in counts]
     variants += [(f"{n} processes", partial(_decoded_batches_in_processes, workers=n)) for n in counts]
+    kept = decode_process_pool(counts[-1])  # what a model's later predict calls use: started already
+    variants.append((f"{counts[-1]} processes, started before", partial(_decoded_batches_in_processes,
+                                                                         workers=counts[-1], pool=kept)))
     if device.type == "cuda":
         variants.append(("nvJPEG on the GPU", partial(device_decoded_batches, device=device, workers=min(16, cpus))))
     rows = []
@@ -275,6 +290,27 @@ def decode_breakdown(images: list[Path], bs: int, device) -> list[dict]:
         seconds = time.perf_counter() - start
         rows.append(line("predict", f"decode only, {side}", size=224, images=n, bs=bs, images_per_s=n / seconds,
                          first_batch_s=first))
+    kept.shutdown()
+    return rows
+
+
+def network_breakdown(images: list[Path], models: list) -> list[dict]:
+    """The network alone, no decoding: the images decoded beforehand, then every batch through each PyTorch
+    model (each precision) as predict sends it, host to device and back included."""
+    from birdcls.predict import _decoded_batches
+
+    model = models[0]
+    batches = [batch for _, batch, _ in _decoded_batches(images, model.info.size, model.default_bs, 8)]
+    rows = []
+    for model in models:
+        model.probabilities(batches[0])  # warm-up
+        start = time.perf_counter()
+        for batch in batches:
+            model.probabilities(batch)
+        seconds = time.perf_counter() - start
+        n = sum(len(b) for b in batches)
+        rows.append(line("predict", f"network only, {model.precision}", size=224, images=n, bs=model.default_bs,
+                         images_per_s=n / seconds))
     return rows
 
 

@@ -204,13 +204,16 @@ def evaluate(
                                                               "after the model file and the data)"),
     trust: bool = typer.Option(False, help="allow loading a .pkl you did not create (runs its code)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
+    precision: str = typer.Option("auto", help="PyTorch models: auto (bf16 on a CUDA GPU, else float32), "
+                                                "float32 or bf16"),
     progress: str = typer.Option("auto", help="auto, bars, lines or none (on stderr)"),
 ) -> None:
     """Re-run the test report (metrics, confusion matrix, top losses) on any labelled folder."""
     from .evaluate import evaluate as evaluate_model
 
     with _user_errors():
-        report = evaluate_model(model, data, out, trust=trust, device=device, progress=progress)
+        report = evaluate_model(model, data, out, trust=trust, device=device, progress=progress,
+                                precision=precision)
     typer.echo(f"accuracy {report['test_accuracy']:.4f} on {report['n_test']} images, macro F1 {report['macro_f1']:.4f}")
     for name, row in report["per_class"].items():
         if name in report["classes_absent"]:
@@ -250,6 +253,8 @@ def predict(
     bs: int | None = typer.Option(None, help="batch size (default: 32 on a CPU, 256 on a GPU)"),
     trust: bool = typer.Option(False, help="allow loading a .pkl you did not create (runs its code)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
+    precision: str = typer.Option("auto", help="PyTorch models: auto (bf16 on a CUDA GPU, else float32), "
+                                                "float32 or bf16"),
     decode_on_device: bool = typer.Option(False, "--decode-on-device",
                                           help="decode JPEGs where a torch model runs (nvJPEG on a GPU)"),
     progress: str = typer.Option("auto", help="auto, bars, lines or none (on stderr)"),
@@ -263,7 +268,8 @@ def predict(
             from ._io import check_writable
 
             check_writable(csv_path)  # before the work, not after it
-        predictor = load_model(model, trust=trust, device=device, backend="torch" if decode_on_device else "auto")
+        predictor = load_model(model, trust=trust, device=device, backend="torch" if decode_on_device else "auto",
+                               precision=precision)
         result = predict_images(predictor, images, top_k=top_k, bs=bs, decode_on_device=decode_on_device,
                                 progress=progress)
         if csv_path is not None:

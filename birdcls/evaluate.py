@@ -155,6 +155,7 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
         "classes_absent": [c for c in model.classes if c not in present],
         "evaluated_on": str(labelled_dir),
         **({"model": str(model.path)} if model.path else {}),
+        **({"precision": model.precision} if model.device is not None else {}),  # a PyTorch model's autocast
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     worst = np.argsort(-losses)[:top_losses]
@@ -178,18 +179,19 @@ def _write_predictions(rows: list[dict], label_of: dict[str, str], losses: np.nd
 
 def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out: str | os.PathLike | None = None,
              trust: bool = False, device: str = "auto", top_losses: int = 16, bs: int | None = None,
-             progress: str = "none") -> dict[str, Any]:
+             progress: str = "none", precision: str = "auto") -> dict[str, Any]:
     """Re-run the test report for ``model`` (a run directory or export) on a labelled folder.
 
     ``data`` is a folder with one sub-folder per class, or a split dataset whose ``test/`` is used.
     The report goes to ``out`` (default: :func:`default_report_dir`); ``report_dir`` in the returned
-    report says where.
+    report says where. ``precision``: as :func:`~birdcls.predict.load_model`'s (bf16 on a CUDA GPU by default).
     """
     data = Path(data)
     if not data.is_dir():
         raise BirdclsError(f"{data} is not a folder: pass a folder with one sub-folder of images per class")
     _labelled_images(_labelled_dir(data))  # before loading the model (seconds for a pkl)
-    predictor = model if isinstance(model, Predictor) else load_model(model, trust=trust, device=device, int8=False)
+    predictor = model if isinstance(model, Predictor) else load_model(model, trust=trust, device=device, int8=False,
+                                                                       precision=precision)
     if out is None:
         out = default_report_dir(model if not isinstance(model, Predictor) else predictor.path, data)
     report = evaluate_predictor(predictor, data, out, top_losses=top_losses, bs=bs, progress=progress)

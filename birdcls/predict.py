@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import numpy as np
 
 from ._terminal import progress_mode
 from ._trust import is_trusted_pickle
-from .data.decode import load_image, load_image_or_reason, map_ahead
+from .data.decode import imap_ahead, load_image, load_image_or_reason, map_ahead
 from .data.folders import IMAGE_EXTENSIONS
 from .errors import BirdclsError
 
@@ -34,6 +35,7 @@ __all__ = ["ModelInfo", "PredictionResult", "Predictor", "gather_images", "load_
            "uint8_input_model"]
 
 MODEL_SUFFIXES = (".pkl", ".safetensors", ".onnx")
+PRECISIONS = ("auto", "float32", "bf16")
 GPU_BATCH = 256  # images per inference batch on a GPU; shorter batches are padded to it (pad_batch)
 
 
@@ -73,6 +75,30 @@ class Predictor:
 
     def __init__(self, info: ModelInfo, backend: Any, path: Path | None = None):
         self.info, self._backend, self.path = info, backend, path
+        self._pool: Any = None  # worker processes that decode for predict(), kept across calls (decode_pool)
+        self._pool_workers = 0
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the decoding worker processes, if a call started them (they also stop when the program ends)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool, self._pool_workers = None, 0
+
+    def decode_pool(self, workers: int) -> Any:
+        """``workers`` decoding processes, started on first use and kept for this predictor's later calls:
+        forking them from a process that holds a GPU context costs a good part of a second, as much as
+        decoding a thousand images in them."""
+        if self._pool is None or self._pool_workers != workers:
+            self.close()
+            self._pool, self._pool_workers = decode_process_pool(workers), workers
+            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+        return self._pool
 
     @property
     def classes(self) -> list[str]:
@@ -82,6 +108,11 @@ class Predictor:
     def device(self) -> Any:
         """The torch device the network runs on; None for ONNX models (onnxruntime, on the CPU)."""
         return getattr(self._backend, "device", None)
+
+    @property
+    def precision(self) -> str:
+        """``bf16`` where the network runs under bf16 autocast, else ``float32`` (ONNX models: their graph's own)."""
+        return getattr(self._backend, "precision", "float32")
 
     @property
     def on_gpu(self) -> bool:
@@ -149,22 +180,45 @@ def uint8_input_model(model: Any, info: ModelInfo, full_size_constants: bool = F
     return UInt8Input().eval()
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise BirdclsError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def resolve_precision(precision: str, device: Any) -> str:
+    """``auto`` -> ``bf16`` on a CUDA GPU that has it (training there runs under bf16 autocast, and the head
+    of a pretrained body is fitted on bf16 features), ``float32`` elsewhere; a CPU's bf16 is slow where it
+    has no bf16 units, so only an explicit ``bf16`` gets it."""
+    _check_precision(precision)
+    if precision != "auto":
+        return precision
+    import torch
+
+    return "bf16" if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+
+
 class _TorchBackend:
     """The network in channels_last (about twice the convolution speed on a CPU) behind
-    :func:`uint8_input_model`; ``model`` stays the bare network, which is what exports take."""
+    :func:`uint8_input_model`, under bf16 autocast where ``precision`` resolves to it; ``model`` stays the
+    bare network, which is what exports take."""
 
-    def __init__(self, model: Any, info: ModelInfo, device: str = "cpu"):
+    def __init__(self, model: Any, info: ModelInfo, device: str = "cpu", precision: str = "auto"):
         import torch
 
         self.torch, self.device = torch, torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.net = uint8_input_model(self.model, info).to(self.device)
 
     def __call__(self, batch: Any) -> np.ndarray:
+        from contextlib import nullcontext
+
         from .data.tensors import pad_batch
 
         torch = self.torch
-        with torch.inference_mode():
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16"
+                    else nullcontext())
+        with torch.inference_mode(), autocast:
             x = (batch if isinstance(batch, torch.Tensor) else torch.from_numpy(batch)).to(self.device, non_blocking=True)
             out = self.net(pad_batch(x, GPU_BATCH))
         return out[:len(batch)].float().cpu().numpy()
@@ -206,10 +260,10 @@ def _no_accelerator_visible() -> bool:
         os.path.exists(node) for node in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
 
 
-def predictor_from_learner(learn: Any, device: str = "cpu") -> Predictor:
+def predictor_from_learner(learn: Any, device: str = "cpu", precision: str = "auto") -> Predictor:
     """Wrap a trained fastai Learner (its ``birdcls_info`` attribute says how to preprocess)."""
     info = ModelInfo.from_dict(learn.birdcls_info)
-    return Predictor(info, _TorchBackend(learn.model, info, device))
+    return Predictor(info, _TorchBackend(learn.model, info, device, precision))
 
 
 def _corrupt(path: Path, exc: BaseException) -> BirdclsError:
@@ -217,7 +271,7 @@ def _corrupt(path: Path, exc: BaseException) -> BirdclsError:
                         "re-export it with `birdcls export RUN`")
 
 
-def _load_pickle(path: Path, trust: bool, device: str) -> Predictor:
+def _load_pickle(path: Path, trust: bool, device: str, precision: str) -> Predictor:
     if not trust and not is_trusted_pickle(path):
         raise BirdclsError(f"{path} is a pickle this user did not create, and loading a pickle runs its code: "
                            "pass --trust if you trust its source, or use a .safetensors export")
@@ -233,14 +287,14 @@ def _load_pickle(path: Path, trust: bool, device: str) -> Predictor:
         raise _corrupt(path, exc) from None
     if not hasattr(learn, "birdcls_info"):
         raise BirdclsError(f"{path} is a fastai learner that birdcls did not export: train it with `birdcls train`")
-    return predictor_from_learner(learn, device)
+    return predictor_from_learner(learn, device, precision)
 
 
 def sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _load_safetensors(path: Path, device: str) -> Predictor:
+def _load_safetensors(path: Path, device: str, precision: str) -> Predictor:
     side = sidecar_path(path)
     if not side.is_file():
         raise BirdclsError(f"{path} has no sidecar {side.name} (arch, classes, size): export it again with "
@@ -262,7 +316,7 @@ def _load_safetensors(path: Path, device: str) -> Predictor:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise _corrupt(path, exc) from None
-    return Predictor(info, _TorchBackend(model, info, device), path)
+    return Predictor(info, _TorchBackend(model, info, device, precision), path)
 
 
 def _load_onnx(path: Path) -> Predictor:
@@ -280,7 +334,7 @@ def _load_onnx(path: Path) -> Predictor:
 
 
 def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto", backend: str = "auto",
-               int8: bool = True) -> Predictor:
+               int8: bool = True, precision: str = "auto") -> Predictor:
     """Load a run directory or an export for prediction.
 
     Args:
@@ -292,13 +346,16 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
             8x) and its ``model.pkl`` otherwise; ``torch`` always the pkl.
         int8: for a run directory: ``False`` passes over ``model.int8.onnx`` (``evaluate`` does, so its
             figures match the float32 ones in metrics.json).
+        precision: for a PyTorch model: ``auto`` (bf16 autocast on a CUDA GPU that has bf16, float32
+            elsewhere), ``float32`` or ``bf16``. An ONNX model computes as its graph says.
     """
+    _check_precision(precision)
     path = Path(path)
     if path.is_dir():
         if not (path / "model.pkl").is_file():
             raise BirdclsError(f"{path} is a folder without model.pkl: pass a run directory from `birdcls train` "
                                "or an exported model file")
-        if backend == "auto" and resolve_device(device) == "cpu":
+        if backend == "auto" and precision != "bf16" and resolve_device(device) == "cpu":
             pkl_time = (path / "model.pkl").stat().st_mtime
             for onnx in (path / "model.int8.onnx", path / "model.onnx")[0 if int8 else 1:]:
                 if onnx.is_file() and onnx.stat().st_mtime >= pkl_time:
@@ -310,9 +367,13 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
     if suffix not in MODEL_SUFFIXES:
         raise BirdclsError(f"{path} is not a model file: pass a run directory or a {'/'.join(MODEL_SUFFIXES)} file")
     if suffix == ".onnx":
+        if precision == "bf16":
+            raise BirdclsError(f"{path} is an ONNX model, which computes as its graph says: precision bf16 "
+                               "needs a .pkl, .safetensors or run folder")
         return _load_onnx(path)
     device = resolve_device(device)
-    predictor = _load_pickle(path, trust, device) if suffix == ".pkl" else _load_safetensors(path, device)
+    predictor = (_load_pickle(path, trust, device, precision) if suffix == ".pkl"
+                 else _load_safetensors(path, device, precision))
     predictor.path = path
     return predictor
 
@@ -362,48 +423,71 @@ def _decoded_batches(paths: list[Path], size: int, bs: int, workers: int,
             yield _batch_of(chunk, results, size, channels)
 
 
-class _DecodeChunks:
-    """A map-style dataset for torch's DataLoader: item ``i`` is the ``i``-th batch, decoded in a worker."""
+def _decode_task(chunk: list[Path], size: int, channels: int) -> tuple[list[Path], Any, dict]:
+    """One task of a decoding worker process: its images as one uint8 tensor, which crosses to the main
+    process in shared memory (``torch.multiprocessing``'s pickling), not through the pipe."""
+    import torch
 
-    def __init__(self, chunks: list[list[Path]], size: int, channels: int):
-        self.chunks, self.size, self.channels = chunks, size, channels
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def __getitem__(self, i: int) -> tuple[list[Path], Any, dict]:
-        import torch
-
-        chunk = self.chunks[i]
-        ok, batch, bad = _batch_of(chunk, [load_image_or_reason(p, self.size, self.channels) for p in chunk], self.size,
-                                   self.channels)
-        return ok, torch.from_numpy(batch), bad  # a tensor crosses to the main process in shared memory
+    ok, batch, bad = _batch_of(chunk, [load_image_or_reason(p, size, channels) for p in chunk], size, channels)
+    return ok, torch.from_numpy(batch), bad
 
 
-def _as_is(item: Any) -> Any:
-    return item
+def _one_torch_thread() -> None:
+    """A decoding worker's start, as in torch's DataLoader workers: torch's copy of a batch into shared memory
+    would otherwise run on OpenMP threads, which hang in a process forked from one that has used them."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
-def _decoded_batches_in_processes(paths: list[Path], size: int, bs: int, workers: int,
-                                  channels: int = 3) -> Iterator[tuple[list[Path], np.ndarray, dict]]:
-    """:func:`_decoded_batches` with worker processes (torch's DataLoader): decoding in threads is bound by
-    the interpreter lock to a few cores' worth, under what a GPU consumes. Workers decode tasks of 32 images
-    (so that all of them have work even for a few batches), joined here into batches of ``bs``, in order."""
-    from torch.utils.data import DataLoader
+def decode_process_pool(workers: int) -> Any:
+    """``workers`` decoding processes, all started now. Forked where the platform can (a spawned process would
+    import torch before its first image), as torch's DataLoader does: they never touch the GPU."""
+    import multiprocessing
+    import warnings
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch.multiprocessing  # noqa: F401 - registers the shared-memory pickling of tensors
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_one_torch_thread)
+    with warnings.catch_warnings():  # Python 3.12+ warns about forking a process that has threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for future in [pool.submit(int) for _ in range(workers)]:  # forks every worker
+            future.result()
+    return pool
+
+
+def _decoded_batches_in_processes(paths: list[Path], size: int, bs: int, workers: int, channels: int = 3,
+                                  pool: Any = None) -> Iterator[tuple[list[Path], np.ndarray, dict]]:
+    """:func:`_decoded_batches` in worker processes (``pool``, else ``workers`` new ones for this call):
+    decoding in threads is bound by the interpreter lock to a few cores' worth, under what a GPU consumes.
+    Workers decode tasks of 32 images (so that all of them have work even for a few batches), four tasks
+    ahead per worker, joined here into batches of ``bs``, in order."""
+    from concurrent.futures.process import BrokenProcessPool
 
     task = bs if bs <= 32 else max(d for d in range(1, 33) if bs % d == 0)  # whole tasks make whole batches
     tasks = [paths[start:start + task] for start in range(0, len(paths), task)]
-    loader = DataLoader(_DecodeChunks(tasks, size, channels), batch_size=None, num_workers=workers,
-                        collate_fn=_as_is, prefetch_factor=4)
+    own = pool is None
+    pool = decode_process_pool(workers) if own else pool
     parts: list[tuple[list[Path], Any, dict]] = []  # (paths, uint8 tensor, unreadable) per task
-    for i, part in enumerate(loader, 1):
-        parts.append(part)
-        if i * task >= len(paths) or len(parts) * task >= bs:
-            ok = [p for part_ok, _, _ in parts for p in part_ok]
-            batch = np.concatenate([arr.numpy() for _, arr, _ in parts])
-            bad = {k: v for _, _, part_bad in parts for k, v in part_bad.items()}
-            parts = []
-            yield ok, batch, bad
+    try:
+        decoded = imap_ahead(pool, partial(_decode_task, size=size, channels=channels), tasks,
+                             4 * workers)
+        for i, part in enumerate(decoded, 1):
+            parts.append(part)
+            if i * task >= len(paths) or len(parts) * task >= bs:
+                ok = [p for part_ok, _, _ in parts for p in part_ok]
+                batch = np.concatenate([arr.numpy() for _, arr, _ in parts])
+                bad = {k: v for _, _, part_bad in parts for k, v in part_bad.items()}
+                parts = []
+                yield ok, batch, bad
+    except BrokenProcessPool:
+        raise BirdclsError("a decoding worker process died (out of memory?): predict with a smaller --bs") from None
+    finally:
+        if own:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _with_progress(batches: Iterator[tuple[list[Path], Any, dict]], n_images: int, n_batches: int,
@@ -455,7 +539,8 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
     ``processes`` (default: on a GPU with 4 or more cores, where threads cannot decode as fast as it predicts).
     ``decode_on_device`` (torch models only) decodes JPEGs where the model runs instead, nvJPEG on a GPU
     (:mod:`birdcls.data.device_decode`); off by default until measured on a GPU. ``progress``: ``auto``,
-    ``bars``, ``lines`` or ``none`` (shown on stderr, or as a notebook bar).
+    ``bars``, ``lines`` or ``none`` (shown on stderr, or as a notebook bar). Worker processes are started by
+    the first call that needs them and kept for the model's later calls (``model.close()`` stops them).
 
     Unreadable files do not stop the run: they are listed in ``skipped`` with their reason.
     """
@@ -479,8 +564,9 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
 
         batches = device_decoded_batches(paths, model.info.size, bs, model.device, model.info.in_chans, workers)
     else:
-        decode = _decoded_batches_in_processes if processes else _decoded_batches
-        batches = decode(paths, model.info.size, bs, workers, model.info.in_chans)
+        batches = (_decoded_batches_in_processes(paths, model.info.size, bs, workers, model.info.in_chans,
+                                                 model.decode_pool(workers)) if processes
+                   else _decoded_batches(paths, model.info.size, bs, workers, model.info.in_chans))
     rows, skipped, all_probs = [], {}, []
     for ok, batch, bad in _with_progress(batches, len(paths), -(-len(paths) // bs), mode):
         skipped.update(bad)

@@ -121,3 +121,33 @@ def test_16_and_32_bit_greyscale_is_scaled_not_clipped_to_white(tmp_path, mode):
     assert np.abs(got.astype(int) - want).max() <= 1 and got.min() == 0 and got.max() == 255
     hashes = hash_images([tmp_path / "eight.png", path], workers=1)
     assert hashes.phash[0] == hashes.phash[1] and hashes.phash[0] != 0  # near-duplicate checks see the picture
+
+
+def test_imap_ahead_keeps_order_and_a_bounded_number_of_calls_ahead():
+    """Results come in the order of the items, never more than ``ahead`` calls beyond the one handed over are
+    submitted (the rest of a million files is not decoded into memory at once), and closing early cancels."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from birdcls.data.decode import imap_ahead
+
+    started, lock = [], threading.Lock()
+
+    def slow_square(x):
+        with lock:
+            started.append(x)
+        time.sleep(0.002 * (x % 3))  # later items can finish first
+        return x * x
+
+    with ThreadPoolExecutor(4) as pool:
+        results = imap_ahead(pool, slow_square, range(40), ahead=5)
+        for i, got in enumerate(results):
+            assert got == i * i
+            time.sleep(0.005)
+            with lock:
+                assert len(started) <= i + 1 + 5
+            if i == 19:
+                break
+        results.close()
+    assert len(started) <= 20 + 5  # the cancelled rest never ran

@@ -180,6 +180,44 @@ def test_decoding_in_worker_processes_gives_the_same_answers(exports, tmp_path, 
     np.testing.assert_array_equal(procs.probs, threads.probs)
 
 
+def test_worker_processes_are_started_once_and_kept_for_the_models_later_calls(exports, tiny_data):
+    """Starting the workers (forking a process that holds a GPU context) costs more than decoding a few
+    thousand images, so a model's later calls reuse them; close() stops them."""
+    with load_model(exports["safetensors"]) as model:
+        first = predict(model, [tiny_data / "test"], bs=4, workers=2, processes=True)
+        pool = model.decode_pool(2)
+        worker_pids = {p.pid for p in pool._processes.values()}
+        again = predict(model, [tiny_data / "test"], bs=4, workers=2, processes=True)
+        assert model.decode_pool(2) is pool and {p.pid for p in pool._processes.values()} == worker_pids
+        np.testing.assert_array_equal(first.probs, again.probs)
+        assert model.decode_pool(3) is not pool  # another count: a new pool, the old one stopped
+        with pytest.raises(RuntimeError, match="shutdown"):
+            pool.submit(int)
+        pool = model.decode_pool(3)
+    with pytest.raises(RuntimeError, match="shutdown"):  # leaving the with block closed the model
+        pool.submit(int)
+
+
+def test_bf16_autocast_on_request_and_float32_by_default_on_a_cpu(exports, tiny_data, tmp_path):
+    """bf16 is what ``auto`` picks on a CUDA GPU (tested here on the CPU, explicitly): the same answers
+    within bf16's rounding, and evaluate's report says which precision computed it."""
+    inputs = [tiny_data / "test", tiny_data / "val"]
+    default = load_model(exports["safetensors"], device="cpu")
+    bf16 = load_model(exports["safetensors"], device="cpu", precision="bf16")
+    assert default.precision == "float32" and bf16.precision == "bf16"
+    exact, rounded = predict(default, inputs).probs, predict(bf16, inputs).probs
+    assert not np.array_equal(exact, rounded)  # autocast really ran
+    np.testing.assert_allclose(rounded, exact, atol=0.03)
+    report = run_cli("evaluate", str(exports["pkl"]), str(tiny_data / "test"), "--precision", "bf16",
+                     "--device", "cpu", "--out", str(tmp_path / "eval"))
+    assert report.returncode == 0, report.stderr
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["precision"] == "bf16"
+    with pytest.raises(BirdclsError, match="ONNX model.*bf16 needs a .pkl"):
+        load_model(exports["onnx"], precision="bf16")
+    proc = run_cli("predict", str(exports["safetensors"]), str(tiny_data / "test"), "--precision", "fp8")
+    assert proc.returncode == 2 and "precision must be one of auto, float32, bf16, got 'fp8'" in proc.stderr
+
+
 def _optimized_ops(path: Path, tmp_path: Path) -> list[str]:
     """The op types onnxruntime actually runs for ``path`` on the CPU, after its graph optimizations."""
     import onnx

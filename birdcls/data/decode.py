@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
+from itertools import islice
 from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["UNREADABLE", "exif_orientation", "load_image", "load_image_or_reason", "map_ahead", "open_image", "to_8bit"]
+__all__ = ["UNREADABLE", "exif_orientation", "imap_ahead", "load_image", "load_image_or_reason", "map_ahead", "open_image",
+           "to_8bit"]
 
 T, R = TypeVar("T"), TypeVar("R")
 _ORIENTATION = 0x0112  # EXIF tag: 1 = stored upright; 2-8 = mirrored and/or rotated
@@ -94,12 +97,26 @@ def load_image_or_reason(path: str | os.PathLike, size: int, channels: int = 3) 
         return f"unreadable image ({type(exc).__name__})"
 
 
+def imap_ahead(pool: Executor, fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """``fn(item)`` for each of ``items``, in order, with up to ``ahead`` calls submitted to ``pool`` beyond
+    the one being handed over. Unlike ``Executor.map``, which submits every item at once, the results held
+    at any time stay bounded, whatever the number of items; closing the iterator early cancels the rest."""
+    it = iter(items)
+    pending = deque(pool.submit(fn, item) for item in islice(it, max(1, ahead)))
+    try:
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(pool.submit(fn, item) for item in islice(it, 1))
+            yield result
+    finally:
+        for future in pending:
+            future.cancel()
+
+
 def map_ahead(pool: Executor, fn: Callable[[T], R], items: Sequence[T], chunk: int) -> Iterator[tuple[list[T], list[R]]]:
-    """``items`` ``chunk`` at a time, each with ``fn`` applied to its items in ``pool``; the next chunk is
-    submitted before this one is handed over, so its work overlaps whatever the caller does with this one."""
-    chunks = [list(items[start:start + chunk]) for start in range(0, len(items), chunk)]
-    pending = [pool.submit(fn, item) for item in chunks[0]] if chunks else []
-    for i, this in enumerate(chunks):
-        results = [f.result() for f in pending]
-        pending = [pool.submit(fn, item) for item in chunks[i + 1]] if i + 1 < len(chunks) else []
-        yield this, results
+    """``items`` ``chunk`` at a time, each with ``fn`` applied to its items in ``pool``; the next chunk's
+    work is under way while the caller handles this one."""
+    results = imap_ahead(pool, fn, items, 2 * chunk)
+    for start in range(0, len(items), chunk):
+        this = list(items[start:start + chunk])
+        yield this, [next(results) for _ in this]
