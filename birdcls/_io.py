@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written file under the final name."""
+"""Atomic file writes: a crash or Ctrl-C never leaves a half-written file under the final name; and a lock
+that keeps two processes from writing into one folder."""
 
 from __future__ import annotations
 
@@ -33,6 +34,57 @@ def with_default_mode(path: str | os.PathLike, directory: bool = False) -> None:
     gets (0644 and 0755 under the usual umask 022), so exports and reports can be read by other users and
     services, as if written directly."""
     os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
+
+
+LOCK_NAME = ".birdcls.lock"  # inside a locked folder; holds the pid of the process that locked it last
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, holder: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (made if missing) while the block runs, so that a second
+    ``holder`` (e.g. "`birdcls train`") gets a one-line BirdclsError instead of writing its files among the
+    first one's. The lock is ``flock`` on a hidden file in the folder: the system releases it when the
+    process ends, however it ends. Where there is no ``fcntl`` (Windows) the block runs unlocked."""
+    from .errors import BirdclsError
+
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip()
+            raise BirdclsError(f"{folder} is in use by another {holder}{f' (pid {pid})' if pid else ''}: wait for "
+                               "it to finish or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, for two steps that must not be cut apart (a file moved
+    and its move logged, so that undo can find it). Only the main thread of a POSIX process receives them;
+    elsewhere the block runs as it is."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def check_writable(dest: str | os.PathLike) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from .errors import BirdclsError
+from .errors import BirdclsError, Terminated, interrupt_exit_code
 
 app = typer.Typer(
     name="birdcls",
@@ -27,17 +27,38 @@ app = typer.Typer(
 )
 
 
+def _raise_terminated(main_pid: int, signum: int, frame: object) -> None:
+    """SIGTERM as :class:`Terminated` in the command's process. A forked worker that inherited the handler
+    (decoding, data loading) ends as SIGTERM's default would have ended it."""
+    import os
+    import signal
+
+    if os.getpid() != main_pid:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated()
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Turn BirdclsError into one stderr line and its exit code; Ctrl-C into exit 130."""
+    """Turn BirdclsError into one stderr line and its exit code; Ctrl-C into exit 130, and SIGTERM into the
+    same clean-up as Ctrl-C, then exit 143."""
+    import os
+    import signal
+    from functools import partial
+
+    previous = signal.signal(signal.SIGTERM, partial(_raise_terminated, os.getpid()))
     try:
         yield
     except BirdclsError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        typer.echo("terminated" if isinstance(exc, Terminated) else "interrupted", err=True)
+        raise typer.Exit(interrupt_exit_code(exc)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command(epilog='Example: birdcls scrape "cockatoo" "black-kite=black kite bird" --per-class 100 --out data/raw')
@@ -139,6 +160,8 @@ def split(
         typer.echo(f"skipped {result.skipped_non_images} non-image file{'s' if result.skipped_non_images != 1 else ''}")
     if result.empty_classes:
         typer.echo(f"left out class folder(s) without images: {', '.join(result.empty_classes)}", err=True)
+    if result.nested_images:
+        typer.echo(result.nested_note(), err=True)
     typer.echo(f"wrote {result.dst} (split.json lists every file's split and hashes)")
 
 
@@ -227,7 +250,8 @@ def evaluate(
 @app.command(epilog="Example: birdcls export models/birds --format safetensors -o models/birds.safetensors")
 def export(
     run: Path = typer.Argument(..., help="run folder from `birdcls train` (or its model.pkl)"),
-    format: str = typer.Option("pkl", "--format", "-f", help="pkl, safetensors, onnx or onnx-int8"),
+    format: str | None = typer.Option(None, "--format", "-f", help="pkl, safetensors, onnx or onnx-int8 (default: from "
+                                                                  "-o's name: .pkl, .safetensors, .onnx, .int8.onnx)"),
     output: Path = typer.Option(..., "--output", "-o", help="file to write"),
     trust: bool = typer.Option(False, help="allow reading a .pkl you did not create"),
     data: Path | None = typer.Option(None, help="onnx-int8: dataset whose train/ calibrates and val/ checks "
@@ -238,8 +262,8 @@ def export(
 
     with _user_errors():
         dest = export_model(run, format, output, trust=trust, data=data)
-    typer.echo(f"wrote {dest}" + (f" and {dest.with_suffix('.json')}" if format == "safetensors" else ""))
-    if format == "pkl":
+    typer.echo(f"wrote {dest}" + (f" and {dest.with_suffix('.json')}" if dest.suffix.lower() == ".safetensors" else ""))
+    if dest.suffix.lower() == ".pkl":
         typer.echo("note: a .pkl runs code when loaded; share the .safetensors export instead", err=True)
 
 

@@ -23,7 +23,7 @@ import yaml
 
 from .errors import BirdclsError
 
-__all__ = ["RECIPES_DIR", "TrainConfig", "list_recipes", "load_recipe", "resolve_config"]
+__all__ = ["RECIPES_DIR", "TrainConfig", "list_recipes", "load_recipe", "resolve_config", "validate_config"]
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -268,6 +268,14 @@ def resolve_config(recipe: str | Path | None = None, overrides: dict[str, Any] |
     merged.update(given)
     values = {name: _coerce(name, value) for name, value in merged.items()}
     cfg = TrainConfig(**values)
+    _check_combinations(cfg)
+    return cfg
+
+
+def validate_config(cfg: TrainConfig) -> TrainConfig:
+    """A TrainConfig built in Python, put through the checks a recipe's values get (``TrainConfig(lr=-1)``
+    would otherwise train); returned with values converted as :func:`resolve_config` converts them."""
+    cfg = TrainConfig(**{f.name: _coerce(f.name, getattr(cfg, f.name)) for f in fields(cfg)})
     _check_combinations(cfg)
     return cfg
 

@@ -7,7 +7,7 @@ user never sees a traceback for their own mistake.
 
 from __future__ import annotations
 
-__all__ = ["BirdclsError", "TrainingInterrupted", "describe"]
+__all__ = ["BirdclsError", "Interrupted", "Terminated", "TrainingInterrupted", "describe", "interrupt_exit_code"]
 
 
 class BirdclsError(Exception):
@@ -16,10 +16,28 @@ class BirdclsError(Exception):
     exit_code = 2
 
 
-class TrainingInterrupted(BirdclsError):
-    """Ctrl-C during training: the best checkpoint is on disk and the message says how to resume."""
+class Interrupted(BirdclsError):
+    """Ctrl-C (or SIGTERM) in long work, with what was done and how to go on or back; exits 130 (or 143)."""
 
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class TrainingInterrupted(Interrupted):
+    """Training interrupted: the best checkpoint is on disk and the message says how to resume."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a scheduler or container stopping the job), raised where Ctrl-C would
+    be so that the same clean-up runs: temp files removed, the best checkpoint written, a resume hint."""
+
+
+def interrupt_exit_code(exc: KeyboardInterrupt) -> int:
+    """The shell's code for the signal: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 143 if isinstance(exc, Terminated) else 130
 
 
 def describe(exc: BaseException) -> str:

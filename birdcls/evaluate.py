@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -157,15 +159,33 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
         **({"model": str(model.path)} if model.path else {}),
         **({"precision": model.precision} if model.device is not None else {}),  # a PyTorch model's autocast
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
     worst = np.argsort(-losses)[:top_losses]
     gallery = [{"path": result.rows[i]["path"], "actual": model.classes[y_true[i]], "predicted": model.classes[y_pred[i]],
                 "prob": float(result.probs[i, y_pred[i]]), "loss": float(losses[i])} for i in worst]
-    plot_confusion_matrix(cm, model.classes, out_dir / "confusion_matrix.png")
-    plot_top_losses(gallery, out_dir / "top_losses.png")
-    _write_predictions(result.rows, label_of, losses, out_dir / "predictions.csv")
-    write_json_atomic(out_dir / "metrics.json", report)
+    with _staged_report(Path(out_dir)) as staging:
+        plot_confusion_matrix(cm, model.classes, staging / "confusion_matrix.png")
+        plot_top_losses(gallery, staging / "top_losses.png")
+        _write_predictions(result.rows, label_of, losses, staging / "predictions.csv")
+        write_json_atomic(staging / "metrics.json", report)
     return report
+
+
+@contextmanager
+def _staged_report(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder in ``out_dir`` to write a report's files into; on success they are moved into
+    ``out_dir`` together (metrics.json last), so an interrupted evaluation leaves the previous report whole
+    instead of new plots beside old metrics. The folder is removed either way."""
+    import shutil
+    import tempfile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".report.", suffix=".partial", dir=out_dir))
+    try:
+        yield staging
+        for name in sorted(p.name for p in staging.iterdir() if p.name != "metrics.json") + ["metrics.json"]:
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _write_predictions(rows: list[dict], label_of: dict[str, str], losses: np.ndarray, dest: Path) -> None:

@@ -11,8 +11,12 @@
 
 Every file is written to a temp file and renamed, so a crash never leaves half a model.
 
+Without a format, the output file's name says which: ``.pkl``, ``.safetensors``, ``.onnx``, or
+``.int8.onnx`` for ``onnx-int8``.
+
 Example:
-    >>> export("models/birds", "onnx", "models/birds.onnx")
+    >>> export("models/birds", "onnx", "models/birds.onnx")  # doctest: +SKIP
+    >>> export("models/birds", None, "models/birds.int8.onnx")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from .errors import BirdclsError, describe
 from .predict import ModelInfo, load_model, sidecar_path, uint8_input_model
 from .quantize import Int8Check, int8_if_it_keeps_accuracy
 
-__all__ = ["EXPORT_FORMATS", "export"]
+__all__ = ["EXPORT_FORMATS", "export", "format_for"]
 
 EXPORT_FORMATS = ("pkl", "safetensors", "onnx", "onnx-int8")
+#: File name endings and the format each asks for; ``.int8.onnx`` before ``.onnx``, which it also ends in.
+SUFFIX_FORMATS = ((".int8.onnx", "onnx-int8"), (".onnx", "onnx"), (".safetensors", "safetensors"), (".pkl", "pkl"))
 
 
 def _versions() -> dict[str, str]:
@@ -165,36 +171,69 @@ def _calibration_data(run: Path, data: str | os.PathLike | None) -> SplitLayout:
     return find_splits(data, require_test=False)
 
 
+def _model_pickle(source: Path) -> Path:
+    """The ``model.pkl`` that export reads: ``source`` itself or the one in the run folder ``source``;
+    checked before any work, as export reads nothing else (not a .safetensors or .onnx export)."""
+    if not source.exists():
+        raise BirdclsError(f"{source} does not exist: pass a run folder from `birdcls train` or its model.pkl")
+    path = source / "model.pkl" if source.is_dir() else source
+    if source.is_dir() and not path.is_file():
+        raise BirdclsError(f"{source} is a folder without model.pkl: pass a run folder from `birdcls train`")
+    if path.suffix != ".pkl" or not path.is_file():
+        raise BirdclsError(f"export reads a run directory or its model.pkl, not {source}: pass the run folder")
+    return path
+
+
 def _run_pickle(source: Path, trust: bool) -> Path:
     """The ``model.pkl`` of a run folder (or the ``.pkl`` given), refused unless trusted as ``load_model``
     would refuse it."""
-    path = source / "model.pkl" if source.is_dir() else source
-    if not source.exists():
-        raise BirdclsError(f"{source} does not exist: pass a run folder from `birdcls train` or its model.pkl")
-    if path.suffix != ".pkl" or not path.is_file():
-        raise BirdclsError(f"export reads a run directory or its model.pkl, not {source}: pass the run folder")
+    path = _model_pickle(source)
     if not trust and not is_trusted_pickle(path):
         raise BirdclsError(f"{path} is a pickle this user did not create, and loading a pickle runs its code: "
                            "pass --trust if you trust its source, or use a .safetensors export")
     return path
 
 
-def export(run: str | os.PathLike, fmt: str, dest: str | os.PathLike, trust: bool = False,
-           overwrite: bool = True, data: str | os.PathLike | None = None) -> Path:
-    """Write the model of ``run`` (a run directory or a ``.pkl``) to ``dest`` in format ``fmt``.
+def format_for(dest: str | os.PathLike) -> str:
+    """The export format ``dest``'s name asks for, so ``-o model.onnx`` needs no ``--format``."""
+    name = Path(dest).name.lower()
+    for suffix, fmt in SUFFIX_FORMATS:
+        if name.endswith(suffix):
+            return fmt
+    raise BirdclsError(f"-o {dest} does not say which format to write: end it in .pkl, .safetensors, .onnx or "
+                       f".int8.onnx (onnx-int8), or pass --format {'/'.join(EXPORT_FORMATS)}")
 
-    ``onnx-int8`` calibrates on ``data``'s train/ (default: the dataset the run trained on) and is
-    written only if, on its val/, it stays within one point of the float32 model's accuracy.
-    """
+
+def _checked_format(fmt: str | None, dest: Path) -> str:
+    """``fmt`` (authoritative, but refused where ``dest``'s name says otherwise), or the one ``dest`` names."""
+    if fmt is None:
+        return format_for(dest)
     fmt = fmt.lower().lstrip(".")
     if fmt not in EXPORT_FORMATS:
         raise BirdclsError(f"unknown export format '{fmt}': use one of {', '.join(EXPORT_FORMATS)}")
     suffix = ".onnx" if fmt == "onnx-int8" else f".{fmt}"
-    dest = Path(dest)
-    if dest.is_dir():
-        raise BirdclsError(f"-o {dest} is a folder: give a file name, e.g. {dest / ('model' + suffix)}")
     if dest.suffix.lower() != suffix:
         raise BirdclsError(f"-o {dest} should end in {suffix} for --format {fmt}: e.g. {dest.with_suffix(suffix)}")
+    if fmt == "onnx" and dest.name.lower().endswith(".int8.onnx"):
+        raise BirdclsError(f"-o {dest} names an int8 model but --format onnx writes float32: pass --format "
+                           f"onnx-int8, or name it {dest.name[:-len('.int8.onnx')]}.onnx")
+    return fmt
+
+
+def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, trust: bool = False,
+           overwrite: bool = True, data: str | os.PathLike | None = None) -> Path:
+    """Write the model of ``run`` (a run directory or its ``.pkl``) to ``dest`` in format ``fmt``.
+
+    ``fmt=None`` takes the format from ``dest``'s name (see :data:`SUFFIX_FORMATS`), so a user names the
+    file once; a format given explicitly must agree with that name.
+    ``onnx-int8`` calibrates on ``data``'s train/ (default: the dataset the run trained on) and is
+    written only if, on its val/, it stays within one point of the float32 model's accuracy.
+    """
+    dest = Path(dest)
+    if dest.is_dir():
+        example = "model" + (".onnx" if fmt == "onnx-int8" else f".{fmt or 'onnx'}")
+        raise BirdclsError(f"-o {dest} is a folder: give a file name, e.g. {dest / example}")
+    fmt = _checked_format(fmt, dest)
     if dest.exists() and not overwrite:
         raise BirdclsError(f"{dest} already exists: pass --overwrite or choose another -o")
     source = Path(run)
@@ -202,10 +241,9 @@ def export(run: str | os.PathLike, fmt: str, dest: str | os.PathLike, trust: boo
         write_with_atomic(dest, lambda tmp: shutil.copyfile(_run_pickle(source, trust), tmp))
         register_pickle(dest)
         return dest
-    predictor = load_model(source, trust=trust, device="cpu", backend="torch")
-    if predictor.path is None or predictor.path.suffix != ".pkl":
-        raise BirdclsError(f"export reads a run directory or its model.pkl, not {source}: pass the run folder")
+    _model_pickle(source)
     layout = _calibration_data(source, data) if fmt == "onnx-int8" else None
+    predictor = load_model(source, trust=trust, device="cpu", backend="torch")
     model = predictor._backend.model
     if fmt == "onnx-int8":
         check = export_int8(model, predictor.info, dest, layout)

@@ -30,18 +30,19 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ._io import write_json_atomic, write_text_atomic, write_with_atomic
+from ._io import LOCK_NAME, folder_lock, write_json_atomic, write_text_atomic, write_with_atomic
 from ._terminal import progress_mode
 from ._trust import register_pickle
-from .config import TrainConfig, resolve_config
+from .config import TrainConfig, resolve_config, validate_config
 from .data.folders import ImageCheck, SplitLayout, check_cache_for, find_splits, list_labelled_images, verify_images
-from .errors import BirdclsError, TrainingInterrupted, describe
+from .errors import BirdclsError, TrainingInterrupted, describe, interrupt_exit_code
 
 __all__ = ["DatasetScan", "TrainResult", "build_learner", "scan_dataset", "train"]
 
@@ -120,25 +121,33 @@ def _fit_small_arch(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-def _prepare_run_dir(out: Path, data_root: Path, overwrite: bool, resume: bool) -> None:
+@contextmanager
+def _locked_run_dir(out: Path, data_root: Path, overwrite: bool, resume: bool) -> Iterator[None]:
+    """Check ``out`` for this run and hold the run folder's lock while the block trains in it: a second
+    `birdcls train` into the same folder (even with --overwrite or --resume) is refused, not mixed in."""
     out_abs, data_abs = out.resolve(), data_root.resolve()
     if out_abs == data_abs or data_abs in out_abs.parents:
         raise BirdclsError(f"--out {out} is inside the dataset {data_root}: put runs elsewhere, e.g. models/<name>")
-    if resume:
-        if not (out / "config.yaml").is_file():
-            raise BirdclsError(f"cannot resume: {out} is not a birdcls run (no config.yaml); drop --resume")
-        return
+    if resume and not (out / "config.yaml").is_file():
+        raise BirdclsError(f"cannot resume: {out} is not a birdcls run (no config.yaml); drop --resume")
     if out.exists() and not out.is_dir():
         raise BirdclsError(f"--out {out} is a file: choose a folder for the run")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise BirdclsError(f"run folder {out} already exists: pass --overwrite to replace it, "
-                               "--resume to continue it, or choose another --out")
-        if not (out / "config.yaml").is_file():
-            raise BirdclsError(f"{out} is not empty and is not a birdcls run folder: refusing to overwrite it; "
-                               "choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not resume and _run_files(out) and not (out / "config.yaml").is_file():  # no lock file left in it either
+        raise BirdclsError(f"{out} is not empty and is not a birdcls run folder: refusing to write into it; "
+                           "choose another --out")
+    with folder_lock(out, "`birdcls train`"):  # a run in progress here is the first thing to know
+        if not resume and _run_files(out):
+            if not overwrite:
+                raise BirdclsError(f"run folder {out} already exists: pass --overwrite to replace it, "
+                                   "--resume to continue it, or choose another --out")
+            for old in _run_files(out):
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        yield
+
+
+def _run_files(out: Path) -> list[Path]:
+    """What a run folder holds besides its lock file."""
+    return [p for p in out.iterdir() if p.name != LOCK_NAME] if out.is_dir() else []
 
 
 def _num_workers(cfg: TrainConfig) -> int:
@@ -503,7 +512,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     if resume and (out / "config.yaml").is_file() and config is None:
         cfg = resolve_config(recipe=out / "config.yaml", overrides=overrides)
     else:
-        cfg = config or resolve_config(recipe=recipe, overrides=overrides)
+        cfg = validate_config(config) if config is not None else resolve_config(recipe=recipe, overrides=overrides)
     if cfg.weights and not Path(cfg.weights).is_file():
         raise BirdclsError(f"weights file {cfg.weights} does not exist: pass the path of a .pth or .safetensors file")
     scan = scan_dataset(data)  # the data's problems first: before seconds of importing torch and fastai
@@ -518,12 +527,28 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     if epoch_cap is not None:
         cfg = dataclasses.replace(cfg, epochs_head=min(cfg.epochs_head, epoch_cap), epochs=min(cfg.epochs, epoch_cap),
                                   freeze_epochs=min(cfg.freeze_epochs, epoch_cap))
-    _prepare_run_dir(out, scan.layout.root, overwrite, resume)
+    with _locked_run_dir(out, scan.layout.root, overwrite, resume):
+        try:
+            return _train_in(out, data, scan, cfg, notes, resume, progress, say)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM, wherever it came: the run can go on from here
+            code = interrupt_exit_code(exc)
+            if not (out / "config.yaml").is_file():
+                raise TrainingInterrupted("training interrupted before anything was written; run the same command "
+                                          "again", code) from None
+            best = out / "checkpoints" / "best.pth"
+            where = f"best checkpoint so far: {best}" if best.is_file() else "no epoch finished, so no checkpoint yet"
+            raise TrainingInterrupted(f"training interrupted; {where}; resume with: birdcls train {data} --out {out} "
+                                      "--resume", code) from None
+
+
+def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes: list[str], resume: bool,
+              progress: str, say: Callable[[str], None]) -> TrainResult:
+    """The run itself, in its checked and locked folder ``out``: set up, the phases, then test and export."""
     write_text_atomic(out / "config.yaml", cfg.to_yaml())
     try:
         learn = build_learner(scan, cfg, out)
     except BirdclsError:  # e.g. no weights for the architecture: leave no run folder that --overwrite must clear
-        if not resume and [p.name for p in out.iterdir()] == ["config.yaml"]:
+        if not resume and [p.name for p in _run_files(out)] == ["config.yaml"]:
             shutil.rmtree(out)
         raise
     for note in notes:
@@ -547,14 +572,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     for split, check in scan.checks.items():
         if check.bad or check.not_images:
             print(f"{split}: {check.summary()}", flush=True)
-    try:
-        prior = float(state.get("train_seconds", 0.0)) + (fast.decode_seconds if fast else 0.0)
-        seconds = _run_phases(learn, cfg, out, done, history, progress, prior, fast=fast, say=say)
-    except KeyboardInterrupt:
-        best = out / "checkpoints" / "best.pth"
-        where = f"best checkpoint so far: {best}" if best.is_file() else "no epoch finished, so no checkpoint yet"
-        raise TrainingInterrupted(f"training interrupted; {where}; resume with: "
-                                  f"birdcls train {data} --out {out} --resume") from None
+    prior = float(state.get("train_seconds", 0.0)) + (fast.decode_seconds if fast else 0.0)
+    seconds = _run_phases(learn, cfg, out, done, history, progress, prior, fast=fast, say=say)
     data_path = "tensor store" if fast else "fastai per-image"
     if fast:
         fast.restore(learn)

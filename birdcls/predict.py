@@ -36,6 +36,8 @@ __all__ = ["ModelInfo", "PredictionResult", "Predictor", "gather_images", "load_
 
 MODEL_SUFFIXES = (".pkl", ".safetensors", ".onnx")
 PRECISIONS = ("auto", "float32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+BACKENDS = ("auto", "torch")
 GPU_BATCH = 256  # images per inference batch on a GPU; shorter batches are padded to it (pad_batch)
 
 
@@ -99,6 +101,11 @@ class Predictor:
             self._pool, self._pool_workers = decode_process_pool(workers), workers
             weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
         return self._pool
+
+    def __repr__(self) -> str:
+        where = f"{self.device}, {self.precision}" if self.device is not None else "onnxruntime, CPU"
+        return (f"Predictor({str(self.path) if self.path else 'in memory'!r}, {self.info.arch}, {len(self.classes)} "
+                f"classes, {self.info.size} px, {where})")
 
     @property
     def classes(self) -> list[str]:
@@ -238,17 +245,28 @@ class _OnnxBackend:
 
 
 def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> cuda, mps or cpu; torch is imported only when a GPU could be there (seconds at start)."""
+    """``auto`` -> cuda, mps or cpu; torch is imported only when a GPU could be there (seconds at start).
+    ``cuda:N`` picks one of several GPUs."""
+    kind, _, index = device.partition(":")
+    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
+        raise BirdclsError(f"device must be auto, cpu, cuda (or cuda:N) or mps, got {device!r}")
     if device == "cpu" or (device == "auto" and _no_accelerator_visible()):
         return "cpu"
     import torch
+
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BirdclsError("device 'mps' was asked for but no Apple GPU (MPS) is available here: use --device cpu "
+                           "or auto")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise BirdclsError(f"device {device!r} was asked for but {torch.cuda.device_count()} CUDA GPU(s) are "
+                           "visible: use --device cuda, cuda:0 or cpu")
 
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
         mps = getattr(torch.backends, "mps", None)
         return "mps" if mps is not None and mps.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+    if kind == "cuda" and not torch.cuda.is_available():
         raise BirdclsError("device 'cuda' was asked for but no CUDA GPU is visible: use --device cpu or auto")
     return device
 
@@ -350,6 +368,8 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
             elsewhere), ``float32`` or ``bf16``. An ONNX model computes as its graph says.
     """
     _check_precision(precision)
+    if backend not in BACKENDS:
+        raise BirdclsError(f"backend must be auto (ONNX on a CPU where the run has it) or torch, got {backend!r}")
     path = Path(path)
     if path.is_dir():
         if not (path / "model.pkl").is_file():
@@ -401,6 +421,10 @@ class PredictionResult:
     rows: list[dict[str, Any]]
     skipped: dict[str, str]
     probs: np.ndarray  # (n_rows, n_classes), in the order of ``rows``
+
+    def __repr__(self) -> str:
+        first = f", first: {self.rows[0]['path']} -> {self.rows[0]['label']} {self.rows[0]['prob']:.3f}" if self.rows else ""
+        return f"PredictionResult({len(self.rows)} rows, {len(self.skipped)} skipped{first})"
 
 
 def _batch_of(chunk: list[Path], results: list[np.ndarray | str], size: int,
@@ -544,6 +568,11 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
 
     Unreadable files do not stop the run: they are listed in ``skipped`` with their reason.
     """
+    if not isinstance(model, Predictor):
+        raise BirdclsError(f"predict() takes a loaded model, got {type(model).__name__} {model!r:.80}: pass "
+                           "load_model(path)")
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]  # one path, not its characters
     if top_k < 1:
         raise BirdclsError(f"--top-k must be at least 1, got {top_k}")
     bs = model.default_bs if bs is None else bs

@@ -8,7 +8,11 @@ seed give the same split on any machine: split-folders sorts the groups before i
 
 :func:`check_leakage` reports exact and near duplicates across the splits of any existing dataset.
 
-The split is built in a temporary folder beside DST and renamed into place only when complete.
+split-folders decides where each image goes on empty stand-ins of the images, so the whole plan (source ->
+target for every file) is known before one image is copied or moved; a ``--move`` that fails or is
+interrupted part-way moves every image back. The split is built in a temporary folder beside DST and
+swapped into place only when complete; ``--overwrite`` replaces only a split dataset (one with
+``split.json``) or an empty folder, and the old split is deleted only once the new one is in place.
 
 Example:
     >>> split_dataset("data/raw", "data/birds", ratio=(0.7, 0.15, 0.15), seed=1337)
@@ -16,11 +20,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +36,14 @@ import numpy as np
 
 from ._io import with_default_mode, write_json_atomic
 from .data.folders import IMAGE_EXTENSIONS, list_labelled_images
-from .errors import BirdclsError
+from .errors import BirdclsError, describe
 
 __all__ = ["SPLITS", "SplitReport", "split_dataset"]
 
 SPLITS = ("train", "val", "test")
+MANIFEST = "split.json"  # what makes a folder a split dataset that --overwrite may replace
+
+Plan = list[tuple[Path, Path]]  # (source image, its place in the staging folder), one per image
 
 
 @dataclass
@@ -42,6 +53,7 @@ class SplitReport:
     skipped_non_images: int
     empty_classes: list[str]  # class folders without images: left out of the split
     duplicate_groups: int = 0  # groups of 2+ images kept together
+    nested_images: dict[str, int] = field(default_factory=dict)  # class -> images in its sub-folders: left out
 
     def table(self) -> str:
         width = max([len(c) for c in self.counts] + [5])
@@ -51,6 +63,19 @@ class SplitReport:
         totals = {s: sum(per[s] for per in self.counts.values()) for s in SPLITS}
         lines.append(f"{'total':<{width}}  " + "  ".join(f"{totals[s]:>5}" for s in SPLITS))
         return "\n".join(lines)
+
+    def nested_note(self) -> str:
+        """One line on the images left out because they sit in sub-folders of class folders ("" when none):
+        ``birdcls predict CLASS_DIR`` goes into sub-folders, so without it a user may think they were split."""
+        n = sum(self.nested_images.values())
+        if not n:
+            return ""
+        where = ", ".join(f"{cls} {k}" for cls, k in sorted(self.nested_images.items()))
+        if n == 1:
+            return (f"1 image in a sub-folder of a class folder was left out: move it up into its class folder to "
+                    f"include it ({where})")
+        return (f"{n} images in sub-folders of class folders were left out: move them up into their class folder "
+                f"to include them ({where})")
 
 
 def _check_ratio(ratio: tuple[float, ...]) -> tuple[float, float, float]:
@@ -92,6 +117,7 @@ def _check_class_sizes(groups_per_class: dict[str, int], ratio: tuple[float, flo
 
 
 def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
+    """Refuse, before any work, a source or output that the split would fail on or destroy."""
     if not src.is_dir():
         raise BirdclsError(f"source folder {src} does not exist: pass a folder with one sub-folder per class")
     src_abs, dst_abs = src.resolve(), dst.resolve()
@@ -99,8 +125,40 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
         raise BirdclsError(f"output {dst} is inside the source {src}: choose an output folder outside it")
     if dst_abs in src_abs.parents:
         raise BirdclsError(f"output {dst} contains the source {src}: choose an output folder outside it")
-    if dst.exists() and not (dst.is_dir() and not any(dst.iterdir())) and not overwrite:
+    if dst.exists() and not dst.is_dir():
+        raise BirdclsError(f"output {dst} is a file: choose a folder for the split dataset")
+    if not dst.is_dir() or not any(dst.iterdir()):
+        return  # new or empty: nothing to lose
+    if not _is_split_dataset(dst):
+        raise BirdclsError(f"output {dst} is not empty and is not a split dataset (no {MANIFEST}): refusing to "
+                           "overwrite it; choose another output folder")
+    if not overwrite:
         raise BirdclsError(f"output {dst} already exists: pass --overwrite to replace it or choose another folder")
+
+
+def _is_split_dataset(folder: Path) -> bool:
+    """Whether ``folder`` is a split that ``birdcls split`` wrote (its split.json), so --overwrite may replace
+    it; any other folder may hold a user's own files."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"seed", "ratio", "counts", "files"} <= manifest.keys()
+
+
+def _nested_images(src: Path, classes: list[str]) -> dict[str, int]:
+    """Images inside sub-folders of each class folder (hidden entries skipped): split leaves them out, since
+    a class's images are the ones directly in its folder, and says so instead of dropping them silently."""
+    found: dict[str, int] = {}
+    for cls in classes:
+        n = 0
+        for sub in (p for p in (src / cls).iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for _root, dirs, names in os.walk(sub):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                n += sum(1 for f in names if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+        if n:
+            found[cls] = n
+    return found
 
 
 def _duplicate_groups(paths: list[Path], hashes, max_distance: int) -> dict[Path, tuple[Path, ...]]:
@@ -144,23 +202,23 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
     Duplicates within ``max_distance`` perceptual-hash bits (and identical pixels) stay in one split;
     ``max_distance=-1`` groups exact duplicates only. Non-image files are left behind and counted.
     A class too small to give every split an image is refused before anything is copied; class folders
-    without images and hidden folders (``.quarantine`` from ``birdcls clean``) are left out.
+    without images, images in sub-folders of class folders, and hidden folders (``.quarantine`` from
+    ``birdcls clean``) are left out, and the report says so. A ``move`` that fails or is interrupted
+    part-way puts every image back in ``src`` before the error (or KeyboardInterrupt) goes on.
     """
-    import splitfolders
-
     from .hashing import hash_images, phash_hex
 
     src, dst = Path(src), Path(dst)
     ratio = _check_ratio(tuple(float(r) for r in ratio))
     _check_paths(src, dst, overwrite)
     by_class, others = list_labelled_images(src)
+    nested = _nested_images(src, sorted(by_class))
     empty = sorted(c for c, files in by_class.items() if not files)
     by_class = {c: files for c, files in by_class.items() if files}
     if not by_class:
         raise BirdclsError(f"{src} has class folders but no images in them: add .jpg/.png files")
     if not -1 <= max_distance <= 16:
         raise BirdclsError(f"--max-distance must be between -1 and 16 bits, got {max_distance}: e.g. 4")
-    formats = sorted(IMAGE_EXTENSIONS | {e.upper() for e in IMAGE_EXTENSIONS})
     all_paths = [p for files in by_class.values() for p in files]
     hashes = hash_images(all_paths, workers=workers)
     group_of: dict[Path, tuple[Path, ...]] = {}
@@ -170,50 +228,147 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
 
     n_dup_groups = len({g for g in group_of.values() if len(g) > 1})
     _check_class_sizes({c: len({group_of.get(f, (f,)) for f in files}) for c, files in by_class.items()}, ratio)
-    wanted = set(all_paths)
-
-    def group(files: list[Path]) -> list[tuple[Path, ...]]:
-        # split-folders hands over one folder's files (paths built from SRC as given, like ours); return each
-        # duplicate group once, as a tuple, so the group moves as one unit. Files of folders that are not
-        # classes (hidden ones, such as clean's .quarantine) are not handed back, so never copied or moved.
-        return sorted({group_of.get(Path(f), (Path(f),)) for f in files if Path(f) in wanted})
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    started: Plan = []  # with move: every (source, target) begun, the one in flight included
     try:
-        splitfolders.ratio(str(src), output=str(staging), seed=seed, ratio=ratio, move=move, formats=formats,
-                           group=group)
-        for folder in staging.glob("*/*"):  # split-folders makes a folder for every source folder
-            if folder.is_dir() and folder.name not in by_class:
-                folder.rmdir()  # empty: its files were never handed over
-        files: dict[str, Any] = {}
-        counts: dict[str, dict[str, int]] = {}
-        for cls in sorted(by_class):
-            counts[cls] = {}
-            for split in SPLITS:
-                folder = staging / split / cls
-                names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
-                counts[cls][split] = len(names)
-                for name in names:
-                    phash, pixel = info.get(src / cls / name, ("", ""))
-                    members = group_of.get(src / cls / name, ())
-                    files[f"{split}/{cls}/{name}"] = {"split": split, "class": cls, "source": f"{cls}/{name}",
-                                                      "phash": phash, "pixel_sha256": pixel,
-                                                      "group": members[0].name if len(members) > 1 else None}
-        write_json_atomic(staging / "split.json", {
+        plan = _plan(src, staging, by_class, group_of, ratio, seed)
+        _place(plan, move, started)
+        counts, files = _manifest_files(plan, staging, info, group_of)
+        write_json_atomic(staging / MANIFEST, {
             "source": str(src.resolve()), "seed": seed, "ratio": list(ratio), "move": move,
-            "max_distance": max_distance, "counts": counts, "empty_classes": empty, "files": files,
+            "max_distance": max_distance, "counts": counts, "empty_classes": empty, "nested_images": nested,
+            "files": files,
         })
-        if dst.exists():
-            shutil.rmtree(dst)
         with_default_mode(staging, directory=True)
+        old = _swap_into_place(staging, dst)
+    except BaseException as exc:
+        _undo(exc, staging, src, started if move else [])
+        raise
+    if old is not None:  # the new split is in place: only now is the old one gone for good
+        old.unlink() if old.is_symlink() else shutil.rmtree(old, ignore_errors=True)
+    return SplitReport(dst, counts, len(others), empty, n_dup_groups, nested)
+
+
+def _plan(src: Path, staging: Path, by_class: dict[str, list[Path]], group_of: dict[Path, tuple[Path, ...]],
+          ratio: tuple[float, float, float], seed: int) -> Plan:
+    """Where split-folders puts each image, worked out on empty stand-ins in ``staging/.plan``: the same seeded
+    shuffle of the same sorted groups, but nothing real touched yet, so that every image's source and target
+    are known before the first one is moved (and a --move stopped part-way can be undone)."""
+    import splitfolders
+
+    stand_in, out = staging / ".plan" / "in", staging / ".plan" / "out"
+    for cls, files in by_class.items():
+        (stand_in / cls).mkdir(parents=True)
+        for f in files:
+            (stand_in / cls / f.name).touch()
+
+    def group(files: list[Path]) -> list[tuple[Path, ...]]:
+        # One class folder's stand-ins: each duplicate group once, as a tuple, so the group lands in one split.
+        # All stand-ins of a class share one folder, as their sources do, so they sort (and shuffle) alike.
+        real = {src / Path(f).parent.name / Path(f).name for f in files}
+        return sorted({tuple(stand_in / p.parent.name / p.name for p in group_of.get(r, (r,))) for r in real})
+
+    with contextlib.redirect_stderr(io.StringIO()):  # split-folders' progress bar: _place shows the real one
+        splitfolders.ratio(str(stand_in), output=str(out), seed=seed, ratio=ratio, move=True, group=group)
+    plan = [(src / f.parent.name / f.name, staging / f.relative_to(out))
+            for f in sorted(out.glob("*/*/*")) if f.is_file()]
+    shutil.rmtree(staging / ".plan")
+    for split in SPLITS:  # every class in every split, as split-folders makes them
+        for cls in by_class:
+            (staging / split / cls).mkdir(parents=True, exist_ok=True)
+    return plan
+
+
+def _move_file(source: Path, target: Path) -> None:
+    """Move one image: a rename on one disk, a copy then delete across disks."""
+    shutil.move(source, target)
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    """Copy one image with its timestamps, as split-folders does."""
+    shutil.copy2(source, target)
+
+
+def _place(plan: Plan, move: bool, started: Plan) -> None:
+    """Copy or move every image to its target. Each pair joins ``started`` just before it is moved, so that
+    after a failure or Ctrl-C part-way ``started`` lists all there is to move back."""
+    from tqdm import tqdm
+
+    put = _move_file if move else _copy_file
+    for source, target in tqdm(plan, desc="Moving files" if move else "Copying files", unit=" files"):
+        started.append((source, target))
+        put(source, target)
+
+
+def _manifest_files(plan: Plan, staging: Path, info: dict[Path, tuple[str, str]],
+                    group_of: dict[Path, tuple[Path, ...]]) -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
+    """split.json's per-class counts and its entry for every file (class, then split, then name order)."""
+    where = {source: target.relative_to(staging).parts for source, target in plan}
+    counts: dict[str, dict[str, int]] = {cls: dict.fromkeys(SPLITS, 0) for cls in sorted({c for _, c, _ in
+                                                                                          where.values()})}
+    files: dict[str, Any] = {}
+    for source, (split, cls, name) in sorted(where.items(), key=lambda kv: (kv[1][1], SPLITS.index(kv[1][0]),
+                                                                          kv[1][2])):
+        counts[cls][split] += 1
+        phash, pixel = info.get(source, ("", ""))
+        members = group_of.get(source, ())
+        files[f"{split}/{cls}/{name}"] = {"split": split, "class": cls, "source": f"{cls}/{name}",
+                                          "phash": phash, "pixel_sha256": pixel,
+                                          "group": members[0].name if len(members) > 1 else None}
+    return counts, files
+
+
+def _swap_into_place(staging: Path, dst: Path) -> Path | None:
+    """Rename the finished split to ``dst``. An existing ``dst`` is first renamed aside (hidden, beside it) and
+    renamed back if the second rename fails or is interrupted, so there is always one whole split at ``dst``.
+    Returns the old split, for the caller to delete."""
+    old = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.old") if dst.exists() else None
+    try:
+        if old is not None:
+            os.replace(dst, old)
         os.replace(staging, dst)
     except BaseException:
-        if move:  # the moved images live in the staging folder now: never delete them
-            raise BirdclsError(f"split stopped part-way; the moved images are in {staging}: move them back to {src}") from None
-        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None and old.exists() and not dst.exists():
+            os.replace(old, dst)
         raise
-    return SplitReport(dst, counts, len(others), empty, n_dup_groups)
+    return old
+
+
+def _undo(exc: BaseException, staging: Path, src: Path, moved: Plan) -> None:
+    """After a failed or interrupted split: move back what was moved, remove the staging folder, and turn a
+    failure of a --move into a one-line error that says the source is whole again (Ctrl-C stays Ctrl-C)."""
+    if moved:
+        _move_back(moved, staging, src)  # raises, keeping the staging folder, only if it cannot
+    shutil.rmtree(staging, ignore_errors=True)
+    if moved and not isinstance(exc, KeyboardInterrupt):
+        why = str(exc) if isinstance(exc, BirdclsError) else describe(exc)
+        raise BirdclsError(f"split --move stopped part-way ({why}): every image already moved was moved back "
+                           f"to {src}, so the source is as it was; fix the problem and run it again") from exc
+
+
+def _move_back(moved: Plan, staging: Path, src: Path) -> None:
+    """Put every moved image back where it came from, last moved first. A target whose source still exists
+    is a copy across disks that was cut short (or not yet followed by the delete): it is dropped."""
+    lost: list[Path] = []
+    try:
+        for source, target in reversed(moved):
+            if source.exists():
+                target.unlink(missing_ok=True)
+            elif target.exists():
+                shutil.move(target, source)
+            else:
+                lost.append(source)
+    except BaseException as exc:  # a second Ctrl-C included: say where the images are rather than lose track
+        left = sum(1 for split in SPLITS if (staging / split).is_dir()
+                   for f in (staging / split).rglob("*") if f.is_file())
+        raise BirdclsError(f"split --move stopped part-way and moving the images back failed ({describe(exc)}): "
+                           f"{left} images are still in {staging}/<split>/<class>/; move them back into "
+                           f"{src}/<class>/") from exc
+    if lost:
+        raise BirdclsError(f"split --move stopped part-way; the moved images are back in {src} except {len(lost)} "
+                           f"not found in {src} or {staging} (e.g. {lost[0]}): look for them there")
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from birdcls.clean import CleanConfig, Quarantine, clean_auto, find_issues, undo_clean
 from birdcls.cli import app
-from birdcls.errors import BirdclsError
+from birdcls.errors import BirdclsError, Interrupted
 
 from fixtures import make_class_folders, make_split_dataset
 
@@ -64,6 +64,26 @@ def test_auto_clean_quarantines_logs_and_undoes(tmp_path):
     assert after == before
     with pytest.raises(BirdclsError, match="nothing to undo"):
         undo_clean(data)
+
+
+def test_an_interrupted_auto_clean_says_what_it_moved_and_undo_restores_it(tmp_path, monkeypatch):
+    data = _dirty(tmp_path)
+    before = sorted(p.relative_to(data) for p in data.rglob("*.jpg"))
+    real, calls = Quarantine.quarantine, []
+
+    def interrupted_on_the_third(self, path, reason):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, path, reason)
+
+    monkeypatch.setattr(Quarantine, "quarantine", interrupted_on_the_third)
+    with pytest.raises(Interrupted, match=r"interrupted after quarantining 2 of 6 flagged files.*--undo") as info:
+        clean_auto(data, CleanConfig(dark=20))
+    assert info.value.exit_code == 130
+    monkeypatch.undo()
+    assert undo_clean(data) == 2
+    assert sorted(p.relative_to(data) for p in data.rglob("*.jpg") if ".quarantine" not in p.parts) == before
 
 
 def test_edited_quarantine_fails_cleanly(tmp_path):

@@ -124,8 +124,10 @@ def test_help_is_fast_and_lazy():
 
 
 @pytest.mark.slow
-def test_ctrl_c_leaves_the_best_checkpoint_and_resume_finishes(tmp_path, tiny_data):
-    """A real SIGINT to a training process: exit 130, best.pth on disk, the message says how to resume."""
+@pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_leaves_the_best_checkpoint_and_resume_finishes(tmp_path, tiny_data, signame, code):
+    """A real SIGINT (Ctrl-C) or SIGTERM (kill, timeout, a scheduler) to a training process: exit 130 or 143,
+    best.pth on disk, no temp file left, the message says how to resume."""
     import signal
     import subprocess
     import sys
@@ -143,9 +145,9 @@ def test_ctrl_c_leaves_the_best_checkpoint_and_resume_finishes(tmp_path, tiny_da
     while not (run / "history.csv").is_file() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.5)
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signame))
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     assert "resume with: birdcls train" in err and "--resume" in err
     assert "Traceback" not in err
     assert (run / "checkpoints" / "best.pth").is_file()

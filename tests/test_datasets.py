@@ -204,6 +204,68 @@ def test_cifar10_jpeg_class_folders_from_archive_through_cli(tmp_path):
     assert _leftovers(tmp_path, "c10") == []
 
 
+def _cifar_class_folders(root: Path, train: int = 10, test: int = 3) -> Path:
+    """cifar10-jpg.tar.gz's layout, tiny: ``cifar10/{train,test}/<class>/NNNN.jpg``."""
+    _jpegs(root, {f"cifar10/{part}/{cls}/{{i:04d}}.jpg": n for part, n in (("train", train), ("test", test))
+                  for cls in ("airplane", "cat")})
+    return root / "cifar10"
+
+
+def _jpeg_counts(out: Path) -> dict[str, int]:
+    return {s: sum(1 for _ in (out / s).rglob("*.jpg")) for s in ("train", "val", "test")}
+
+
+def test_cifar10_class_folders_honour_split_report(tmp_path):
+    # the bug: --split report from JPEG class folders gave --split full's 90/10 train/val, and said nothing
+    src = _cifar_class_folders(tmp_path / "tree", train=10)
+    runner = CliRunner()
+    result = runner.invoke(app, ["datasets", "get", "cifar10", str(tmp_path / "report"), "--from", str(src),
+                                 "--split", "report"])
+    assert result.exit_code == 0, result.output
+    assert "stands in for batch 1" in result.output
+    report = tmp_path / "report"
+    assert _jpeg_counts(report) == {"train": 4, "val": 4, "test": 6}  # a fifth of each class each, as batches 1, 2
+    train = {p.relative_to(report / "train") for p in (report / "train").rglob("*.jpg")}
+    val = {p.relative_to(report / "val") for p in (report / "val").rglob("*.jpg")}
+    assert not train & val and {p.parent.name for p in train} == {"airplane", "cat"}
+    info = json.loads((report / "dataset.json").read_text())
+    assert info["split"] == "report" and "batch 1" in info["split_detail"] and info["from"] == "class folders"
+    # seeded: the same images every time
+    again = get_dataset("cifar10", tmp_path / "again", src, split="report")
+    assert {p.relative_to(again / "train") for p in (again / "train").rglob("*.jpg")} == train
+    # --split full is still the whole train set less a 10% validation carve, and says so
+    full = get_dataset("cifar10", tmp_path / "full", src)
+    assert _jpeg_counts(full) == {"train": 18, "val": 2, "test": 6}
+    assert json.loads((full / "dataset.json").read_text())["split"] == "full"
+
+
+def test_cifar10_class_folders_with_val_pool_it_for_split_report(tmp_path):
+    # a class-folder copy that already has val/ (e.g. an earlier `datasets get`): all of it is training images
+    src = _cifar_class_folders(tmp_path / "tree", train=8)
+    _jpegs(src, {f"val/{cls}/{{i:04d}}.jpg": 2 for cls in ("airplane", "cat")}, seed=1)
+    out = get_dataset("cifar10", tmp_path / "out", src, split="report")
+    assert _jpeg_counts(out) == {"train": 4, "val": 4, "test": 6}
+    full = get_dataset("cifar10", tmp_path / "full", src)
+    assert _jpeg_counts(full) == {"train": 16, "val": 4, "test": 6}
+    assert json.loads((full / "dataset.json").read_text())["val"] == "the source's own"
+
+
+def test_split_report_errors_are_one_line_and_leave_nothing(tmp_path):
+    src = _cifar_class_folders(tmp_path / "tree", train=10)
+    for f in sorted((src / "train" / "cat").iterdir())[1:]:
+        f.unlink()  # one training image left in cat: too few to draw train and val from
+    with pytest.raises(BirdclsError, match=r"at least 2 training images per class.* in cat: use --split full") as err:
+        get_dataset("cifar10", tmp_path / "out", src, split="report")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path, "out") == []
+    # --split is CIFAR-10's: elsewhere it is refused before anything is written, not ignored
+    result = CliRunner().invoke(app, ["datasets", "get", "dogs-vs-cats", str(tmp_path / "dvc"), "--from",
+                                      str(_dogs_vs_cats_tree(tmp_path / "dvc-tree")), "--split", "report"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "--split report applies to cifar10 only" in result.output
+    assert not (tmp_path / "dvc").exists() and _leftovers(tmp_path, "dvc") == []
+
+
 def test_fashion_mnist_from_archive(tmp_path):
     _fashion_folder(tmp_path / "tree" / "fashion-mnist")  # the four .gz files in one top folder
     src = _archive(tmp_path / "tree", tmp_path / "fashion-mnist.zip")

@@ -119,6 +119,28 @@ def test_bad_predict_inputs(exports, tmp_path):
         predict(model, [tmp_path])
 
 
+def test_api_mistakes_get_one_line_answers(exports, tiny_data):
+    """What a notebook user gets wrong first: a path where a loaded model goes, one path instead of a list, a
+    device name torch does not know, an unknown backend. And the objects say what they are."""
+    image = next((tiny_data / "test" / "jay").iterdir())
+    with pytest.raises(BirdclsError, match="predict\\(\\) takes a loaded model, got str .*: pass load_model\\(path\\)"):
+        predict(str(exports["onnx"]), [image])
+    model = load_model(exports["onnx"])
+    one = predict(model, image)  # a single path is one image, not a list of characters
+    assert [r["path"] for r in one.rows] == [str(image)]
+    assert repr(one).startswith("PredictionResult(1 rows, 0 skipped, first: ") and str(image) in repr(one)
+    assert repr(model) == f"Predictor('{exports['onnx']}', tf_efficientnet_lite0, 3 classes, 32 px, onnxruntime, CPU)"
+    assert repr(load_model(exports["safetensors"], device="cpu")).endswith("32 px, cpu, float32)")
+    for device, message in [("gpu", "device must be auto, cpu, cuda \\(or cuda:N\\) or mps, got 'gpu'"),
+                            ("cuda:x", "got 'cuda:x'"), ("mps", "no Apple GPU \\(MPS\\) is available")]:
+        with pytest.raises(BirdclsError, match=message):
+            load_model(exports["safetensors"], device=device)
+    with pytest.raises(BirdclsError, match="backend must be auto .* or torch, got 'tensorrt'"):
+        load_model(exports["safetensors"], backend="tensorrt")
+    proc = run_cli("predict", str(exports["safetensors"]), str(image), "--device", "gpu")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "got 'gpu'" in proc.stderr
+
+
 def test_export_errors_and_atomicity(trained_run, tmp_path):
     with pytest.raises(BirdclsError, match="unknown export format 'tflite'"):
         export(trained_run.run_dir, "tflite", tmp_path / "m.tflite")
@@ -138,6 +160,25 @@ def test_evaluate_any_format_on_a_labelled_folder(exports, tiny_data, tmp_path):
         assert (tmp_path / "eval" / name).is_file()
     from_root = evaluate(exports["onnx"], tiny_data, out=tmp_path / "eval2")  # a dataset root: its test/
     assert from_root["evaluated_on"].endswith("test")
+
+
+def test_an_interrupted_evaluation_leaves_the_previous_report_whole(exports, tiny_data, tmp_path, monkeypatch):
+    """The report's files are written aside and moved in together: interrupted half-way (its plots written,
+    its metrics not), the folder still holds the earlier report, all of it, and no staging folder."""
+    import sys
+
+    ev = sys.modules["birdcls.evaluate"]  # the package's `evaluate` attribute is the function
+
+    out = tmp_path / "eval"
+    ev.evaluate(exports["onnx"], tiny_data / "val", out=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(ev, "_write_predictions", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate(exports["onnx"], tiny_data / "test", out=out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    monkeypatch.undo()
+    assert ev.evaluate(exports["onnx"], tiny_data / "test", out=out)["n_test"] == 12
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
 
 
 def test_evaluate_default_reports_never_overwrite_each_other(exports, tiny_data, tmp_path):

@@ -1,9 +1,17 @@
-"""Atomic writes leave files and folders with the permissions a direct write would give them."""
+"""Atomic writes leave files and folders with the permissions a direct write would give them; a folder lock
+keeps out a second writer; deferred signals wait for the end of a step."""
 
+import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
-from birdcls._io import write_text_atomic, write_with_atomic
+import pytest
+
+from birdcls._io import LOCK_NAME, folder_lock, signals_deferred, write_text_atomic, write_with_atomic
+from birdcls.errors import BirdclsError
 from birdcls.split import split_dataset
 
 from fixtures import make_class_folders
@@ -42,3 +50,33 @@ def test_plots_of_classes_named_with_emoji_print_no_font_warnings(tmp_path: Path
         warnings.simplefilter("always")
         plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["chats", "chiens \N{DOG FACE}"], tmp_path / "cm.png")
     assert (tmp_path / "cm.png").is_file() and [str(w.message) for w in caught] == []
+
+
+def test_a_locked_folder_refuses_a_second_writer_until_the_first_ends(tmp_path: Path):
+    """Another process holds the lock: refused with its pid; once that process has ended, the lock is free,
+    even though it never unlocked (the system drops a dead process's flock)."""
+    folder = tmp_path / "run"
+    code = ("import sys, time; from birdcls._io import folder_lock\n"
+            "with folder_lock(sys.argv[1], 'test'):\n    print('locked', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(BirdclsError, match=rf"in use by another `birdcls train` \(pid {holder.pid}\): wait"):
+            with folder_lock(folder, "`birdcls train`"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with folder_lock(folder, "`birdcls train`"):
+        assert (folder / LOCK_NAME).read_text() == str(os.getpid())
+
+
+def test_signals_wait_for_the_end_of_a_deferred_step():
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("moved")
+            steps.append("logged")  # still reached: the interrupt waits for the block's end
+        steps.append("after")  # never reached
+    assert steps == ["moved", "logged"]

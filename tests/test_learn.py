@@ -9,6 +9,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from birdcls._io import folder_lock
+from birdcls.config import TrainConfig
 from birdcls.errors import BirdclsError
 from birdcls.learn import train
 
@@ -82,6 +84,7 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, tiny_data):
     (tmp_path / "precious" / "thesis.tex").write_text("years of work")
     with pytest.raises(BirdclsError, match="not a birdcls run folder"):
         train(tiny_data, tmp_path / "precious", overwrite=True, **FAST)
+    assert [p.name for p in (tmp_path / "precious").iterdir()] == ["thesis.tex"]  # not even a lock file
     assert (tmp_path / "precious" / "thesis.tex").read_text() == "years of work"
 
 
@@ -117,7 +120,22 @@ def test_missing_dataset_and_run_inside_dataset(tmp_path):
 def test_bad_config_fails_before_touching_the_run(tmp_path, tiny_data):
     with pytest.raises(BirdclsError, match="'size' must be"):
         train(tiny_data, tmp_path / "run", size=0)
+    with pytest.raises(BirdclsError, match="'lr' must be"):  # a TrainConfig built in Python gets the same checks
+        train(tiny_data, tmp_path / "run", config=TrainConfig(lr=-1.0, epochs_head=1))
+    with pytest.raises(BirdclsError, match="'device' must be one of auto, cpu, cuda, mps, got 'gpu'"):
+        train(tiny_data, tmp_path / "run", config=TrainConfig(device="gpu"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("how", [{}, {"overwrite": True}, {"resume": True}])
+def test_a_run_folder_in_use_is_refused_even_with_overwrite_or_resume(trained_run, tiny_data, how):
+    """A second train into a folder another train holds would mix its files with the first one's, or delete
+    them from under it (--overwrite): refused, and the folder left as it was."""
+    before = (trained_run.run_dir / "metrics.json").read_bytes()
+    with folder_lock(trained_run.run_dir, "`birdcls train`"):
+        with pytest.raises(BirdclsError, match="in use by another `birdcls train`"):
+            train(tiny_data, trained_run.run_dir, **{**FAST, **how})
+    assert (trained_run.run_dir / "metrics.json").read_bytes() == before
 
 
 def test_resume_after_the_head_phase(tmp_path, tiny_data):

@@ -176,6 +176,42 @@ def test_ddgs_adapter_pages_until_dry(server, tmp_path):
     assert fake.calls == [("cockatoo", 1, "bing"), ("cockatoo", 2, "bing"), ("cockatoo", 3, "bing")]
 
 
+class _PerQueryDDGS(_FakeDDGS):
+    """One page of images per query, each query its own images."""
+
+    def images(self, query, max_results, page, backend):
+        from ddgs.exceptions import DDGSException
+
+        self.calls.append((query, page, backend))
+        if page > 1:
+            raise DDGSException("No results found.")
+        first = 500 + 10 * len(self.calls)
+        return [{"image": f"{self.server.url}/good/{first + i}.jpg", "title": query} for i in range(2)]
+
+
+def test_module_docstring_example_runs(server, tmp_path, monkeypatch):
+    """The example at the top of birdcls/scrape/run.py, run as written (it once left out the engine), with
+    ddgs answering from the local image server instead of the internet."""
+    import doctest
+
+    import ddgs
+
+    from birdcls.scrape import run
+
+    fake = _PerQueryDDGS(server)
+    monkeypatch.setattr(ddgs, "DDGS", lambda **kw: fake)
+    monkeypatch.chdir(tmp_path)
+    namespace = {"scrape_classes": run.scrape_classes}
+    examples = doctest.DocTestParser().get_examples(run.__doc__)
+    assert any("make_engine(" in ex.source for ex in examples)
+    for example in examples:
+        exec(compile(example.source, "run.__doc__", "exec"), namespace)  # noqa: S102 - our own docstring
+    report = namespace["report"]
+    assert [(c.label, c.kept) for c in report.classes] == [("cockatoo", 2), ("black-kite", 2)]
+    assert [q for q, _, _ in fake.calls] == ["cockatoo", "cockatoo", "black kite bird", "black kite bird"]
+    assert len(list((tmp_path / "data" / "raw" / "black-kite").iterdir())) == 2
+
+
 def test_ddgs_rate_limit_is_a_clear_stop(server, tmp_path):
     engine = DDGSEngine("duckduckgo", client_factory=_FakeDDGS(server, ratelimit=True))
     with pytest.raises(EngineRateLimited, match="rate-limiting.*re-run"):

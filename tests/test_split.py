@@ -193,3 +193,173 @@ def test_flat_images_are_not_near_duplicates_of_each_other(tmp_path: Path):
     assert report.duplicate_groups == 0
     leakage = check_leakage(tmp_path / "out")
     assert not [p for p in leakage.pairs if "flat" in p["a"] or "flat" in p["b"]]
+
+
+def _source_files(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (hidden ones too): relative path -> sha256 of its bytes."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _no_work(monkeypatch) -> None:
+    """Make hashing (the first real work of a split) fail the test, to prove a refusal comes before it."""
+    import birdcls.hashing
+
+    def fail(*_a, **_k):
+        raise AssertionError("split started work before refusing the output")
+
+    monkeypatch.setattr(birdcls.hashing, "hash_images", fail)
+
+
+def test_a_file_as_the_output_is_refused_before_any_work(tmp_path: Path, monkeypatch):
+    """A file at DST used to be copied into and then crash in rmtree (NotADirectoryError) with --overwrite."""
+    src = make_class_folders(tmp_path / "raw", per_class=7)
+    out = tmp_path / "out.txt"
+    out.write_text("my notes")
+    _no_work(monkeypatch)
+    for overwrite in (False, True):
+        with pytest.raises(BirdclsError, match=r"out\.txt is a file: choose a folder for the split dataset"):
+            split_dataset(src, out, overwrite=overwrite)
+    assert out.read_text() == "my notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt", "raw"]  # no staging folder was made
+
+
+def test_overwrite_replaces_only_a_split_dataset_or_an_empty_folder(tmp_path: Path, monkeypatch):
+    src = make_class_folders(tmp_path / "raw", per_class=7)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "split.json").write_text('{"not": "a birdcls manifest"}')
+    with monkeypatch.context() as m:
+        _no_work(m)
+        for overwrite in (False, True):
+            with pytest.raises(BirdclsError, match="mine is not empty and is not a split dataset .*refusing to "
+                                                   "overwrite it; choose another output folder"):
+                split_dataset(src, mine, overwrite=overwrite)
+    assert _source_files(mine) == {"notes.txt": hashlib.sha256(b"keep me").hexdigest(),
+                                   "split.json": hashlib.sha256(b'{"not": "a birdcls manifest"}').hexdigest()}
+    (tmp_path / "empty").mkdir()
+    assert sum(split_dataset(src, tmp_path / "empty").counts["jay"].values()) == 7  # empty: no --overwrite needed
+    split_dataset(src, tmp_path / "empty", seed=5, overwrite=True)  # a split it made: replaced
+    assert json.loads((tmp_path / "empty" / "split.json").read_text())["seed"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "mine", "raw"]  # no .old or .partial left
+
+
+def test_an_interrupted_overwrite_keeps_the_old_split(tmp_path: Path, monkeypatch):
+    """The old split is renamed aside, not deleted, until the new one is in place: Ctrl-C between the two
+    renames puts it back."""
+    import os
+
+    src = make_class_folders(tmp_path / "raw", per_class=7)
+    split_dataset(src, tmp_path / "out", seed=1)
+    before = _source_files(tmp_path / "out")
+    real_replace = os.replace
+
+    def replace(a, b):
+        if Path(a).is_dir() and Path(a).name.endswith(".partial"):  # the finished staging folder -> DST
+            raise KeyboardInterrupt
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        split_dataset(src, tmp_path / "out", seed=2, overwrite=True)
+    assert _source_files(tmp_path / "out") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "raw"]
+
+
+def _interrupt_move_on(monkeypatch, n: int, exc: BaseException, partial: bool = False, then=None) -> list[Path]:
+    """Let split move n - 1 images, then raise ``exc`` on the n-th (after writing part of it to the target when
+    ``partial``: a move across disks cut short; after calling ``then`` if given). Returns the sources moved."""
+    import shutil
+
+    import birdcls.split
+
+    moved: list[Path] = []
+
+    def move(source: Path, target: Path) -> None:
+        if len(moved) == n - 1:
+            if partial:
+                target.write_bytes(source.read_bytes()[:100])
+            if then is not None:
+                then()
+            raise exc
+        shutil.move(source, target)
+        moved.append(source)
+
+    monkeypatch.setattr(birdcls.split, "_move_file", move)
+    return moved
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_ctrl_c_during_move_puts_every_image_back(tmp_path: Path, monkeypatch, partial):
+    src = make_class_folders(tmp_path / "raw", per_class=10)
+    (src / "jay" / "readme.txt").write_text("not an image")
+    before = _source_files(src)
+    moved = _interrupt_move_on(monkeypatch, 17, KeyboardInterrupt(), partial)
+    with pytest.raises(KeyboardInterrupt):
+        split_dataset(src, tmp_path / "out", move=True)
+    assert len(moved) == 16  # they really had been moved
+    assert _source_files(src) == before  # every name back, byte for byte, nothing extra
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no DST, no staging folder
+
+
+def test_a_failed_move_puts_every_image_back_and_says_so(tmp_path: Path, monkeypatch):
+    src = make_class_folders(tmp_path / "raw", per_class=10)
+    before = _source_files(src)
+    _interrupt_move_on(monkeypatch, 25, OSError(28, "No space left on device"))
+    with pytest.raises(BirdclsError, match=r"split --move stopped part-way \(OSError: .*No space left on device\): "
+                                           r"every image already moved was moved back to .*raw") as info:
+        split_dataset(src, tmp_path / "out", move=True)
+    assert "\n" not in str(info.value)
+    assert _source_files(src) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_when_moving_back_fails_the_error_says_where_the_images_are(tmp_path: Path, monkeypatch):
+    import shutil
+
+    src = make_class_folders(tmp_path / "raw", per_class=10)
+
+    def broken_move(*_a, **_k):
+        raise PermissionError(13, "Permission denied")
+
+    # Ctrl-C after 5 images are moved; from then on every move (moving back included) fails.
+    _interrupt_move_on(monkeypatch, 6, KeyboardInterrupt(), then=lambda: monkeypatch.setattr(shutil, "move",
+                                                                                             broken_move))
+    with pytest.raises(BirdclsError, match=r"moving the images back failed .*: 5 images are still in (\S+)/<split>/"
+                                           r"<class>/; move them back into .*raw/<class>/") as info:
+        split_dataset(src, tmp_path / "out", move=True)
+    staging = Path(str(info.value).split(" images are still in ")[1].split("/<split>")[0])
+    assert staging.is_dir() and len([p for p in staging.rglob("*") if p.is_file()]) == 5  # kept, not deleted
+    assert len(list(src.rglob("*.jpg"))) == 25
+
+
+def test_images_in_sub_folders_of_a_class_are_left_out_and_counted(tmp_path: Path):
+    """`predict raw/jay` goes into sub-folders; split takes only a class folder's own images and says how many
+    it left out, and where, instead of dropping them silently."""
+    src = make_class_folders(tmp_path / "raw", per_class=7)
+    nested = src / "jay" / "nested"
+    (nested / "deeper").mkdir(parents=True)
+    (src / "jay" / ".hidden").mkdir()
+    for p in (nested / "n.jpg", nested / "deeper" / "m.PNG", src / "parrot" / "old" / "o.jpg",
+              src / "jay" / ".hidden" / "h.jpg"):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes((src / "jay" / "000.jpg").read_bytes())
+    (nested / "notes.txt").write_text("not an image")
+    for move in (False, True):
+        raw = _copy(src, tmp_path / f"raw-{move}")
+        report = split_dataset(raw, tmp_path / f"out-{move}", move=move)
+        assert report.nested_images == {"jay": 2, "parrot": 1}
+        assert report.nested_note() == ("3 images in sub-folders of class folders were left out: move them up into "
+                                        "their class folder to include them (jay 2, parrot 1)")
+        assert json.loads((tmp_path / f"out-{move}" / "split.json").read_text())["nested_images"] == {"jay": 2,
+                                                                                                      "parrot": 1}
+        assert sum(report.counts["jay"].values()) == 7
+        assert not [p for p in (tmp_path / f"out-{move}").rglob("*") if p.name in ("n.jpg", "m.PNG", "o.jpg")]
+        assert (raw / "jay" / "nested" / "deeper" / "m.PNG").is_file()  # --move left them where they were
+    plain = split_dataset(make_class_folders(tmp_path / "plain", per_class=7), tmp_path / "plain-out")
+    assert plain.nested_images == {} and plain.nested_note() == ""
+    (tmp_path / "plain" / "jay" / "a").mkdir()
+    (tmp_path / "plain" / "jay" / "a" / "x.jpg").write_bytes(b"")
+    one = split_dataset(tmp_path / "plain", tmp_path / "plain-out", overwrite=True).nested_note()
+    assert one == "1 image in a sub-folder of a class folder was left out: move it up into its class folder to include it (jay 1)"

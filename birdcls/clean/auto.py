@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import Interrupted, interrupt_exit_code
 from .checks import CheckReport, CleanConfig, _quiet_large_images, find_issues
 from .quarantine import Quarantine
 
@@ -70,11 +71,19 @@ def clean_auto(data: str | os.PathLike, config: CleanConfig = CleanConfig(), rep
     check = find_issues(data, config)
     quarantine = Quarantine(data, source="auto")
     moved = 0
-    for flag in check.flags:
-        if flag.move and flag.path.is_file():
-            if not dry_run:
-                quarantine.quarantine(flag.path, f"{flag.reason} ({flag.detail})")
-            moved += 1
+    try:
+        for flag in check.flags:
+            if flag.move and flag.path.is_file():
+                if not dry_run:
+                    quarantine.quarantine(flag.path, f"{flag.reason} ({flag.detail})")
+                moved += 1
+    except KeyboardInterrupt as exc:
+        if dry_run or not moved:
+            raise
+        flagged = sum(1 for f in check.flags if f.move)
+        raise Interrupted(f"interrupted after quarantining {moved} of {flagged} flagged files, each move logged: "
+                          f"`birdcls clean {data} --undo` moves them back; `--auto` again finishes the job",
+                          interrupt_exit_code(exc)) from None
     result = AutoCleanResult(check, moved, sum(1 for f in check.flags if not f.move), quarantine.run, dry_run=dry_run)
     if report:
         _write_report(result, data)

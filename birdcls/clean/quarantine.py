@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._io import append_jsonl, read_jsonl
+from .._io import append_jsonl, read_jsonl, signals_deferred
 from ..errors import BirdclsError
 
 __all__ = ["Quarantine", "QUARANTINE_DIR", "LOG_NAME"]
@@ -102,8 +102,9 @@ class Quarantine:
         if not path.is_file():
             raise BirdclsError(f"{path} does not exist (already moved?): refresh the view")
         rel = self._rel(path)
-        dest = self._move(path, self.data / QUARANTINE_DIR / rel)
-        return self._record(rel, "quarantine", reason, self._rel(dest))
+        with signals_deferred():  # an interrupt never leaves a move that the log (and so undo) misses
+            dest = self._move(path, self.data / QUARANTINE_DIR / rel)
+            return self._record(rel, "quarantine", reason, self._rel(dest))
 
     def move(self, path: str | os.PathLike, new_class: str, reason: str = "relabelled") -> Decision:
         """Move ``path`` into the sibling class folder ``new_class`` (same split) and log it."""
@@ -114,8 +115,9 @@ class Quarantine:
         target_dir = path.parent.parent / new_class
         if not target_dir.is_dir():
             raise BirdclsError(f"class folder {target_dir} does not exist: pick one of the existing classes")
-        dest = self._move(path, target_dir / path.name)
-        return self._record(rel, "move", reason or f"relabelled as {new_class}", self._rel(dest))
+        with signals_deferred():
+            dest = self._move(path, target_dir / path.name)
+            return self._record(rel, "move", reason or f"relabelled as {new_class}", self._rel(dest))
 
     def keep(self, path: str | os.PathLike, reason: str = "reviewed") -> Decision:
         return self._record(self._rel(Path(path)), "keep", reason, None)
@@ -127,8 +129,11 @@ class Quarantine:
             if original.exists():
                 raise BirdclsError(f"cannot undo: {original} exists again; move it away first")
             original.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(moved, original)
-        self._record(d.file, "undo", f"undo {d.action}", d.dest, undoes=d.id)
+            with signals_deferred():
+                os.replace(moved, original)
+                self._record(d.file, "undo", f"undo {d.action}", d.dest, undoes=d.id)
+        else:
+            self._record(d.file, "undo", f"undo {d.action}", d.dest, undoes=d.id)
 
     def undo(self, scope: str = "run") -> list[Decision]:
         """Undo the last decision (``action``), the last run's decisions (``run``) or all of them (``all``).

@@ -6,7 +6,11 @@
 - ``cifar10``: the python-pickle batches (``data_batch_1..5``, ``test_batch``, as in
   ``cifar-10-python.tar.gz``) or a class-folder copy (``train/``, ``test/``). ``split="report"``
   keeps the CIFAR-10 report's split (batch 1 train, batch 2 validation, test batch test); ``"full"``
-  uses batches 1-4 for train and 5 for validation.
+  uses batches 1-4 for train and 5 for validation. Class folders carry no batch numbers, so there
+  ``"report"`` draws a seeded fifth of each class's training images for train and another fifth for
+  validation (10,000 and 10,000 of CIFAR-10's 50,000, the sizes of batches 1 and 2), and ``"full"``
+  keeps the source's ``val/`` or carves a seeded 10% of train out as validation (45,000/5,000).
+  ``dataset.json`` records which split was made. ``--split`` applies to ``cifar10`` only.
 - ``fashion-mnist``: the four IDX ``.gz`` files (train/t10k images and labels); validation is the last
   10,000 training images.
 - ``dogs-vs-cats``: Kaggle's flat folder of ``cat.N.jpg``/``dog.N.jpg`` (label from the file name) or
@@ -274,7 +278,7 @@ def _cifar10(source: Path | None, stage: Path, split: str = "full", work: Path |
     if source is None:
         source = _unpack(download(REMOTES["cifar10"][0], work), scratch)
     if source.is_dir() and (source / "train").is_dir() and (source / "test").is_dir() and not _cifar_batches(source):
-        return _from_class_folders(source, stage)
+        return _from_class_folders(source, stage, split)
     batches = _cifar_batches(source)
     missing = [n for n in ([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]) if n not in batches]
     need = {"report": ["data_batch_1", "data_batch_2", "test_batch"]}.get(split, missing)
@@ -306,14 +310,63 @@ def _fashion_mnist(source: Path | None, stage: Path, work: Path | None = None, *
     return {"val": f"last {n_val} training images"}
 
 
-def _from_class_folders(source: Path, stage: Path) -> dict[str, Any]:
-    """A copy of an existing train/(val/)test class-folder layout."""
-    for split in ("train", "val", "valid", "test"):
-        if (source / split).is_dir():
-            shutil.copytree(source / split, stage / ("val" if split == "valid" else split), dirs_exist_ok=True)
-    if not (stage / "val").exists():
-        _carve_val(stage)
-    return {"from": "class folders"}
+def _from_class_folders(source: Path, stage: Path, split: str = "full") -> dict[str, Any]:
+    """A train/(val/)test class-folder layout, split as ``split`` asks (see the module docstring)."""
+    if split == "report":
+        return _report_from_class_folders(source, stage)
+    for part in ("train", "val", "valid", "test"):
+        if (source / part).is_dir():
+            shutil.copytree(source / part, stage / ("val" if part == "valid" else part), dirs_exist_ok=True)
+    if (stage / "val").exists():
+        return {"from": "class folders", "split": "full", "val": "the source's own"}
+    _carve_val(stage)
+    return {"from": "class folders", "split": "full", "val": "a seeded 10% of each train class (seed 1337)"}
+
+
+#: The report's batch 1 (train) and batch 2 (validation) are each a fifth of CIFAR-10's 50,000 training images.
+_REPORT_SHARE = 0.2
+
+
+def _training_pool(source: Path) -> dict[str, list[tuple[Path, str]]]:
+    """Each class's training images (train/ plus any val/ or valid/, which were training images too), as
+    (file, name to write it under): a val/ file keeps its part as a prefix so it cannot clash with train/'s."""
+    pool: dict[str, list[tuple[Path, str]]] = {}
+    for part in ("train", "val", "valid"):
+        for cdir in sorted(p for p in (source / part).glob("*") if p.is_dir()):
+            files = sorted(f for f in cdir.iterdir() if f.is_file() and not f.name.startswith("."))
+            pool.setdefault(cdir.name, []).extend((f, f.name if part == "train" else f"{part}-{f.name}")
+                                                  for f in files)
+    return pool
+
+
+def _report_from_class_folders(source: Path, stage: Path, seed: int = 1337) -> dict[str, Any]:
+    """The report's split from class folders, which carry no batch numbers: a seeded fifth of each class
+    stands in for batch 1 (train), another fifth for batch 2 (val); test/ is copied whole.
+
+    Every class is checked before anything is copied, so a class too small for both parts fails at once.
+    """
+    pool = _training_pool(source)
+    small = sorted(c for c, files in pool.items() if len(files) < 2)
+    if small:
+        raise BirdclsError(f"--split report needs at least 2 training images per class to draw train and val from, "
+                           f"and {source} has fewer in {', '.join(small)}: use --split full with --from FOLDER")
+    rng = np.random.default_rng(seed)
+    plan: list[tuple[Path, Path]] = []
+    for cls, files in sorted(pool.items()):
+        order = rng.permutation(len(files))
+        n = max(1, round(len(files) * _REPORT_SHARE))
+        for part, picked in (("train", order[:n]), ("val", order[n:2 * n])):
+            plan += [(files[i][0], stage / part / cls / files[i][1]) for i in sorted(picked)]
+    print("note: class folders carry no CIFAR-10 batch numbers: a seeded fifth of each class stands in for "
+          "batch 1 (train), another for batch 2 (val)", flush=True)
+    for src, dst in plan:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    shutil.copytree(source / "test", stage / "test", dirs_exist_ok=True)
+    return {"from": "class folders", "split": "report",
+            "split_detail": f"no batch numbers in class folders: a seeded {_REPORT_SHARE:.0%} of each class's "
+                            f"training images stands in for batch 1 (train), another {_REPORT_SHARE:.0%} for "
+                            f"batch 2 (val), seed {seed}"}
 
 
 def _carve_val(stage: Path, fraction: float = 0.1, seed: int = 1337) -> None:
@@ -384,6 +437,9 @@ def get_dataset(name: str, dest: str | os.PathLike, source: str | os.PathLike | 
         raise BirdclsError(f"unknown dataset '{name}': use one of {', '.join(DATASETS)}")
     if split not in ("full", "report"):
         raise BirdclsError(f"--split must be full or report, got {split!r}")
+    if split == "report" and name != "cifar10":
+        raise BirdclsError(f"--split report applies to cifar10 only: {name} has one split (its report recipes "
+                           "take their subsets when training); drop --split")
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         raise BirdclsError(f"{dest} already exists: pass --overwrite or choose another folder")

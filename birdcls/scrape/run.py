@@ -6,9 +6,11 @@ tried becomes a manifest row (kept, duplicate, rejected with its reason, or a ne
 A search that fails (no network, a rate limit) stops that class with a one-line reason; a run in which
 no class got a single image raises :class:`BirdclsError` naming the problem and the fix.
 
-Example:
-    >>> report = scrape_classes(["cockatoo", "black-kite=black kite bird"], "data/raw", per_class=100)
-    >>> print(report.table())
+Example (``make_engine`` builds the engine by its ``--engine`` name: ddg, bing, google, or urls with a file):
+    >>> from birdcls.scrape import make_engine
+    >>> report = scrape_classes(["cockatoo", "black-kite=black kite bird"], "data/raw", make_engine("ddg"),
+    ...                         per_class=100)  # doctest: +SKIP
+    >>> print(report.table())  # doctest: +SKIP
 """
 
 from __future__ import annotations
