@@ -20,8 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -253,28 +251,23 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
 
 def _plan(src: Path, staging: Path, by_class: dict[str, list[Path]], group_of: dict[Path, tuple[Path, ...]],
           ratio: tuple[float, float, float], seed: int) -> Plan:
-    """Where split-folders puts each image, worked out on empty stand-ins in ``staging/.plan``: the same seeded
-    shuffle of the same sorted groups, but nothing real touched yet, so that every image's source and target
-    are known before the first one is moved (and a --move stopped part-way can be undone)."""
-    import splitfolders
+    """Where each image goes: split-folders' own steps for one class folder (its seeded shuffle of the sorted
+    duplicate groups, then its cut at the ratios), as ``splitfolders.ratio`` runs them, but without its
+    copying, so that every image's source and target are known before the first one is touched (a --move
+    stopped part-way can then be undone). Hidden folders' files (``.quarantine``) are never handed back."""
+    from splitfolders.split import setup_files, split_files
 
-    stand_in, out = staging / ".plan" / "in", staging / ".plan" / "out"
-    for cls, files in by_class.items():
-        (stand_in / cls).mkdir(parents=True)
-        for f in files:
-            (stand_in / cls / f.name).touch()
+    wanted = {p for files in by_class.values() for p in files}
 
-    def group(files: list[Path]) -> list[tuple[Path, ...]]:
-        # One class folder's stand-ins: each duplicate group once, as a tuple, so the group lands in one split.
-        # All stand-ins of a class share one folder, as their sources do, so they sort (and shuffle) alike.
-        real = {src / Path(f).parent.name / Path(f).name for f in files}
-        return sorted({tuple(stand_in / p.parent.name / p.name for p in group_of.get(r, (r,))) for r in real})
+    def group(files: list[Path]) -> list[tuple[Path, ...]]:  # each duplicate group once: it lands in one split
+        return sorted({group_of.get(Path(f), (Path(f),)) for f in files if Path(f) in wanted})
 
-    with contextlib.redirect_stderr(io.StringIO()):  # split-folders' progress bar: _place shows the real one
-        splitfolders.ratio(str(stand_in), output=str(out), seed=seed, ratio=ratio, move=True, group=group)
-    plan = [(src / f.parent.name / f.name, staging / f.relative_to(out))
-            for f in sorted(out.glob("*/*/*")) if f.is_file()]
-    shutil.rmtree(staging / ".plan")
+    plan: Plan = []
+    for cls in by_class:
+        units = setup_files(src / cls, seed, group=group)
+        train_end = int(ratio[0] * len(units))
+        for units_of_split, split in split_files(units, train_end, train_end + int(ratio[1] * len(units)), True):
+            plan += [(source, staging / split / cls / source.name) for unit in units_of_split for source in unit]
     for split in SPLITS:  # every class in every split, as split-folders makes them
         for cls in by_class:
             (staging / split / cls).mkdir(parents=True, exist_ok=True)
