@@ -124,8 +124,9 @@ def clean(
                              blurry=blurry)
         result = clean_auto(data, config, report=report, dry_run=dry_run)
     typer.echo(result.table())
-    for flag in result.check.flags if dry_run else []:
-        typer.echo(f"  {flag.path}: {flag.reason} ({flag.detail})")
+    for flag in result.check.flags:  # a dry run lists all; a real run the files left in place for a person to judge
+        if dry_run or not flag.move:
+            typer.echo(f"  {'' if dry_run else 'reported, not moved: '}{flag.path}: {flag.reason} ({flag.detail})")
 
 
 @app.command(epilog="Example: birdcls split data/raw data/birds --ratio 0.7 0.15 0.15 --seed 1337   |   "

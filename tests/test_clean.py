@@ -105,6 +105,7 @@ def test_cli_clean(tmp_path):
     assert not (data / ".quarantine").exists()
     result = runner.invoke(app, ["clean", str(data), "--auto"])
     assert result.exit_code == 0 and "moved 5 files" in result.output  # no --dark here
+    assert f"reported, not moved: {data / 'jay' / 'parrot-as-jay.jpg'}" in result.output  # named, for a person
     result = runner.invoke(app, ["clean", str(data), "--undo"])
     assert result.exit_code == 0 and "undid 5" in result.output
     for args, message in ((["clean", str(tmp_path / "nope"), "--auto"], "does not exist"),
