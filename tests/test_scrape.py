@@ -272,14 +272,14 @@ def test_unreachable_engine_is_a_network_error_and_scrapes_nothing(tmp_path, mon
 def test_cli_without_network_says_so_on_one_line_with_exit_2(tmp_path, monkeypatch, dead_port):
     """The bug report's command: exit 2, one complete error line, no table, no claim of a manifest."""
     monkeypatch.setenv("DDGS_PROXY", f"http://127.0.0.1:{dead_port}")
-    out = tmp_path / "scr1"
+    out = tmp_path / "data" / "raw"  # the README's layout: data/ is made for it, and removed with it
     result = runner.invoke(app, ["scrape", "cockatoo", "--per-class", "3", "--out", str(out)])
     assert result.exit_code == 2, result.output
     assert result.stdout == "" and "Traceback" not in result.output
     errors = [ln for ln in result.stderr.splitlines() if "error" in ln]
     assert len(errors) == 1 and errors[0].startswith("error: "), result.stderr
     _assert_one_complete_line(errors[0], "ddg could not be reached (connection refused)", NETWORK_FIX)
-    assert not out.exists()
+    assert not out.exists() and not out.parent.exists() and tmp_path.is_dir()
 
 
 def test_cli_urls_engine_with_every_download_failing_is_exit_2(tmp_path, dead_port):

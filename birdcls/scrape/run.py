@@ -158,7 +158,7 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BirdclsError(f"--out {out} is a file: choose a folder")
-    created = not out.exists()
+    created = [p for p in (out, *out.parents) if not p.exists()]  # out first, then the parents it needed
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out / MANIFEST_NAME)
     state = _State(manifest, out)
@@ -175,8 +175,10 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
             close()
     report = ScrapeReport(out, results, manifest.path if manifest.path.is_file() else None)
     if not any(r.kept for r in results):
-        if created and not any(out.iterdir()):
-            out.rmdir()  # leave no empty folder behind that looks like a result
+        for folder in created:  # leave no empty folder behind that looks like a result, nor its new parents
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
         raise BirdclsError(_nothing_kept(report, engine))
     return report
 
