@@ -597,6 +597,10 @@ def _finish_run(learn, cfg: TrainConfig, scan: DatasetScan, out: Path, history: 
     onnx_written = cfg.export_onnx and _write_run_onnx(learn, out)
     report = evaluate_predictor(predictor_from_learner(learn, str(learn.dls.device)), scan.layout.test, out,
                                 top_losses=cfg.top_losses, progress=progress)
+    listed = len(scan.checks["test"].good)
+    if report["n_test"] + len(report["skipped_unreadable"]) < listed:
+        print(f"note: test/ held {listed} readable images when training began and {report['n_test']} at the test; "
+              "files were removed during the run, so the test figures cover only those left", flush=True)
     metrics = {
         **report,
         "train_seconds": round(seconds, 2),

@@ -309,3 +309,22 @@ def test_tta_needs_flips(tmp_path, tiny_data):
     with pytest.raises(BirdclsError, match="set tta=false, or flip=true"):
         train(tiny_data, tmp_path / "run", recipe="cifar10-speedrun", tta=True, flip=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_test_images_removed_during_the_run_are_noted(tmp_path, monkeypatch, capsys):
+    """The test figures can only cover the files still there; the run says so instead of a silent 10 of 12."""
+    import sys
+
+    learn_module = sys.modules["birdcls.learn"]
+    data = make_split_dataset(tmp_path / "d")
+    real = learn_module._run_phases
+
+    def removing_two_test_images(*args, **kwargs):
+        for path in sorted((data / "test" / "jay").iterdir())[:2]:
+            path.unlink()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(learn_module, "_run_phases", removing_two_test_images)
+    result = train(data, tmp_path / "run", **{**FAST, "progress": "lines"})
+    assert result.metrics["n_test"] == 10 and result.metrics["data"]["test"]["images"] == 12
+    assert "test/ held 12 readable images when training began and 10 at the test" in capsys.readouterr().out
