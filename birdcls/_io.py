@@ -39,12 +39,31 @@ def with_default_mode(path: str | os.PathLike, directory: bool = False) -> None:
 LOCK_NAME = ".birdcls.lock"  # inside a locked folder; holds the pid of the process that locked it last
 
 
+_HELD_LOCKS: set[int] = set()  # descriptors of the folder locks this process holds
+
+
+def _drop_held_locks_in_child() -> None:
+    """A forked child (decoding or data-loading workers) closes its copies of the lock descriptors: a flock
+    belongs to the open file, so a child outliving its parent would otherwise keep the folder locked."""
+    for fd in _HELD_LOCKS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_held_locks_in_child)
+
+
 @contextmanager
 def folder_lock(folder: str | os.PathLike, holder: str) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (made if missing) while the block runs, so that a second
     ``holder`` (e.g. "`birdcls train`") gets a one-line BirdclsError instead of writing its files among the
     first one's. The lock is ``flock`` on a hidden file in the folder: the system releases it when the
-    process ends, however it ends. Where there is no ``fcntl`` (Windows) the block runs unlocked."""
+    process ends, however it ends. Where there is no ``fcntl`` (Windows), or the file system cannot lock,
+    the block runs unlocked."""
     from .errors import BirdclsError
 
     try:
@@ -62,9 +81,17 @@ def folder_lock(folder: str | os.PathLike, holder: str) -> Iterator[None]:
             pid = os.read(fd, 32).decode(errors="replace").strip()
             raise BirdclsError(f"{folder} is in use by another {holder}{f' (pid {pid})' if pid else ''}: wait for "
                                "it to finish or choose another folder") from None
+        except OSError:  # a file system without locks (some network and FUSE mounts)
+            yield
+            return
+        _HELD_LOCKS.add(fd)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        yield
+        try:
+            yield
+        finally:
+            _HELD_LOCKS.discard(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 
@@ -72,19 +99,25 @@ def folder_lock(folder: str | os.PathLike, holder: str) -> Iterator[None]:
 @contextmanager
 def signals_deferred() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block ends, for two steps that must not be cut apart (a file moved
-    and its move logged, so that undo can find it). Only the main thread of a POSIX process receives them;
-    elsewhere the block runs as it is."""
+    and its move logged, so that undo can find it): their handlers only note the signal meanwhile, and it is
+    raised again at the end. Python runs signal handlers in the main thread only, so elsewhere the block runs
+    as it is (and no signal is caught there anyway)."""
     import signal
     import threading
 
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def check_writable(dest: str | os.PathLike) -> Path:

@@ -46,9 +46,11 @@ def _user_errors() -> Iterator[None]:
     same clean-up as Ctrl-C, then exit 143."""
     import os
     import signal
+    import threading
     from functools import partial
 
-    previous = signal.signal(signal.SIGTERM, partial(_raise_terminated, os.getpid()))
+    main = threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
+    previous = signal.signal(signal.SIGTERM, partial(_raise_terminated, os.getpid())) if main else None
     try:
         yield
     except BirdclsError as exc:
@@ -58,7 +60,8 @@ def _user_errors() -> Iterator[None]:
         typer.echo("terminated" if isinstance(exc, Terminated) else "interrupted", err=True)
         raise typer.Exit(interrupt_exit_code(exc)) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @app.command(epilog='Example: birdcls scrape "cockatoo" "black-kite=black kite bird" --per-class 100 --out data/raw')
@@ -275,7 +278,7 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", "-k", help="how many labels to list per image"),
     as_json: bool = typer.Option(False, "--json", help="print JSON rows to stdout"),
     csv_path: Path | None = typer.Option(None, "--csv", help="also write the rows to this CSV file"),
-    bs: int | None = typer.Option(None, help="batch size (default: 32 on a CPU, 256 on a GPU)"),
+    bs: int | None = typer.Option(None, help="batch size (default: 8 on a CPU, 256 on a GPU)"),
     trust: bool = typer.Option(False, help="allow loading a .pkl you did not create (runs its code)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
     precision: str = typer.Option("auto", help="PyTorch models: auto (bf16 on a CUDA GPU, else float32), "

@@ -156,7 +156,8 @@ def export_int8(model, info: ModelInfo, dest: Path, data: SplitLayout) -> Int8Ch
         except BirdclsError:
             raise
         except Exception as exc:  # noqa: BLE001 - the quantizer raises many types
-            raise BirdclsError(f"int8 quantization failed ({describe(exc)}): use --format onnx") from None
+            raise BirdclsError(f"int8 quantization failed ({describe(exc)}): export float32 instead, with "
+                               f"--format onnx and an -o name ending in .onnx (not .int8.onnx)") from None
 
 
 def _calibration_data(run: Path, data: str | os.PathLike | None) -> SplitLayout:
@@ -249,7 +250,9 @@ def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, tru
         check = export_int8(model, predictor.info, dest, layout)
         if not check.kept:
             why = "" if not check.images else ": int8 loses more than one point"
-            raise BirdclsError(f"{check.summary()}{why}, so nothing was written; use --format onnx")
+            float_name = dest.name[:-len(".int8.onnx")] + ".onnx" if dest.name.lower().endswith(".int8.onnx") else dest.name
+            raise BirdclsError(f"{check.summary()}{why}, so nothing was written; export float32 instead: "
+                               f"--format onnx -o {dest.with_name(float_name)}")
         print(check.summary(), flush=True)
     else:
         (_export_safetensors if fmt == "safetensors" else _export_onnx)(model, predictor.info, dest)

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -549,7 +550,11 @@ def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes:
         learn = build_learner(scan, cfg, out)
     except BirdclsError:  # e.g. no weights for the architecture: leave no run folder that --overwrite must clear
         if not resume and [p.name for p in _run_files(out)] == ["config.yaml"]:
-            shutil.rmtree(out)
+            (out / "config.yaml").unlink()
+            (out / LOCK_NAME).unlink(missing_ok=True)
+            if not out.is_symlink() and out.resolve() != Path.cwd().resolve():
+                with contextlib.suppress(OSError):
+                    out.rmdir()
         raise
     for note in notes:
         say(note)

@@ -38,6 +38,7 @@ MODEL_SUFFIXES = (".pkl", ".safetensors", ".onnx")
 PRECISIONS = ("auto", "float32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BACKENDS = ("auto", "torch")
+CPU_BATCH = 8  # images per inference batch on a CPU (see Predictor.default_bs)
 GPU_BATCH = 256  # images per inference batch on a GPU; shorter batches are padded to it (pad_batch)
 
 
@@ -87,7 +88,8 @@ class Predictor:
         self.close()
 
     def close(self) -> None:
-        """Stop the decoding worker processes, if a call started them (they also stop when the program ends)."""
+        """Stop the decoding worker processes, if a call started them (they also stop when the program ends,
+        or on Linux when it is killed)."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool, self._pool_workers = None, 0
@@ -96,8 +98,8 @@ class Predictor:
         """``workers`` decoding processes, started on first use and kept for this predictor's later calls:
         forking them from a process that holds a GPU context costs a good part of a second, as much as
         decoding a thousand images in them."""
-        if self._pool is None or self._pool_workers != workers:
-            self.close()
+        if self._pool is None or self._pool_workers != workers or getattr(self._pool, "_broken", False):
+            self.close()  # a pool that lost a worker (killed, out of memory) cannot decode again
             self._pool, self._pool_workers = decode_process_pool(workers), workers
             weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
         return self._pool
@@ -128,9 +130,10 @@ class Predictor:
 
     @property
     def default_bs(self) -> int:
-        """Batch size for inference: small on a CPU, where batches beyond ~32 images at 224 px fall out
-        of cache and get slower per image; large on a GPU."""
-        return GPU_BATCH if self.on_gpu else 32
+        """Batch size for inference: small on a CPU, where a batch's activations must stay in cache (224 px,
+        2 cores: int8 ONNX 790 to 860 images/s at 8 against 590 to 680 at 32; PyTorch's body about 5 ms an
+        image at 4 to 8 against 15 at 32); large on a GPU."""
+        return GPU_BATCH if self.on_gpu else CPU_BATCH
 
     def probabilities(self, batch: Any) -> np.ndarray:
         """Softmax probabilities for a uint8 NHWC batch of images already at ``info.size`` (a numpy array, or
@@ -201,7 +204,9 @@ def resolve_precision(precision: str, device: Any) -> str:
         return precision
     import torch
 
-    return "bf16" if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    device = torch.device(device)
+    # bf16 units from compute capability 8 (A100, H100, RTX 30xx); older GPUs only emulate it, slower
+    return "bf16" if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8 else "float32"
 
 
 class _TorchBackend:
@@ -244,12 +249,18 @@ class _OnnxBackend:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
 
 
+def _check_device_name(device: str) -> tuple[str, str]:
+    """``device`` split into its kind and GPU index (``cuda:1`` -> cuda, 1), or a one-line error."""
+    kind, colon, index = device.partition(":")
+    if kind not in DEVICES or (colon and (kind != "cuda" or not index.isdigit())):
+        raise BirdclsError(f"device must be auto, cpu, cuda (or cuda:N) or mps, got {device!r}")
+    return kind, index
+
+
 def resolve_device(device: str = "auto") -> str:
     """``auto`` -> cuda, mps or cpu; torch is imported only when a GPU could be there (seconds at start).
     ``cuda:N`` picks one of several GPUs."""
-    kind, _, index = device.partition(":")
-    if kind not in DEVICES or (index and (kind != "cuda" or not index.isdigit())):
-        raise BirdclsError(f"device must be auto, cpu, cuda (or cuda:N) or mps, got {device!r}")
+    kind, index = _check_device_name(device)
     if device == "cpu" or (device == "auto" and _no_accelerator_visible()):
         return "cpu"
     import torch
@@ -257,9 +268,6 @@ def resolve_device(device: str = "auto") -> str:
     if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise BirdclsError("device 'mps' was asked for but no Apple GPU (MPS) is available here: use --device cpu "
                            "or auto")
-    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
-        raise BirdclsError(f"device {device!r} was asked for but {torch.cuda.device_count()} CUDA GPU(s) are "
-                           "visible: use --device cuda, cuda:0 or cpu")
 
     if device == "auto":
         if torch.cuda.is_available():
@@ -267,7 +275,10 @@ def resolve_device(device: str = "auto") -> str:
         mps = getattr(torch.backends, "mps", None)
         return "mps" if mps is not None and mps.is_available() else "cpu"
     if kind == "cuda" and not torch.cuda.is_available():
-        raise BirdclsError("device 'cuda' was asked for but no CUDA GPU is visible: use --device cpu or auto")
+        raise BirdclsError(f"device {device!r} was asked for but no CUDA GPU is visible: use --device cpu or auto")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise BirdclsError(f"device {device!r} was asked for but {torch.cuda.device_count()} CUDA GPU(s) are "
+                           f"visible: use --device cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -363,9 +374,10 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
             onnxruntime when the device is the CPU (about 4x faster there than PyTorch, its int8 copy about
             8x) and its ``model.pkl`` otherwise; ``torch`` always the pkl.
         int8: for a run directory: ``False`` passes over ``model.int8.onnx`` (``evaluate`` does, so its
-            figures match the float32 ones in metrics.json).
+            figures match the ones in metrics.json, computed without int8).
         precision: for a PyTorch model: ``auto`` (bf16 autocast on a CUDA GPU that has bf16, float32
-            elsewhere), ``float32`` or ``bf16``. An ONNX model computes as its graph says.
+            elsewhere), ``float32`` (and for a run directory, not its int8 copy) or ``bf16``. An ONNX file
+            computes as its graph says.
     """
     _check_precision(precision)
     if backend not in BACKENDS:
@@ -377,7 +389,8 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
                                "or an exported model file")
         if backend == "auto" and precision != "bf16" and resolve_device(device) == "cpu":
             pkl_time = (path / "model.pkl").stat().st_mtime
-            for onnx in (path / "model.int8.onnx", path / "model.onnx")[0 if int8 else 1:]:
+            full = not int8 or precision == "float32"  # float32 asked for: not the int8 copy
+            for onnx in (path / "model.int8.onnx", path / "model.onnx")[1 if full else 0:]:
                 if onnx.is_file() and onnx.stat().st_mtime >= pkl_time:
                     return _load_onnx(onnx)
         path = path / "model.pkl"
@@ -387,6 +400,7 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
     if suffix not in MODEL_SUFFIXES:
         raise BirdclsError(f"{path} is not a model file: pass a run directory or a {'/'.join(MODEL_SUFFIXES)} file")
     if suffix == ".onnx":
+        _check_device_name(device)
         if precision == "bf16":
             raise BirdclsError(f"{path} is an ONNX model, which computes as its graph says: precision bf16 "
                                "needs a .pkl, .safetensors or run folder")
@@ -456,26 +470,35 @@ def _decode_task(chunk: list[Path], size: int, channels: int) -> tuple[list[Path
     return ok, torch.from_numpy(batch), bad
 
 
-def _one_torch_thread() -> None:
-    """A decoding worker's start, as in torch's DataLoader workers: torch's copy of a batch into shared memory
-    would otherwise run on OpenMP threads, which hang in a process forked from one that has used them."""
+def _start_decoding_worker() -> None:
+    """A decoding worker's start. One torch thread, as in torch's DataLoader workers: torch's copy of a batch
+    into shared memory would otherwise run on OpenMP threads, which hang in a process forked from one that
+    has used them. Ctrl-C is the main process's to handle (each idle worker would print a traceback). On
+    Linux the worker dies with its parent, even one killed outright (by the out-of-memory killer, say)."""
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def decode_process_pool(workers: int) -> Any:
-    """``workers`` decoding processes, all started now. Forked where the platform can (a spawned process would
-    import torch before its first image), as torch's DataLoader does: they never touch the GPU."""
+    """``workers`` decoding processes, all started now. Forked on Linux (a spawned process would import torch
+    before its first image), as torch's DataLoader does there: they never touch the GPU. Spawned elsewhere
+    (macOS: forking after its GPU frameworks start is unsafe)."""
     import multiprocessing
     import warnings
     from concurrent.futures import ProcessPoolExecutor
 
     import torch.multiprocessing  # noqa: F401 - registers the shared-memory pickling of tensors
 
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_one_torch_thread)
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_decoding_worker)
     with warnings.catch_warnings():  # Python 3.12+ warns about forking a process that has threads
         warnings.simplefilter("ignore", DeprecationWarning)
         for future in [pool.submit(int) for _ in range(workers)]:  # forks every worker

@@ -146,7 +146,7 @@ def check_int8(fp32: str | os.PathLike, int8: str | os.PathLike, images: Sequenc
     index = {c: i for i, c in enumerate(info.classes)}
     preds: list[list[np.ndarray]] = [[], []]
     read: list[int] = []
-    for batch, kept in _batches([Path(p) for p in images], info.size, info.in_chans):
+    for batch, kept in _batches([Path(p) for p in images], info.size, info.in_chans, models[0].default_bs):
         read += kept
         for out, model in zip(preds, models):
             out.append(model.probabilities(batch))

@@ -125,6 +125,9 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
         raise BirdclsError(f"output {dst} contains the source {src}: choose an output folder outside it")
     if dst.exists() and not dst.is_dir():
         raise BirdclsError(f"output {dst} is a file: choose a folder for the split dataset")
+    cwd = Path.cwd().resolve()
+    if dst_abs == cwd or dst_abs in cwd.parents:  # it would be swapped out from under the shell standing in it
+        raise BirdclsError(f"output {dst} is the current folder or holds it: name a new folder, e.g. data/split")
     if not dst.is_dir() or not any(dst.iterdir()):
         return  # new or empty: nothing to lose
     if not _is_split_dataset(dst):

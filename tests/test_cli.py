@@ -96,10 +96,15 @@ def test_train_refuses_unknown_arch_before_work(tmp_path, tiny_data):
     assert not (tmp_path / "r").exists()
 
 
-def test_train_weights_unavailable_offline(tmp_path, tiny_data):
+def test_train_weights_unavailable_offline(tmp_path, tiny_data, monkeypatch):
     result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "r"), "--arch", "resnet34"])
     _assert_one_line_error(result, "--weights FILE")
     assert not (tmp_path / "r").exists()  # the same command can be run again once the weights are there
+    (tmp_path / "here").mkdir()  # the same into the current folder, which stays (empty, as it was)
+    monkeypatch.chdir(tmp_path / "here")
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", ".", "--arch", "resnet34"])
+    _assert_one_line_error(result, "--weights FILE")
+    assert (tmp_path / "here").is_dir() and not any((tmp_path / "here").iterdir())
 
 
 def test_recipes_and_models_list():

@@ -135,6 +135,8 @@ def test_api_mistakes_get_one_line_answers(exports, tiny_data):
                             ("cuda:x", "got 'cuda:x'"), ("mps", "no Apple GPU \\(MPS\\) is available")]:
         with pytest.raises(BirdclsError, match=message):
             load_model(exports["safetensors"], device=device)
+    with pytest.raises(BirdclsError, match="got 'cuda:'"):
+        load_model(exports["onnx"], device="cuda:")  # checked for an ONNX file too, though it runs on the CPU
     with pytest.raises(BirdclsError, match="backend must be auto .* or torch, got 'tensorrt'"):
         load_model(exports["safetensors"], backend="tensorrt")
     proc = run_cli("predict", str(exports["safetensors"]), str(image), "--device", "gpu")
@@ -237,6 +239,43 @@ def test_worker_processes_are_started_once_and_kept_for_the_models_later_calls(e
         pool = model.decode_pool(3)
     with pytest.raises(RuntimeError, match="shutdown"):  # leaving the with block closed the model
         pool.submit(int)
+
+
+def test_a_broken_pool_is_replaced_and_workers_do_not_hold_a_folder_lock(exports, tiny_data, tmp_path):
+    """A worker killed (out of memory, say) breaks its pool: the model's next call starts a new one instead
+    of failing forever. Workers forked inside a run folder's lock do not keep the folder locked."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from birdcls._io import folder_lock
+
+    model = load_model(exports["safetensors"])
+    with folder_lock(tmp_path / "run", "`birdcls train`"):
+        predict(model, [tiny_data / "test"], bs=4, workers=2, processes=True)
+    code = "import sys; from birdcls._io import folder_lock\nwith folder_lock(sys.argv[1], 'x'): print('ok')"
+    other = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True)
+    assert other.stdout.strip() == "ok", other.stderr  # free, though the workers forked inside it still run
+    pool = model.decode_pool(2)
+    os.kill(next(iter(pool._processes)), signal.SIGKILL)
+    with pytest.raises(BirdclsError, match="a decoding worker process died"):
+        predict(model, [tiny_data / "test"], bs=4, workers=2, processes=True)
+    again = predict(model, [tiny_data / "test"], bs=4, workers=2, processes=True)
+    assert len(again.rows) == 12 and model.decode_pool(2) is not pool
+    model.close()
+
+
+def test_float32_from_a_run_folder_passes_over_its_int8_copy(exports, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(exports["pkl"], run / "model.pkl")
+    for name in ("model.onnx", "model.int8.onnx"):  # the same graph under both names: only the name is checked
+        shutil.copyfile(exports["onnx"], run / name)
+    assert load_model(run, device="cpu").path.name == "model.int8.onnx"
+    assert load_model(run, device="cpu", precision="float32").path.name == "model.onnx"
 
 
 def test_bf16_autocast_on_request_and_float32_by_default_on_a_cpu(exports, tiny_data, tmp_path):

@@ -363,3 +363,13 @@ def test_images_in_sub_folders_of_a_class_are_left_out_and_counted(tmp_path: Pat
     (tmp_path / "plain" / "jay" / "a" / "x.jpg").write_bytes(b"")
     one = split_dataset(tmp_path / "plain", tmp_path / "plain-out", overwrite=True).nested_note()
     assert one == "1 image in a sub-folder of a class folder was left out: move it up into its class folder to include it (jay 1)"
+
+
+def test_the_current_folder_as_output_is_refused_before_any_work(tmp_path: Path, monkeypatch):
+    raw = make_class_folders(tmp_path / "a" / "raw", per_class=7)
+    (tmp_path / "b" / "here").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "b" / "here")
+    for dst in (Path("."), tmp_path / "b"):
+        with pytest.raises(BirdclsError, match="is the current folder or holds it: name a new folder"):
+            split_dataset(raw, dst, overwrite=True)
+    assert not any((tmp_path / "b" / "here").iterdir())
