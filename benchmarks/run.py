@@ -249,7 +249,7 @@ def case_predict(work: Path, quick: bool) -> list[dict] | None:
         rows.append(line("predict", side, size=224, images=len(images), bs=models[side].default_bs,
                          images_per_s=float(np.median(rates[side])), ratio=float(np.median(ratios)),
                          ratios=[round(r, 2) for r in ratios], answered=answered[side], test_acc=test_acc[side],
-                         precision=models[side].precision))
+                         **({"precision": models[side].precision} if models[side].device is not None else {})))
     torch_model = models[sides[0][0]]
     if torch_model.on_gpu or DECODE_BREAKDOWN:
         rows += decode_breakdown(images, torch_model.default_bs, torch_model.device)
