@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import with_default_mode, write_json_atomic
+from ._io import signals_deferred, with_default_mode, write_json_atomic
 from .data.folders import IMAGE_EXTENSIONS, list_labelled_images
 from .errors import BirdclsError, describe
 
@@ -243,12 +243,14 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
             "files": files,
         })
         with_default_mode(staging, directory=True)
-        old = _swap_into_place(staging, dst)
+        with signals_deferred():  # a Ctrl-C here waits until the new split is in place and the old one gone
+            old = _swap_into_place(staging, dst)
+            started.clear()  # nothing to move back any more
+            if old is not None:
+                old.unlink() if old.is_symlink() else shutil.rmtree(old, ignore_errors=True)
     except BaseException as exc:
         _undo(exc, staging, src, started if move else [])
         raise
-    if old is not None:  # the new split is in place: only now is the old one gone for good
-        old.unlink() if old.is_symlink() else shutil.rmtree(old, ignore_errors=True)
     return SplitReport(dst, counts, len(others), empty, n_dup_groups, nested)
 
 
