@@ -77,11 +77,14 @@ def folder_lock(folder: str | os.PathLike, holder: str) -> Iterator[None]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except BlockingIOError:
             pid = os.read(fd, 32).decode(errors="replace").strip()
             raise BirdclsError(f"{folder} is in use by another {holder}{f' (pid {pid})' if pid else ''}: wait for "
                                "it to finish or choose another folder") from None
         except OSError:  # a file system without locks (some network and FUSE mounts)
+            locked = False
+        if not locked:
             yield
             return
         _HELD_LOCKS.add(fd)
@@ -97,27 +100,34 @@ def folder_lock(folder: str | os.PathLike, holder: str) -> Iterator[None]:
 
 
 @contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM until the block ends, for two steps that must not be cut apart (a file moved
-    and its move logged, so that undo can find it): their handlers only note the signal meanwhile, and it is
-    raised again at the end. Python runs signal handlers in the main thread only, so elsewhere the block runs
-    as it is (and no signal is caught there anyway)."""
+def signals_deferred(reraise: bool = True) -> Iterator[list[int]]:
+    """Hold Ctrl-C and SIGTERM until the block ends, for steps that must not be cut apart (a file moved and
+    its move logged, so that undo can find it): their handlers only note the signal meanwhile (the block gets
+    the list), and it is raised again at the end (SIGTERM first) unless ``reraise`` is false. Python runs
+    signal handlers in the main thread only, so elsewhere the block runs as it is."""
     import signal
     import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous: dict[int, Any] = {}
     try:
-        yield
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, _frame: caught.append(signum))
+        yield caught
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        if caught:
-            signal.raise_signal(caught[0])
+        failure: BaseException | None = None
+        for sig, handler in previous.items():  # every handler back, even if a signal's handler raises meanwhile
+            try:
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, once all are restored
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        if caught and reraise:
+            signal.raise_signal(signal.SIGTERM if signal.SIGTERM in caught else caught[0])
 
 
 def check_writable(dest: str | os.PathLike) -> Path:

@@ -194,8 +194,10 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     learn = Learner(dls, model, splitter=splitter_for(cfg.arch, bn_bias_group=_bn_bias_group(cfg)),
                     path=Path(run_dir), model_dir="checkpoints",
                     train_bn=cfg.train_bn, **_learner_settings(cfg))
-    if cfg.mixed_precision and device == "cuda":
-        use_mixed_precision(learn, bf16=torch.cuda.is_bf16_supported())
+    if cfg.mixed_precision and torch.device(device).type == "cuda":
+        from .predict import has_fast_bf16
+
+        use_mixed_precision(learn, bf16=has_fast_bf16(device))  # fp16 with loss scaling below compute capability 8
     if cfg.pretrained:
         learn.freeze()
     tta = ("flip_shift" if cfg.tta_shift else "flip") if cfg.tta else None

@@ -202,11 +202,17 @@ def resolve_precision(precision: str, device: Any) -> str:
     _check_precision(precision)
     if precision != "auto":
         return precision
+
+    return "bf16" if has_fast_bf16(device) else "float32"
+
+
+def has_fast_bf16(device: Any) -> bool:
+    """Whether ``device`` is a CUDA GPU with bf16 units (compute capability 8: A100, H100, RTX 30xx and
+    later); older GPUs only emulate bf16, slower than float32 (torch's ``is_bf16_supported`` counts them)."""
     import torch
 
     device = torch.device(device)
-    # bf16 units from compute capability 8 (A100, H100, RTX 30xx); older GPUs only emulate it, slower
-    return "bf16" if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8 else "float32"
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
 
 
 class _TorchBackend:
@@ -470,7 +476,7 @@ def _decode_task(chunk: list[Path], size: int, channels: int) -> tuple[list[Path
     return ok, torch.from_numpy(batch), bad
 
 
-def _start_decoding_worker() -> None:
+def _start_decoding_worker(parent: int, forked_from_main_thread: bool) -> None:
     """A decoding worker's start. One torch thread, as in torch's DataLoader workers: torch's copy of a batch
     into shared memory would otherwise run on OpenMP threads, which hang in a process forked from one that
     has used them. Ctrl-C is the main process's to handle (each idle worker would print a traceback). On
@@ -481,10 +487,13 @@ def _start_decoding_worker() -> None:
 
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
+    # the death signal comes when the forking *thread* ends: only the main thread lives as long as the process
+    if sys.platform.startswith("linux") and forked_from_main_thread:
         import ctypes
 
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the call
+            os._exit(1)
 
 
 def decode_process_pool(workers: int) -> Any:
@@ -498,7 +507,10 @@ def decode_process_pool(workers: int) -> Any:
     import torch.multiprocessing  # noqa: F401 - registers the shared-memory pickling of tensors
 
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_decoding_worker)
+    import threading
+
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_decoding_worker,
+                               initargs=(os.getpid(), threading.current_thread() is threading.main_thread()))
     with warnings.catch_warnings():  # Python 3.12+ warns about forking a process that has threads
         warnings.simplefilter("ignore", DeprecationWarning)
         for future in [pool.submit(int) for _ in range(workers)]:  # forks every worker

@@ -243,7 +243,9 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
             "files": files,
         })
         with_default_mode(staging, directory=True)
-        with signals_deferred():  # a Ctrl-C here waits until the new split is in place and the old one gone
+        # a Ctrl-C here waits for the new split to be in place and the old one gone, then counts as having come
+        # after the split: it is finished, and with --move its source is empty, so nothing is undone
+        with signals_deferred(reraise=False):
             old = _swap_into_place(staging, dst)
             started.clear()  # nothing to move back any more
             if old is not None:

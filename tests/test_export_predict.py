@@ -266,6 +266,20 @@ def test_a_broken_pool_is_replaced_and_workers_do_not_hold_a_folder_lock(exports
     model.close()
 
 
+def test_a_pool_started_from_a_short_lived_thread_outlives_it(exports, tiny_data):
+    """Linux's death signal for the workers follows the thread that forked them: a pool made in a thread
+    that then ends must not lose its workers (they are tied to their parent only from the main thread)."""
+    import threading
+
+    model = load_model(exports["safetensors"])
+    starter = threading.Thread(target=model.decode_pool, args=(2,))
+    starter.start()
+    starter.join()
+    result = predict(model, [tiny_data / "test"], bs=4, workers=2, processes=True)
+    assert len(result.rows) == 12
+    model.close()
+
+
 def test_float32_from_a_run_folder_passes_over_its_int8_copy(exports, tmp_path):
     import shutil
 

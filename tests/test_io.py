@@ -80,3 +80,36 @@ def test_signals_wait_for_the_end_of_a_deferred_step():
             steps.append("logged")  # still reached: the interrupt waits for the block's end
         steps.append("after")  # never reached
     assert steps == ["moved", "logged"]
+
+
+def test_deferred_signals_can_be_kept_and_sigterm_wins():
+    """A step that completes may keep what came meanwhile (split's final swap); when both signals came, the
+    one re-raised is SIGTERM (exit 143), and every handler is back afterwards."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with signals_deferred(reraise=False) as caught:
+        os.kill(os.getpid(), signal.SIGINT)
+    assert caught == [signal.SIGINT]
+    seen = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: seen.append(signum))
+    try:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, before[signal.SIGTERM])
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_a_file_system_without_locks_runs_unlocked_and_clean(tmp_path: Path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(ValueError) as info:
+        with folder_lock(tmp_path / "run", "`birdcls train`"):
+            raise ValueError("the run's own error")
+    assert info.value.__context__ is None  # not reported as happening "during" the lock failure

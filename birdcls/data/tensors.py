@@ -266,7 +266,11 @@ def body_features(body: Any, images: Any, bs: int, device: Any, prepare: Any, po
     was_training = body.training
     body.eval()
     out = []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    from ..predict import has_fast_bf16
+
+    fast_bf16 = device.type == "cuda" and has_fast_bf16(device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16 if fast_bf16 else torch.float16) \
+        if device.type == "cuda" else nullcontext()
     try:
         with torch.inference_mode(), autocast:
             for start in range(0, len(images), bs):
