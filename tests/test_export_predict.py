@@ -248,8 +248,10 @@ def test_a_broken_pool_is_replaced_and_workers_do_not_hold_a_folder_lock(exports
     import signal
     import subprocess
     import sys
+    import time
 
     from birdcls._io import folder_lock
+    from birdcls.predict import _decoded_batches_in_processes
 
     model = load_model(exports["safetensors"])
     with folder_lock(tmp_path / "run", "`birdcls train`"):
@@ -259,8 +261,13 @@ def test_a_broken_pool_is_replaced_and_workers_do_not_hold_a_folder_lock(exports
     assert other.stdout.strip() == "ok", other.stderr  # free, though the workers forked inside it still run
     pool = model.decode_pool(2)
     os.kill(next(iter(pool._processes)), signal.SIGKILL)
-    with pytest.raises(BirdclsError, match="a decoding worker process died"):
-        predict(model, [tiny_data / "test"], bs=4, workers=2, processes=True)
+    deadline = time.monotonic() + 30
+    while not pool._broken and time.monotonic() < deadline:  # the pool's own thread notices the death
+        time.sleep(0.05)
+    assert pool._broken
+    images = sorted((tiny_data / "test").rglob("*.jpg"))
+    with pytest.raises(BirdclsError, match="a decoding worker process died"):  # what a call on it says
+        list(_decoded_batches_in_processes(images, 32, 4, 2, pool=pool))
     again = predict(model, [tiny_data / "test"], bs=4, workers=2, processes=True)
     assert len(again.rows) == 12 and model.decode_pool(2) is not pool
     model.close()
