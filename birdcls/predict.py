@@ -80,6 +80,7 @@ class Predictor:
         self.info, self._backend, self.path = info, backend, path
         self._pool: Any = None  # worker processes that decode for predict(), kept across calls (decode_pool)
         self._pool_workers = 0
+        self._stop_pool: Any = None  # shuts _pool down, once: on close(), or when this predictor is collected
 
     def __enter__(self) -> Predictor:
         return self
@@ -91,7 +92,7 @@ class Predictor:
         """Stop the decoding worker processes, if a call started them (they also stop when the program ends,
         or on Linux when it is killed)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._stop_pool()
             self._pool, self._pool_workers = None, 0
 
     def decode_pool(self, workers: int) -> Any:
@@ -101,7 +102,7 @@ class Predictor:
         if self._pool is None or self._pool_workers != workers or getattr(self._pool, "_broken", False):
             self.close()  # a pool that lost a worker (killed, out of memory) cannot decode again
             self._pool, self._pool_workers = decode_process_pool(workers), workers
-            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+            self._stop_pool = weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
         return self._pool
 
     def __repr__(self) -> str:
@@ -202,7 +203,6 @@ def resolve_precision(precision: str, device: Any) -> str:
     _check_precision(precision)
     if precision != "auto":
         return precision
-
     return "bf16" if has_fast_bf16(device) else "float32"
 
 
@@ -271,15 +271,16 @@ def resolve_device(device: str = "auto") -> str:
         return "cpu"
     import torch
 
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    mps = getattr(torch.backends, "mps", None)
+    mps_available = mps is not None and mps.is_available()
+    if kind == "mps" and not mps_available:
         raise BirdclsError("device 'mps' was asked for but no Apple GPU (MPS) is available here: use --device cpu "
                            "or auto")
 
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
+        return "mps" if mps_available else "cpu"
     if kind == "cuda" and not torch.cuda.is_available():
         raise BirdclsError(f"device {device!r} was asked for but no CUDA GPU is visible: use --device cpu or auto")
     if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
@@ -501,14 +502,13 @@ def decode_process_pool(workers: int) -> Any:
     before its first image), as torch's DataLoader does there: they never touch the GPU. Spawned elsewhere
     (macOS: forking after its GPU frameworks start is unsafe)."""
     import multiprocessing
+    import threading
     import warnings
     from concurrent.futures import ProcessPoolExecutor
 
     import torch.multiprocessing  # noqa: F401 - registers the shared-memory pickling of tensors
 
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    import threading
-
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_decoding_worker,
                                initargs=(os.getpid(), threading.current_thread() is threading.main_thread()))
     with warnings.catch_warnings():  # Python 3.12+ warns about forking a process that has threads

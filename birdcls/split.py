@@ -8,8 +8,8 @@ seed give the same split on any machine: split-folders sorts the groups before i
 
 :func:`check_leakage` reports exact and near duplicates across the splits of any existing dataset.
 
-split-folders decides where each image goes on empty stand-ins of the images, so the whole plan (source ->
-target for every file) is known before one image is copied or moved; a ``--move`` that fails or is
+split-folders' own per-class steps decide where each image goes without copying it, so the whole plan
+(source -> target for every file) is known before one image is copied or moved; a ``--move`` that fails or is
 interrupted part-way moves every image back. The split is built in a temporary folder beside DST and
 swapped into place only when complete; ``--overwrite`` replaces only a split dataset (one with
 ``split.json``) or an empty folder, and the old split is deleted only once the new one is in place.
@@ -272,8 +272,8 @@ def _plan(src: Path, staging: Path, by_class: dict[str, list[Path]], group_of: d
     plan: Plan = []
     for cls in by_class:
         units = setup_files(src / cls, seed, group=group)
-        train_end = int(ratio[0] * len(units))
-        for units_of_split, split in split_files(units, train_end, train_end + int(ratio[1] * len(units)), True):
+        train, val, _ = split_sizes(len(units), ratio)
+        for units_of_split, split in split_files(units, train, train + val, True):
             plan += [(source, staging / split / cls / source.name) for unit in units_of_split for source in unit]
     for split in SPLITS:  # every class in every split, as split-folders makes them
         for cls in by_class:

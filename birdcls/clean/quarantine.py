@@ -124,15 +124,15 @@ class Quarantine:
 
     # -- undoing ---------------------------------------------------------------------------------
     def _undo_one(self, d: Decision) -> None:
-        if d.action in ("quarantine", "move"):
+        moves_back = d.action in ("quarantine", "move")
+        if moves_back:
             moved, original = self.data / d.dest, self.data / d.file
             if original.exists():
                 raise BirdclsError(f"cannot undo: {original} exists again; move it away first")
             original.parent.mkdir(parents=True, exist_ok=True)
-            with signals_deferred():
+        with signals_deferred():  # a file moved back is logged as undone, or not moved at all
+            if moves_back:
                 os.replace(moved, original)
-                self._record(d.file, "undo", f"undo {d.action}", d.dest, undoes=d.id)
-        else:
             self._record(d.file, "undo", f"undo {d.action}", d.dest, undoes=d.id)
 
     def undo(self, scope: str = "run") -> list[Decision]:

@@ -268,8 +268,7 @@ def body_features(body: Any, images: Any, bs: int, device: Any, prepare: Any, po
     out = []
     from ..predict import has_fast_bf16
 
-    fast_bf16 = device.type == "cuda" and has_fast_bf16(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16 if fast_bf16 else torch.float16) \
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16 if has_fast_bf16(device) else torch.float16) \
         if device.type == "cuda" else nullcontext()
     try:
         with torch.inference_mode(), autocast:
