@@ -361,6 +361,9 @@ def _load_onnx(path: Path) -> Predictor:
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # idle compute threads sleep instead of spinning: the decoding threads need those cores between batches
+        # (2,000 photos on 2 cores: about 5% more images/s, in alternating runs)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         meta = session.get_modelmeta().custom_metadata_map
         info = ModelInfo.from_dict(json.loads(meta["birdcls"]))
@@ -590,6 +593,14 @@ def _use_processes(model: Predictor, n_images: int, bs: int) -> bool:
     return model.on_gpu and (os.cpu_count() or 1) >= 4 and n_images > bs
 
 
+def _default_workers(model: Predictor, processes: bool, cpus: int) -> int:
+    """Decoding workers: a process a core (up to 16) or twice the cores in threads (up to 8) feed a GPU; on a
+    CPU the network is what waits, and decoding in half the cores' threads leaves it the rest."""
+    if processes:
+        return min(16, cpus)
+    return min(8, cpus * 2) if model.on_gpu else max(1, cpus // 2)
+
+
 def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 3, bs: int | None = None,
             workers: int | None = None, processes: bool | None = None,
             decode_on_device: bool = False, progress: str = "none") -> PredictionResult:
@@ -619,7 +630,7 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
     if processes is None:
         processes = _use_processes(model, len(paths), bs)
     cpus = os.cpu_count() or 1
-    workers = workers or (min(16, cpus) if processes else min(8, cpus * 2))
+    workers = workers or _default_workers(model, processes, cpus)
     if decode_on_device:
         if model.device is None:
             raise BirdclsError("decoding on the device needs a torch model (.pkl, .safetensors or a run folder "

@@ -441,3 +441,17 @@ def test_evaluate_shows_the_same_progress(exports, tiny_data, tmp_path, capsys):
     report = evaluate(exports["onnx"], tiny_data, tmp_path / "report", bs=4, progress="lines")
     assert report["n_test"] == 12
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("predict: 12/12 images")
+
+
+def test_a_cpu_model_leaves_the_network_most_cores_and_onnx_threads_do_not_spin(exports):
+    """On a CPU the network is what waits: decoding takes half the cores' threads, and onnxruntime's idle
+    compute threads sleep rather than spin on the cores the decoding threads need between batches."""
+    import sys
+
+    default_workers = sys.modules["birdcls.predict"]._default_workers
+    onnx_model, torch_model = load_model(exports["onnx"]), load_model(exports["safetensors"], device="cpu")
+    options = onnx_model._backend.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    for model in (onnx_model, torch_model):
+        assert [default_workers(model, False, cpus) for cpus in (1, 2, 8)] == [1, 1, 4]
+        assert [default_workers(model, True, cpus) for cpus in (4, 32)] == [4, 16]
