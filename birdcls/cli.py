@@ -106,6 +106,7 @@ def clean(
     max_distance: int = typer.Option(4, help="perceptual-hash bits for near duplicates (-1: off)"),
     dark: float | None = typer.Option(None, help="flag mean brightness (0-255) below this, e.g. 20"),
     blurry: float | None = typer.Option(None, help="flag Laplacian variance below this, e.g. 30"),
+    progress: str = typer.Option("auto", help="auto, bars, lines or none (on stderr)"),
 ) -> None:
     """Automatic quality checks: quarantine (never delete) corrupt, duplicate, tiny, odd images; undo."""
     from .clean import CleanConfig, clean_auto, undo_clean
@@ -125,7 +126,7 @@ def clean(
             raise BirdclsError("say what to do: --auto to run the checks, or --undo (in a notebook, use Cleaner)")
         config = CleanConfig(min_size=min_size, max_aspect=max_aspect, near_distance=max_distance, dark=dark,
                              blurry=blurry)
-        result = clean_auto(data, config, report=report, dry_run=dry_run)
+        result = clean_auto(data, config, report=report, dry_run=dry_run, progress=progress)
     typer.echo(result.table())
     for flag in result.check.flags:  # a dry run lists all; a real run the files left in place for a person to judge
         if dry_run or not flag.move:
@@ -145,18 +146,19 @@ def split(
     move: bool = typer.Option(False, help="move the images instead of copying them"),
     check: bool = typer.Option(False, "--check", help="report duplicates across the splits of SRC instead"),
     report: Path | None = typer.Option(None, help="with --check: where to write the PNG of example pairs"),
+    progress: str = typer.Option("auto", help="auto, bars, lines or none (on stderr)"),
 ) -> None:
     """Split class folders 70/15/15 (seeded, duplicates kept together), or --check a split dataset for leakage."""
     from .split import check_leakage, split_dataset
 
     with _user_errors():
         if check:
-            typer.echo(check_leakage(src, max_distance=max_distance, report_png=report).summary())
+            typer.echo(check_leakage(src, max_distance=max_distance, report_png=report, progress=progress).summary())
             return
         if dst is None:
             raise BirdclsError("split needs SRC and DST (or --check DIR): e.g. birdcls split data/raw data/birds")
-        result = split_dataset(src, dst, ratio=ratio, seed=seed,
-                               overwrite=overwrite, move=move, max_distance=max_distance)
+        result = split_dataset(src, dst, ratio=ratio, seed=seed, overwrite=overwrite, move=move,
+                               max_distance=max_distance, progress=progress)
     typer.echo(result.table())
     if result.duplicate_groups:
         typer.echo(f"kept {result.duplicate_groups} groups of duplicate images together (each in one split)")

@@ -50,7 +50,7 @@ def run_demo(out: str | os.PathLike = "models/demo", overwrite: bool = True, pro
     start = time.perf_counter()
     raw = write_digits(out / "raw")
     print(f"[1/5] wrote {sum(1 for _ in raw.rglob('*.png'))} digit images to {raw}", flush=True)
-    split = split_dataset(raw, out / "data", seed=1337, overwrite=True)
+    split = split_dataset(raw, out / "data", seed=1337, overwrite=True, progress=progress)
     print(f"[2/5] split 70/15/15 into {split.dst}", flush=True)
     print(split.table(), flush=True)
     print("[3/5] training (recipe 'demo': head fit_one_cycle, then fine_tune) ...", flush=True)

@@ -12,8 +12,10 @@ sharing a chunk value are compared.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -101,18 +103,24 @@ def phash_hex(value: int | np.uint64) -> str:
     return f"{int(value):016x}"
 
 
-def hash_images(paths: Sequence[str | os.PathLike], workers: int | None = None, chunk: int = 1000) -> ImageHashes:
-    """Hash every file: decoding in ``workers`` processes (default: all cores), DCTs vectorised."""
+def hash_images(paths: Sequence[str | os.PathLike], workers: int | None = None, chunk: int = 250,
+                progress: str = "none") -> ImageHashes:
+    """Hash every file: decoding in ``workers`` processes (default: all cores), DCTs vectorised. ``progress``:
+    ``auto``, ``bars``, ``lines`` or ``none`` (shown on stderr)."""
+    from ._terminal import progress_mode, with_progress
+
+    mode = progress_mode(progress, sys.stderr)
     paths = [Path(p) for p in paths]
     if not paths:
         return ImageHashes([], np.zeros(0, np.uint64), [], {}, np.zeros((0, 2), int), np.zeros(0))
     workers = workers or os.cpu_count() or 1
     chunks = [[str(p) for p in paths[i:i + chunk]] for i in range(0, len(paths), chunk)]
-    if workers > 1 and len(chunks) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(_load_chunk, chunks))
-    else:
-        parts = [_load_chunk(c) for c in chunks]
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(chunks) > 1:
+            loaded = stack.enter_context(ProcessPoolExecutor(max_workers=workers)).map(_load_chunk, chunks)
+        else:
+            loaded = map(_load_chunk, chunks)
+        parts = list(with_progress(loaded, len(paths), mode, "hash", "images", count=lambda part: len(part[1])))
     grey = np.concatenate([p[0] for p in parts])
     pixel = [x for p in parts for x in p[1]]
     errors = {i: e for i, e in enumerate(x for p in parts for x in p[2]) if e}

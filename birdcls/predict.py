@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._terminal import progress_mode
+from ._terminal import progress_mode, with_progress
 from ._trust import is_trusted_pickle
 from .data.decode import imap_ahead, load_image, load_image_or_reason, map_ahead
 from .data.folders import IMAGE_EXTENSIONS
@@ -552,42 +552,6 @@ def _decoded_batches_in_processes(paths: list[Path], size: int, bs: int, workers
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _with_progress(batches: Iterator[tuple[list[Path], Any, dict]], n_images: int, n_batches: int,
-                   mode: str) -> Iterator[tuple[list[Path], Any, dict]]:
-    """``batches`` as they are, shown as a fastprogress bar (on stderr in a terminal: stdout carries the
-    answers, ``--json`` included) or as a line on stderr at every tenth of the images. A single batch shows
-    nothing."""
-    if mode == "none" or n_batches < 2:
-        yield from batches
-    elif mode == "bars":
-        import contextlib
-
-        from fastcore.imports import IN_NOTEBOOK
-        from fastprogress.fastprogress import progress_bar
-
-        # stdout is redirected only while the bar draws, never across a yield: the swap is process-wide
-        with contextlib.redirect_stdout(sys.stderr):
-            bar = progress_bar(range(n_batches), total=n_batches)
-            bar.update(0)
-        for i, item in enumerate(batches, 1):
-            yield item
-            with contextlib.redirect_stdout(sys.stderr):
-                bar.update(min(i, n_batches))
-        if not IN_NOTEBOOK:
-            print(file=sys.stderr, flush=True)  # the console bar leaves the cursor at its end
-    else:
-        import time
-
-        start, done, shown = time.perf_counter(), 0, 0
-        for item in batches:
-            yield item
-            done += len(item[0]) + len(item[2])
-            if done * 10 // n_images > shown or done == n_images:
-                shown = done * 10 // n_images
-                rate = done / max(time.perf_counter() - start, 1e-9)
-                print(f"predict: {done:,}/{n_images:,} images, {rate:,.0f} images/s", file=sys.stderr, flush=True)
-
-
 def _use_processes(model: Predictor, n_images: int, bs: int) -> bool:
     """Worker processes pay off where decoding is what waits: a GPU, several cores, several batches."""
     return model.on_gpu and (os.cpu_count() or 1) >= 4 and n_images > bs
@@ -643,7 +607,10 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
                                                  model.decode_pool(workers)) if processes
                    else _decoded_batches(paths, model.info.size, bs, workers, model.info.in_chans))
     rows, skipped, all_probs = [], {}, []
-    for ok, batch, bad in _with_progress(batches, len(paths), -(-len(paths) // bs), mode):
+    if len(paths) <= bs:
+        mode = "none"  # a single batch: nothing to watch
+    for ok, batch, bad in with_progress(batches, len(paths), mode, "predict", "images",
+                                        count=lambda item: len(item[0]) + len(item[2])):
         skipped.update(bad)
         if not ok:
             continue

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -197,7 +198,7 @@ def _duplicate_groups(paths: list[Path], hashes, max_distance: int) -> dict[Path
 
 def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[float, ...] = (0.7, 0.15, 0.15),
                   seed: int = 1337, overwrite: bool = False, move: bool = False, max_distance: int = 4,
-                  workers: int | None = None) -> SplitReport:
+                  workers: int | None = None, progress: str = "none") -> SplitReport:
     """Split ``src/<class>/`` images into ``dst/{train,val,test}/<class>/`` (copies, or moves with ``move``).
 
     Duplicates within ``max_distance`` perceptual-hash bits (and identical pixels) stay in one split;
@@ -205,10 +206,13 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
     A class too small to give every split an image is refused before anything is copied; class folders
     without images, images in sub-folders of class folders, and hidden folders (``.quarantine`` from
     ``birdcls clean``) are left out, and the report says so. A ``move`` that fails or is interrupted
-    part-way puts every image back in ``src`` before the error (or KeyboardInterrupt) goes on.
+    part-way puts every image back in ``src`` before the error (or KeyboardInterrupt) goes on. ``progress``
+    (``auto``, ``bars``, ``lines`` or ``none``, on stderr) shows the hashing and the copying.
     """
+    from ._terminal import progress_mode
     from .hashing import hash_images, phash_hex
 
+    mode = progress_mode(progress, sys.stderr)
     src, dst = Path(src), Path(dst)
     ratio = _check_ratio(tuple(float(r) for r in ratio))
     _check_paths(src, dst, overwrite)
@@ -221,7 +225,7 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
     if not -1 <= max_distance <= 16:
         raise BirdclsError(f"--max-distance must be between -1 and 16 bits, got {max_distance}: e.g. 4")
     all_paths = [p for files in by_class.values() for p in files]
-    hashes = hash_images(all_paths, workers=workers)
+    hashes = hash_images(all_paths, workers=workers, progress=mode)
     group_of: dict[Path, tuple[Path, ...]] = {}
     for files in by_class.values():
         group_of.update(_duplicate_groups(files, hashes, max_distance))
@@ -235,7 +239,7 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
     started: Plan = []  # with move: every (source, target) begun, the one in flight included
     try:
         plan = _plan(src, staging, by_class, group_of, ratio, seed)
-        _place(plan, move, started)
+        _place(plan, move, started, mode)
         counts, files = _manifest_files(plan, staging, info, group_of)
         write_json_atomic(staging / MANIFEST, {
             "source": str(src.resolve()), "seed": seed, "ratio": list(ratio), "move": move,
@@ -291,13 +295,13 @@ def _copy_file(source: Path, target: Path) -> None:
     shutil.copy2(source, target)
 
 
-def _place(plan: Plan, move: bool, started: Plan) -> None:
+def _place(plan: Plan, move: bool, started: Plan, progress: str) -> None:
     """Copy or move every image to its target. Each pair joins ``started`` just before it is moved, so that
     after a failure or Ctrl-C part-way ``started`` lists all there is to move back."""
-    from tqdm import tqdm
+    from ._terminal import with_progress
 
     put = _move_file if move else _copy_file
-    for source, target in tqdm(plan, desc="Moving files" if move else "Copying files", unit=" files"):
+    for source, target in with_progress(plan, len(plan), progress, "move" if move else "copy", "images"):
         started.append((source, target))
         put(source, target)
 
@@ -446,13 +450,17 @@ def _plot_pairs(pairs: list[dict[str, Any]], root: Path, dest: Path, per_row: in
 
 
 def check_leakage(data: str | os.PathLike, max_distance: int = 4, report_png: str | os.PathLike | None = None,
-                  examples: int = 16, workers: int | None = None) -> LeakageReport:
+                  examples: int = 16, workers: int | None = None, progress: str = "none") -> LeakageReport:
     """Find exact and near duplicates across the train/val/test splits of ``data``.
 
     Writes a PNG of example pairs (``report_png``, default ``DATA/leakage_pairs.png``), nearest first
-    after a few exact ones, so a person can judge what the hash calls a duplicate.
+    after a few exact ones, so a person can judge what the hash calls a duplicate. ``progress`` shows the
+    hashing (``auto``, ``bars``, ``lines`` or ``none``, on stderr).
     """
+    from ._terminal import progress_mode
     from .hashing import hash_images, near_pairs
+
+    mode = progress_mode(progress, sys.stderr)
 
     if not 0 <= max_distance <= 16:
         raise BirdclsError(f"--max-distance must be between 0 and 16 bits, got {max_distance}: e.g. 4")
@@ -472,7 +480,7 @@ def check_leakage(data: str | os.PathLike, max_distance: int = 4, report_png: st
             labels += [label] * len(files)
     if not paths:
         raise BirdclsError(f"{root} holds no images in its splits: nothing to check")
-    hashes = hash_images(paths, workers=workers)
+    hashes = hash_images(paths, workers=workers, progress=mode)
     groups = np.asarray(split_ids)
     found = near_pairs(hashes.phash, max_distance, groups=groups, valid=hashes.informative)
     # Exact copies can hash far apart only if decoding failed; the pixel hash catches them regardless.

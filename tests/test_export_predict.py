@@ -399,21 +399,25 @@ def test_the_learner_opens_files_as_birdcls_does_and_exports_as_plain_fastai(tra
     assert b"birdcls." not in pickled and b"ImageFileOpener" not in pickled
 
 
-def test_progress_goes_to_stderr_and_never_into_the_answers(exports, tiny_data, capsys):
+def test_progress_goes_to_stderr_and_never_into_the_answers(exports, tiny_data, capsys, monkeypatch):
     model = load_model(exports["onnx"])
-    predict(model, [tiny_data / "test"], bs=2, progress="lines")  # 12 images, 6 batches
+    predict(model, [tiny_data / "test"], bs=2, progress="lines")  # 12 images, 6 batches, well under 2 s
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("predict: 12/12 images, ")  # the last line only
+    monkeypatch.setattr("birdcls._terminal.QUIET_LINES_S", 0.0)  # as if each batch took seconds
+    predict(model, [tiny_data / "test"], bs=2, progress="lines")
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert out == "" and 2 <= len(lines) <= 10 and lines[-1].startswith("predict: 12/12 images, ")
     predict(model, [tiny_data / "test"], bs=2, progress="bars")
     out, err = capsys.readouterr()
-    assert out == "" and "6/6" in err
+    assert out == "" and "12/12" in err
     import sys
 
-    from birdcls.predict import _with_progress
+    from birdcls._terminal import with_progress
 
     stdout = sys.stdout
-    for _ in _with_progress(iter([([Path("a")], None, {})] * 3), 3, 3, "bars"):
+    for _ in with_progress(iter([([Path("a")], None, {})] * 3), 3, "bars", "predict", "images"):
         assert sys.stdout is stdout  # the bar borrows stdout only while it draws, never between batches
     assert sys.stdout is stdout and capsys.readouterr().out == ""
     for quiet in ({"bs": 2, "progress": "none"}, {"bs": 32, "progress": "lines"}):  # off; a single batch

@@ -373,3 +373,33 @@ def test_the_current_folder_as_output_is_refused_before_any_work(tmp_path: Path,
         with pytest.raises(BirdclsError, match="is the current folder or holds it: name a new folder"):
             split_dataset(raw, dst, overwrite=True)
     assert not any((tmp_path / "b" / "here").iterdir())
+
+
+def test_split_check_and_clean_show_progress_on_stderr_only(tmp_path: Path, monkeypatch, capsys):
+    """Lines for logs (the hashing, then the copying), a bar in a terminal, nothing with none; stdout keeps
+    the table alone. The library is quiet unless asked."""
+    from typer.testing import CliRunner
+
+    from birdcls.cli import app
+
+    monkeypatch.setattr("birdcls._terminal.QUIET_LINES_S", 0.0)  # as if the work took minutes
+    src = make_class_folders(tmp_path / "raw", per_class=20)
+    runner = CliRunner()
+    lines = runner.invoke(app, ["split", str(src), str(tmp_path / "a"), "--progress", "lines"])
+    assert lines.exit_code == 0, lines.output
+    err = lines.stderr.splitlines()
+    assert err[-1].startswith("copy: 60/60 images, ") and any(e.startswith("hash: 60/60 images, ") for e in err)
+    assert "images/s" not in lines.stdout and "jay" in lines.stdout
+    bars = runner.invoke(app, ["split", str(src), str(tmp_path / "b"), "--progress", "bars"])
+    assert bars.exit_code == 0 and "60/60" in bars.stderr and "60/60" not in bars.stdout
+    quiet = runner.invoke(app, ["split", str(src), str(tmp_path / "c"), "--progress", "none"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    check = runner.invoke(app, ["split", "--check", str(tmp_path / "a"), "--progress", "lines"])
+    assert check.exit_code == 0 and check.stderr.splitlines()[-1].startswith("hash: 60/60 images, ")
+    clean = runner.invoke(app, ["clean", str(src), "--auto", "--dry-run", "--progress", "lines"])
+    assert clean.exit_code == 0 and clean.stderr.splitlines()[-1].startswith("hash: 60/60 images, ")
+    bad = runner.invoke(app, ["split", str(src), str(tmp_path / "d"), "--progress", "loud"])
+    assert bad.exit_code == 2 and "progress must be one of" in bad.stderr and not (tmp_path / "d").exists()
+    capsys.readouterr()
+    split_dataset(src, tmp_path / "e")  # the library's default: nothing shown
+    assert capsys.readouterr() == ("", "")

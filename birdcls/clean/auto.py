@@ -62,13 +62,14 @@ def _write_report(result: AutoCleanResult, data: Path) -> None:
 
 
 def clean_auto(data: str | os.PathLike, config: CleanConfig = CleanConfig(), report: bool = False,
-               dry_run: bool = False) -> AutoCleanResult:
+               dry_run: bool = False, progress: str = "none") -> AutoCleanResult:
     """Quarantine every file the checks flag (never delete); log each move; optionally write a report.
+    ``progress`` (``auto``, ``bars``, ``lines`` or ``none``, on stderr) shows the checks' hashing.
 
     With ``dry_run`` nothing moves and ``moved`` counts what would have (the report is still written).
     """
     data = Path(data)
-    check = find_issues(data, config)
+    check = find_issues(data, config, progress=progress)
     quarantine = Quarantine(data, source="auto")
     moved = 0
     try:

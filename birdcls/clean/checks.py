@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -133,7 +134,8 @@ def _error_detail(err: str) -> str:
     return err[len("unreadable ("):-1] if err.startswith("unreadable (") and err.endswith(")") else err
 
 
-def find_issues(data: str | os.PathLike, config: CleanConfig = CleanConfig(), workers: int | None = None) -> CheckReport:
+def find_issues(data: str | os.PathLike, config: CleanConfig = CleanConfig(), workers: int | None = None,
+                progress: str = "none") -> CheckReport:
     """Run every check over ``data``; nothing is moved here (see ``clean_auto``). Each image gets one flag at most.
 
     The per-image checks come first, in this order: unreadable, too small, extreme aspect ratio, very dark,
@@ -150,8 +152,10 @@ def find_issues(data: str | os.PathLike, config: CleanConfig = CleanConfig(), wo
     in that order and each duplicate is flagged against one that stays. The same image (or a near one)
     under another label is reported on the later one in that order and moved nowhere.
     """
+    from .._terminal import progress_mode
     from ..hashing import hash_images, near_pairs
 
+    mode = progress_mode(progress, sys.stderr)  # ``progress``: the hashing's, on stderr
     data = Path(data)
     folders = class_folders(data)
     paths, labels = [], []
@@ -162,7 +166,7 @@ def find_issues(data: str | os.PathLike, config: CleanConfig = CleanConfig(), wo
     if not paths:
         raise BirdclsError(f"{data} holds no images: put them in {data}/<class>/ (or train/val/test/<class>/)")
     with _quiet_large_images():  # hash_images' worker processes are forked inside, with the filter
-        hashes = hash_images(paths, workers=workers)
+        hashes = hash_images(paths, workers=workers, progress=mode)
     report = CheckReport(data, len(paths))
     flagged: set[int] = set()  # has a flag: matched no further
     gone: set[int] = set()  # flagged to be quarantined: no duplicate is flagged against it
