@@ -333,7 +333,7 @@ def demo(
     out: Path = typer.Option(Path("models/demo"), "--out", "-o", help="where the demo's data and run go"),
     progress: str = typer.Option("auto", help="auto, bars, lines or none"),
 ) -> None:
-    """Offline end-to-end demo on scikit-learn's handwritten digits (about 2 minutes on a laptop CPU)."""
+    """Offline end-to-end demo on scikit-learn's handwritten digits (about a minute on a 2-core CPU)."""
     from .demo import run_demo
 
     with _user_errors():

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
-from .data.tensors import CacheRefused, TensorSplit, body_features, decode_cached, prune_cache, tensor_dataloaders
+from .data.tensors import (
+    CacheRefused,
+    TensorSplit,
+    body_features,
+    check_cache_fits,
+    decode_cached,
+    prune_cache,
+    tensor_dataloaders,
+)
 from .predict import CPU_BATCH
 
 __all__ = ["FastData", "attach_fast_data", "head_split", "train_head_on_features"]
@@ -55,7 +63,8 @@ def attach_fast_data(learn: Any, train_items: list[Path], valid_items: list[Path
     info = learn.birdcls_info
     channels = int(info.get("in_chans", 3))
     start = time.perf_counter()
-    try:
+    try:  # both stores together: the limit and the memory check are on what the run holds at once
+        check_cache_fits(len(train_items) + len(valid_items), cfg.size, channels, cfg.cache_max_gb)
         arrays = [decode_cached(items, cfg.size, channels, cfg.cache_max_gb) for items in (train_items, valid_items)]
     except CacheRefused as exc:
         say(f"fast data path off: {exc}; using fastai's per-image pipeline")

@@ -187,8 +187,11 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
         batch_tfms=batch_tfms,
     )
     train_items, valid_items = _train_valid_items(scan, cfg)
+    # fastai drops a short last training batch; with fewer images than bs that would be every image (as in
+    # tensor_dataloaders, a lone batch is kept)
     dls = block.dataloaders(train_items + valid_items, bs=cfg.bs, num_workers=_num_workers(cfg),
-                            device=torch.device(device), shuffle=cfg.shuffle)
+                            device=torch.device(device), shuffle=cfg.shuffle,
+                            drop_last=cfg.shuffle and len(train_items) > cfg.bs)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     learn = Learner(dls, model, splitter=splitter_for(cfg.arch, bn_bias_group=_bn_bias_group(cfg)),
@@ -486,8 +489,8 @@ def _resolve_auto(cfg: TrainConfig, device: str, say: Callable[[str], None]) -> 
     epochs = 0 if cfg.pretrained else 10
     if epochs == 0:
         slow = ", and an epoch at 224 px takes minutes on a CPU" if device == "cpu" else ""
-        say(f"epochs auto -> 0: the head trains on cached body features and the body stays frozen (fine-tuning "
-            f"it lowered test accuracy in our measurements{slow}); pass --epochs N to fine-tune")
+        say(f"epochs auto -> 0: the head trains on the frozen body's features (fine-tuning the body lowered test "
+            f"accuracy in our measurements{slow}); pass --epochs N to fine-tune")
     return dataclasses.replace(cfg, epochs=epochs)
 
 
