@@ -32,7 +32,7 @@ def save_tagged(picture: Image.Image, orientation: int, path):
     exif = Image.Exif()
     exif[0x0112] = orientation
     stored = picture.transpose(STORED_AS[orientation]) if orientation in STORED_AS else picture
-    stored.save(path, exif=exif)
+    stored.save(path, exif=exif.tobytes())  # bytes: pillow-heif ignores an Exif object
     return path
 
 
@@ -102,6 +102,22 @@ def test_avif_photos_are_found_and_read(tmp_path):
     picture.save(tmp_path / "p.avif")
     assert gather_images([tmp_path]) == [tmp_path / "p.avif"]
     assert mean_diff(load_image(tmp_path / "p.avif", 16), np.asarray(picture.resize((16, 16), Image.BILINEAR))) < 12
+
+
+def test_heic_phone_photos_are_found_read_upright_and_checked(tmp_path):
+    """iPhones store photos as HEIC: predict, split, clean and training find them and read them as they read
+    a JPEG, turned upright once (pillow-heif turns the frame itself and resets the tag to 1)."""
+    from birdcls.data.folders import class_files, verify_images
+    from birdcls.hashing import hash_images
+    from birdcls.predict import gather_images
+
+    picture = upright_picture(64, 48)
+    path = save_tagged(picture, 6, tmp_path / "IMG_0001.HEIC")
+    assert Image.open(path).format == "HEIF"
+    assert gather_images([tmp_path]) == [path] and class_files(tmp_path)[0] == [path]
+    assert open_image(path).size == (64, 48) and mean_diff(open_image(path), picture) < 6
+    assert mean_diff(load_image(path, 16), np.asarray(picture.resize((16, 16), Image.BILINEAR))) < 6
+    assert not verify_images([path]).bad and hash_images([path]).errors == {}
 
 
 @pytest.mark.parametrize("mode", ["I;16", "I", "F"])

@@ -25,11 +25,13 @@ from PIL import Image, UnidentifiedImageError
 from .._io import write_json_atomic
 from .._trust import birdcls_home
 from ..errors import BirdclsError
+from . import decode as _decode  # noqa: F401 - registers the HEIC/HEIF opener that _check_one needs
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageCheck", "class_files", "SplitLayout", "check_cache_for", "find_splits",
            "list_labelled_images", "verify_images"]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif", ".heic",
+                              ".heif"})
 _VAL_NAMES = ("val", "valid")
 
 
