@@ -59,9 +59,29 @@ def _user_errors() -> Iterator[None]:
     except KeyboardInterrupt as exc:
         typer.echo("terminated" if isinstance(exc, Terminated) else "interrupted", err=True)
         raise typer.Exit(interrupt_exit_code(exc)) from None
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave: a bug, shown whole
+            raise
+        typer.echo(f"error: {_path_problem(exc)}", err=True)
+        raise typer.Exit(2) from None
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _path_problem(exc: OSError) -> str:
+    """One line for a file-system error on a path: what happened where, and the likely fix."""
+    import errno
+
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        fix = "choose a folder you can write to"
+    elif isinstance(exc, (NotADirectoryError, FileExistsError, IsADirectoryError)):
+        fix = "a file or folder is in the way: choose another path or move it"
+    elif exc.errno == errno.ENOSPC:
+        fix = "free some disk space, or choose another disk"
+    else:
+        fix = "check the path"
+    return f"{exc.filename}: {exc.strerror or type(exc).__name__}: {fix}"
 
 
 @app.command(epilog='Example: birdcls scrape "cockatoo" "black-kite=black kite bird" --per-class 100 --out data/raw')
@@ -297,6 +317,7 @@ def predict(
         if csv_path is not None:
             from ._io import check_writable
 
+            _check_csv_target(csv_path)
             check_writable(csv_path)  # before the work, not after it
         predictor = load_model(model, trust=trust, device=device, backend="torch" if decode_on_device else "auto",
                                precision=precision)
@@ -314,6 +335,20 @@ def predict(
         typer.echo(f"skipped {path}: {reason}", err=True)
 
 
+CSV_HEADER = "path,label,prob,top_k"
+
+
+def _check_csv_target(dest: Path) -> None:
+    """--csv replaces only a CSV that predict wrote: `--csv photo.jpg more/` (the option taking the first photo)
+    or `--csv model.onnx` must not destroy the file."""
+    if dest.is_file():
+        with dest.open("rb") as f:
+            first = f.readline(len(CSV_HEADER) + 2).decode("utf-8", "replace").strip()
+        if first != CSV_HEADER:
+            raise BirdclsError(f"--csv {dest} exists and is not a CSV that predict wrote: refusing to replace it; "
+                               "give a new file name, e.g. --csv predictions.csv")
+
+
 def _write_csv(rows: list, dest: Path) -> None:
     import csv
     import io
@@ -322,7 +357,7 @@ def _write_csv(rows: list, dest: Path) -> None:
 
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["path", "label", "prob", "top_k"])
+    writer.writerow(CSV_HEADER.split(","))
     for row in rows:
         writer.writerow([row["path"], row["label"], row["prob"], json.dumps(row["top_k"])])
     write_text_atomic(dest, buf.getvalue())

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import save_figure_atomic, write_json_atomic, write_text_atomic
+from ._io import check_writable, save_figure_atomic, write_json_atomic, write_text_atomic
 from .data.folders import find_splits, list_labelled_images
 from .errors import BirdclsError
 from .predict import Predictor, load_model, predict
@@ -210,12 +210,28 @@ def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out:
     if not data.is_dir():
         raise BirdclsError(f"{data} is not a folder: pass a folder with one sub-folder of images per class")
     _labelled_images(_labelled_dir(data))  # before loading the model (seconds for a pkl)
+    if out is not None:
+        _check_report_dir(Path(out), data)
     predictor = model if isinstance(model, Predictor) else load_model(model, trust=trust, device=device, int8=False,
                                                                        precision=precision)
     if out is None:
         out = default_report_dir(model if not isinstance(model, Predictor) else predictor.path, data)
+    check_writable(Path(out) / "metrics.json")  # before the predictions, not after them
     report = evaluate_predictor(predictor, data, out, top_losses=top_losses, bs=bs, progress=progress)
     return {**report, "report_dir": str(out)}
+
+
+def _check_report_dir(out: Path, data: Path) -> None:
+    """Refuse a report folder whose files the report would replace or mix with: a file, a training run (its own
+    test report and metrics.json, which export and resume read), or a place inside the dataset."""
+    if out.exists() and not out.is_dir():
+        raise BirdclsError(f"-o {out} is a file: choose a folder for the report")
+    if (out / "config.yaml").is_file():
+        raise BirdclsError(f"-o {out} is a training run: its report is the run's own; choose a new folder "
+                           "(by default the report goes to RUN/eval-<data>)")
+    out_abs, data_abs = out.resolve(), data.resolve()
+    if out_abs == data_abs or data_abs in out_abs.parents:
+        raise BirdclsError(f"-o {out} is inside the dataset {data}: put the report elsewhere")
 
 
 def default_report_dir(model: str | os.PathLike | None, data: str | os.PathLike) -> Path:

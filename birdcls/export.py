@@ -146,6 +146,11 @@ def export_int8(model, info: ModelInfo, dest: Path, data: SplitLayout) -> Int8Ch
     only when it keeps accuracy (see :mod:`birdcls.quantize`)."""
     train, _ = list_labelled_images(data.train)
     val, _ = list_labelled_images(data.val)
+    unknown = sorted(set(val) - set(info.classes))
+    if unknown:  # the check would score images against labels the model cannot give
+        known = ", ".join(info.classes[:5]) + ("..." if len(info.classes) > 5 else "")
+        raise BirdclsError(f"{data.val} has classes the model does not know ({', '.join(unknown[:5])}): pass --data "
+                           f"a dataset of the model's classes ({known})")
     pairs = [(p, c) for c, files in val.items() for p in files]
     with tempfile.TemporaryDirectory(prefix="birdcls-export-") as work:
         fp32 = Path(work) / "fp32.onnx"

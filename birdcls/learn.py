@@ -27,6 +27,7 @@ import contextlib
 import csv
 import dataclasses
 import io
+import json
 import os
 import shutil
 import time
@@ -454,7 +455,7 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
             phases.append(("scratch", tune_phase("scratch", lambda: (_init_from_data(learn, say),
                                                                      scheduled_fit(cfg.epochs, _scratch_lr(cfg))))))
     if not phases:
-        raise BirdclsError("nothing to train: epochs_head and epochs are both 0; set --epochs or --epochs-head")
+        _check_there_is_work(cfg)
     for name, run_phase in phases:
         if name in done:
             continue
@@ -464,7 +465,8 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
             run_phase()
         seconds += time.perf_counter() - start
         done.append(name)
-        write_json_atomic(state_file, {"completed_phases": done, "train_seconds": seconds})
+        write_json_atomic(state_file, {"completed_phases": done, "train_seconds": seconds,
+                                       "classes": list(learn.birdcls_info["classes"])})
     return seconds
 
 
@@ -494,6 +496,47 @@ def _resolve_auto(cfg: TrainConfig, device: str, say: Callable[[str], None]) -> 
     return dataclasses.replace(cfg, epochs=epochs)
 
 
+def _check_resumed_classes(out: Path, classes: list[str]) -> None:
+    """A resumed run's data must have the classes it trained on (state.json records them after each phase)."""
+    try:
+        saved = json.loads((out / "state.json").read_text()).get("classes")
+    except (OSError, ValueError, AttributeError):
+        return  # no phase finished yet: the checkpoint's shape is checked when it loads
+    if saved is not None and list(saved) != list(classes):
+        raise BirdclsError(f"cannot resume {out}: it trained on classes {', '.join(saved)}, and this data has "
+                           f"{', '.join(classes)}; resume with the data it trained on, or train a new run")
+
+
+def _check_there_is_work(cfg: TrainConfig) -> None:
+    """Before the run folder is made: a config whose phases are all empty is refused, naming the right flag."""
+    if cfg.epochs > 0 or (cfg.pretrained and cfg.epochs_head > 0):
+        return
+    if not cfg.pretrained:
+        raise BirdclsError("nothing to train: a network trained from scratch has no head phase (--epochs-head does "
+                           "not apply) and epochs is 0; set --epochs N")
+    raise BirdclsError("nothing to train: epochs_head and epochs are both 0; set --epochs or --epochs-head")
+
+
+# what the checkpoint's weights are and what input they expect: a resumed run keeps these (epochs, rates and
+# the like may change: `--resume --epochs-head 0` ends an interrupted head phase where it stopped)
+FIXED_ON_RESUME = ("arch", "weights", "pretrained", "size", "normalize")
+
+
+def _resumed_config(out: Path, recipe: str | os.PathLike | None, overrides: dict[str, Any]) -> TrainConfig:
+    """The run's own config.yaml with ``overrides``. A resumed run keeps its network and input: another
+    recipe, or a setting of ``FIXED_ON_RESUME`` that differs (a new size, say), is refused rather than mixed
+    into weights trained another way."""
+    saved = resolve_config(recipe=out / "config.yaml")
+    if recipe is not None:
+        raise BirdclsError(f"--resume continues {out} with its own config.yaml: drop --recipe")
+    cfg = resolve_config(recipe=out / "config.yaml", overrides=overrides)
+    changed = [f"{key}={getattr(saved, key)!r}" for key in FIXED_ON_RESUME if getattr(cfg, key) != getattr(saved, key)]
+    if changed:
+        raise BirdclsError(f"--resume continues {out} as it was set up ({', '.join(changed)}): drop the settings "
+                           "that differ, or train a new run (--overwrite or another --out)")
+    return cfg
+
+
 def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.PathLike | None = None, *,
           overwrite: bool = False, resume: bool = False, progress: str = "auto",
           config: TrainConfig | None = None, epoch_cap: int | None = None, **overrides: Any) -> TrainResult:
@@ -515,13 +558,17 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     progress = progress_mode(progress)  # epoch lines and bars go to stdout
     if config is not None and (recipe is not None or overrides):
         raise BirdclsError("pass either config= or recipe/overrides, not both")
+    if resume and overwrite:
+        raise BirdclsError("--resume continues a run and --overwrite replaces it: pass one of them")
     if resume and (out / "config.yaml").is_file() and config is None:
-        cfg = resolve_config(recipe=out / "config.yaml", overrides=overrides)
+        cfg = _resumed_config(out, recipe, overrides)
     else:
         cfg = validate_config(config) if config is not None else resolve_config(recipe=recipe, overrides=overrides)
     if cfg.weights and not Path(cfg.weights).is_file():
         raise BirdclsError(f"weights file {cfg.weights} does not exist: pass the path of a .pth or .safetensors file")
     scan = scan_dataset(data)  # the data's problems first: before seconds of importing torch and fastai
+    if resume:
+        _check_resumed_classes(out, scan.classes)
     from .models.backbones import check_arch
     from .predict import resolve_device
 
@@ -533,6 +580,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     if epoch_cap is not None:
         cfg = dataclasses.replace(cfg, epochs_head=min(cfg.epochs_head, epoch_cap), epochs=min(cfg.epochs, epoch_cap),
                                   freeze_epochs=min(cfg.freeze_epochs, epoch_cap))
+    _check_there_is_work(cfg)
     with _locked_run_dir(out, scan.layout.root, overwrite, resume):
         try:
             return _train_in(out, data, scan, cfg, notes, resume, progress, say)
@@ -572,11 +620,15 @@ def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes:
                                 store_batch_transforms(cfg, info["mean"], info["std"]), say)
     state = {}
     if resume:
-        import json
 
         state = json.loads((out / "state.json").read_text()) if (out / "state.json").is_file() else {}
         if (out / "checkpoints" / "best.pth").is_file():
-            learn.load("best", with_opt=False)
+            try:
+                learn.load("best", with_opt=False)
+            except RuntimeError as exc:  # "size mismatch": a run from before state.json recorded its classes
+                raise BirdclsError(f"cannot resume {out}: its checkpoint does not fit this data's {len(scan.classes)} "
+                                   f"classes ({str(exc).splitlines()[-1].strip()[:100]}); resume with the data it "
+                                   "trained on") from None
     done = list(state.get("completed_phases", []))
     history = _history_rows(out / "history.csv", completed=done) if resume else []
     for split, check in scan.checks.items():

@@ -449,6 +449,16 @@ def _plot_pairs(pairs: list[dict[str, Any]], root: Path, dest: Path, per_row: in
     return dest
 
 
+def _check_report_png(dest: Path, splits: list[Path]) -> None:
+    """Before the hashing: the pairs' plot is a .png outside the splits (it would otherwise replace a training
+    image, or fail at the end on a suffix matplotlib cannot write)."""
+    if dest.suffix.lower() != ".png":
+        raise BirdclsError(f"--report {dest}: the report is a PNG; give a file name ending in .png")
+    dest_abs = dest.resolve()
+    if any(folder.resolve() in dest_abs.parents for folder in splits):
+        raise BirdclsError(f"--report {dest} is inside the dataset's splits: write it elsewhere, e.g. leakage_pairs.png")
+
+
 def check_leakage(data: str | os.PathLike, max_distance: int = 4, report_png: str | os.PathLike | None = None,
                   examples: int = 16, workers: int | None = None, progress: str = "none") -> LeakageReport:
     """Find exact and near duplicates across the train/val/test splits of ``data``.
@@ -471,6 +481,8 @@ def check_leakage(data: str | os.PathLike, max_distance: int = 4, report_png: st
                                                           ("test", "test")) if (root / folder).is_dir()]
     if len(names) < 2:
         raise BirdclsError(f"{root} needs at least two of train/, val/ and test/ to check for leakage between them")
+    if report_png is not None:
+        _check_report_png(Path(report_png), [folder for _, folder in names])
     paths, split_ids, labels = [], [], []
     for sid, (_, folder) in enumerate(names):
         by_class, _ = list_labelled_images(folder)

@@ -441,8 +441,14 @@ def get_dataset(name: str, dest: str | os.PathLike, source: str | os.PathLike | 
         raise BirdclsError(f"--split report applies to cifar10 only: {name} has one split (its report recipes "
                            "take their subsets when training); drop --split")
     dest = Path(dest)
-    if dest.exists() and any(dest.iterdir()) and not overwrite:
-        raise BirdclsError(f"{dest} already exists: pass --overwrite or choose another folder")
+    if dest.exists() and not dest.is_dir():
+        raise BirdclsError(f"{dest} is a file: choose a folder for the dataset")
+    if dest.exists() and any(dest.iterdir()):
+        if not overwrite:
+            raise BirdclsError(f"{dest} already exists: pass --overwrite or choose another folder")
+        if not ((dest / "dataset.json").is_file() or (dest / "split.json").is_file()):  # a user's own files
+            raise BirdclsError(f"{dest} is not a dataset that birdcls wrote (no dataset.json or split.json): "
+                               "refusing to replace it; choose another folder")
     src = Path(source) if source is not None else None
     if src is not None and not src.exists():
         raise BirdclsError(f"--from {src} does not exist: pass the archive or folder you downloaded")

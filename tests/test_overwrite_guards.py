@@ -1,0 +1,107 @@
+"""Commands refuse, in one line and before any work, to write over what they did not write: a photo or a model
+under --csv, a run's own report, a folder of the user's files, a training image under --report. A resumed
+run goes on as it was set up. File-system errors on a path the user gave are one line too."""
+
+import hashlib
+import json
+from pathlib import Path
+
+from test_cli import _assert_one_line_error
+from typer.testing import CliRunner
+
+from birdcls.cli import app
+
+from fixtures import make_split_dataset
+
+runner = CliRunner()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_predict_csv_replaces_only_a_csv_that_predict_wrote(trained_run, tiny_data, tmp_path):
+    model = trained_run.run_dir / "model.onnx"
+    photo = next((tiny_data / "test" / "jay").iterdir())
+    before = {p: _digest(p) for p in (photo, model)}
+    for target in (photo, model):  # `--csv photo.jpg more/`: the option took the first photo
+        _assert_one_line_error(runner.invoke(app, ["predict", str(model), "--csv", str(target), str(tiny_data / "val")]),
+                               "is not a CSV that predict wrote")
+    assert {p: _digest(p) for p in before} == before
+    csv_path = tmp_path / "out.csv"
+    for _ in range(2):  # its own CSV is replaced by the next run
+        result = runner.invoke(app, ["predict", str(model), "--csv", str(csv_path), str(tiny_data / "val")])
+        assert result.exit_code == 0, result.output
+    assert csv_path.read_text().splitlines()[0] == "path,label,prob,top_k"
+
+
+def test_evaluate_keeps_off_a_run_the_dataset_and_files(trained_run, tiny_data, tmp_path):
+    run = trained_run.run_dir
+    metrics = _digest(run / "metrics.json")
+    _assert_one_line_error(runner.invoke(app, ["evaluate", str(run), str(tiny_data), "-o", str(run)]),
+                           "is a training run")
+    _assert_one_line_error(runner.invoke(app, ["evaluate", str(run), str(tiny_data), "-o", str(tiny_data / "test")]),
+                           "inside the dataset")
+    (tmp_path / "afile").write_text("x")
+    _assert_one_line_error(runner.invoke(app, ["evaluate", str(run), str(tiny_data), "-o", str(tmp_path / "afile")]),
+                           "is a file")
+    assert _digest(run / "metrics.json") == metrics and (tmp_path / "afile").read_text() == "x"
+    assert not list((tiny_data / "test").glob("*.json"))
+
+
+def test_an_unwritable_output_is_one_line_not_a_traceback(trained_run, tiny_data):
+    result = runner.invoke(app, ["evaluate", str(trained_run.run_dir), str(tiny_data), "-o", "/proc/birdcls-report"])
+    _assert_one_line_error(result, "/proc/birdcls-report")
+
+
+def test_datasets_overwrite_replaces_only_a_dataset(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    _assert_one_line_error(runner.invoke(app, ["datasets", "get", "digits", str(mine), "--overwrite"]),
+                           "not a dataset that birdcls wrote")
+    assert (mine / "notes.txt").read_text() == "keep me"
+    (tmp_path / "afile").write_text("x")
+    _assert_one_line_error(runner.invoke(app, ["datasets", "get", "digits", str(tmp_path / "afile")]), "is a file")
+
+
+def test_a_resumed_run_goes_on_as_it_was_set_up(trained_run, tiny_data, tmp_path):
+    run = trained_run.run_dir
+    config = _digest(run / "config.yaml")
+    assert json.loads((run / "state.json").read_text())["classes"] == ["cardinal", "jay", "parrot"]
+    base = ["train", str(tiny_data), "--out", str(run), "--resume"]
+    _assert_one_line_error(runner.invoke(app, [*base, "--overwrite"]), "pass one of them")
+    _assert_one_line_error(runner.invoke(app, [*base, "--size", "64"]), "as it was set up (size=32)")
+    _assert_one_line_error(runner.invoke(app, [*base, "--recipe", "demo"]), "drop --recipe")
+    other = make_split_dataset(tmp_path / "other", classes={"owl": (90, 90, 90), "jay": (30, 60, 200)})
+    _assert_one_line_error(runner.invoke(app, ["train", str(other), "--out", str(run), "--resume"]),
+                           "it trained on classes cardinal, jay, parrot")
+    assert _digest(run / "config.yaml") == config
+
+
+def test_nothing_to_train_from_scratch_names_the_flag_and_makes_no_folder(tiny_data, tmp_path):
+    result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "rz"),
+                                 "--scratch", "--epochs-head", "3", "--epochs", "0"])
+    _assert_one_line_error(result, "from scratch", "--epochs N")
+    assert not (tmp_path / "rz").exists()
+
+
+def test_an_int8_check_on_other_classes_is_refused(trained_run, tmp_path):
+    other = make_split_dataset(tmp_path / "other", classes={"owl": (90, 90, 90), "jay": (30, 60, 200)})
+    result = runner.invoke(app, ["export", str(trained_run.run_dir), "-o", str(tmp_path / "m.int8.onnx"),
+                                 "--data", str(other)])
+    _assert_one_line_error(result, "classes the model does not know (owl)")
+    assert not (tmp_path / "m.int8.onnx").exists()
+
+
+def test_split_check_report_is_a_png_outside_the_splits(tiny_data, tmp_path):
+    image = next((tiny_data / "train" / "jay").iterdir())
+    before = _digest(image)
+    _assert_one_line_error(runner.invoke(app, ["split", "--check", str(tiny_data), "--report", str(image)]),
+                           "ending in .png")
+    inside = tiny_data / "train" / "jay" / "pairs.png"
+    _assert_one_line_error(runner.invoke(app, ["split", "--check", str(tiny_data), "--report", str(inside)]),
+                           "inside the dataset's splits")
+    assert _digest(image) == before and not inside.exists()
+    ok = runner.invoke(app, ["split", "--check", str(tiny_data), "--report", str(tmp_path / "pairs.png")])
+    assert ok.exit_code == 0, ok.output
