@@ -44,12 +44,12 @@ def with_progress(items: Iterable[T], total: int, mode: str, label: str, unit: s
     if mode == "none" or total < 1:
         yield from items
     elif mode == "bars":
-        yield from _bar(items, total, count)
+        yield from _bar(items, total, label, count)
     else:
         yield from _lines(items, total, label, unit, count)
 
 
-def _bar(items: Iterable[T], total: int, count: Callable[[T], int]) -> Iterator[T]:
+def _bar(items: Iterable[T], total: int, label: str, count: Callable[[T], int]) -> Iterator[T]:
     import contextlib
 
     from fastcore.imports import IN_NOTEBOOK
@@ -58,6 +58,7 @@ def _bar(items: Iterable[T], total: int, count: Callable[[T], int]) -> Iterator[
     # stdout is redirected only while the bar draws, never across a yield: the swap is process-wide
     with contextlib.redirect_stdout(sys.stderr):
         bar = progress_bar(range(total), total=total)
+        bar.comment = label  # named: split shows its hashing, then its copying
         bar.update(0)
     done = 0
     for item in items:
