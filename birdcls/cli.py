@@ -409,15 +409,23 @@ def models(
     """List architectures for `--arch`: the reports' small CNNs and common backbones, with size and parameters."""
     from .models.backbones import OFFLINE_WEIGHTS, describe_architectures, list_architectures
 
+    def wanted(name: str) -> bool:
+        return filter is None or filter.lower() in name.lower()
+
     if all_names:
-        for name in list_architectures():
-            if filter is None or filter.lower() in name.lower():
-                typer.echo(name + ("  (offline weights)" if name in OFFLINE_WEIGHTS else ""))
-        return
-    typer.echo(f"{'arch':<24} {'input':<10} {'params':>12}  weights")
-    for row in describe_architectures():
-        if filter is None or filter.lower() in row["arch"].lower():
+        names = [name for name in list_architectures() if wanted(name)]
+        for name in names:
+            typer.echo(name + ("  (offline weights)" if name in OFFLINE_WEIGHTS else ""))
+    else:
+        rows = [row for row in describe_architectures() if wanted(row["arch"])]
+        names = [row["arch"] for row in rows]
+        if rows:
+            typer.echo(f"{'arch':<24} {'input':<10} {'params':>12}  weights")
+        for row in rows:
             typer.echo(f"{row['arch']:<24} {row['input']:<10} {row['params']:>12,}  {row['weights']}")
+    if not names:
+        hint = "" if all_names else "; --all lists every accepted name"
+        typer.echo(f"no architecture name contains {filter!r}{hint}", err=True)
 
 
 datasets_app = typer.Typer(help="The reports' datasets, imported or downloaded into train/val/test class folders.",

@@ -114,6 +114,13 @@ def test_recipes_and_models_list():
     assert lines["dogs-vs-cats-fast"].rstrip().endswith(".") and "vs. cats" in lines["dogs-vs-cats-fast"]
     result = runner.invoke(app, ["models", "--all", "--filter", "lite0"])
     assert "tf_efficientnet_lite0  (offline weights)" in result.output
+    none = runner.invoke(app, ["models", "--filter", "zzzz"])  # no bare header: a hint
+    assert none.exit_code == 0 and none.stdout == "" and "no architecture name contains 'zzzz'" in none.stderr
+
+
+def test_clean_settings_are_named_by_their_flags(tmp_path):
+    for flag, value in (("--max-distance", "99"), ("--min-size", "0"), ("--dark", "300")):
+        _assert_one_line_error(runner.invoke(app, ["clean", str(tmp_path), "--auto", flag, value]), flag, "e.g.")
 
 
 def test_help_is_fast_and_lazy():

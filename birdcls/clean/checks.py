@@ -40,11 +40,15 @@ class CleanConfig:
     blurry: float | None = None  # variance of the Laplacian below this is "very blurry"
 
     def __post_init__(self):
-        checks = [(self.min_size >= 1, f"min_size must be at least 1, got {self.min_size}"),
-                  (self.max_aspect >= 1, f"max_aspect must be at least 1, got {self.max_aspect}"),
-                  (-1 <= self.near_distance <= 16, f"near_distance must be -1..16, got {self.near_distance}"),
-                  (self.dark is None or 0 <= self.dark <= 255, f"dark must be 0..255, got {self.dark}"),
-                  (self.blurry is None or self.blurry >= 0, f"blurry must be >= 0, got {self.blurry}")]
+        # named by their `birdcls clean` flags (min_size is --min-size, near_distance --max-distance), with a value
+        checks = [(self.min_size >= 1, f"--min-size must be at least 1 pixel, got {self.min_size}: e.g. 64"),
+                  (self.max_aspect >= 1, f"--max-aspect must be at least 1 (long side / short side), got "
+                                         f"{self.max_aspect}: e.g. 3"),
+                  (-1 <= self.near_distance <= 16, f"--max-distance must be between -1 (off) and 16 bits, got "
+                                                   f"{self.near_distance}: e.g. 4"),
+                  (self.dark is None or 0 <= self.dark <= 255, f"--dark must be a brightness from 0 to 255, got "
+                                                               f"{self.dark}: e.g. 20"),
+                  (self.blurry is None or self.blurry >= 0, f"--blurry must be 0 or more, got {self.blurry}: e.g. 30")]
         for ok, message in checks:
             if not ok:
                 raise BirdclsError(message)
