@@ -111,7 +111,7 @@ def test_cli_clean(tmp_path):
     for args, message in ((["clean", str(tmp_path / "nope"), "--auto"], "does not exist"),
                           (["clean", str(data), "--undo"], "nothing to undo"),
                           (["clean", str(data)], "--auto"),
-                          (["clean", str(data), "--auto", "--max-aspect", "0.5"], "max_aspect")):
+                          (["clean", str(data), "--auto", "--max-aspect", "0.5"], "--max-aspect")):
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and result.output.count("\n") == 1 and message in result.output, result.output
     (tmp_path / "empty" / "a").mkdir(parents=True)
