@@ -12,7 +12,6 @@ sharing a chunk value are compared.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ._io import signals_deferred
 from .data.decode import UNREADABLE, to_8bit
 
 __all__ = ["MIN_SPREAD", "ImageHashes", "hash_images", "hamming", "near_pairs", "phash_hex"]
@@ -115,12 +115,16 @@ def hash_images(paths: Sequence[str | os.PathLike], workers: int | None = None, 
         return ImageHashes([], np.zeros(0, np.uint64), [], {}, np.zeros((0, 2), int), np.zeros(0))
     workers = workers or os.cpu_count() or 1
     chunks = [[str(p) for p in paths[i:i + chunk]] for i in range(0, len(paths), chunk)]
-    with contextlib.ExitStack() as stack:
-        if workers > 1 and len(chunks) > 1:
-            loaded = stack.enter_context(ProcessPoolExecutor(max_workers=workers)).map(_load_chunk, chunks)
-        else:
-            loaded = map(_load_chunk, chunks)
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(chunks) > 1 else None
+    try:
+        loaded = pool.map(_load_chunk, chunks) if pool is not None else map(_load_chunk, chunks)
         parts = list(with_progress(loaded, len(paths), mode, "hash", "images", count=lambda part: len(part[1])))
+    finally:
+        if pool is not None:
+            # a Ctrl-C or SIGTERM that cut the shutdown short left the exiting process waiting on its workers
+            # forever (in about half the interrupts timed as the hashing ended): it waits until they are gone
+            with signals_deferred(reraise=True):
+                pool.shutdown(wait=True, cancel_futures=True)
     grey = np.concatenate([p[0] for p in parts])
     pixel = [x for p in parts for x in p[1]]
     errors = {i: e for i, e in enumerate(x for p in parts for x in p[2]) if e}

@@ -403,3 +403,30 @@ def test_split_check_and_clean_show_progress_on_stderr_only(tmp_path: Path, monk
     capsys.readouterr()
     split_dataset(src, tmp_path / "e")  # the library's default: nothing shown
     assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_an_interrupt_as_the_hashing_ends_exits_promptly(tmp_path: Path, signame):
+    """A signal to the main process alone (`kill PID`) as the hashing pool shut down left the exiting process
+    waiting on its workers forever, in about half the tries; now the shutdown finishes first."""
+    import signal
+    import subprocess
+    import sys
+
+    src = make_class_folders(tmp_path / "raw", per_class=200, size=24)  # 600 images: three hashing chunks
+    sig = getattr(signal, signame)
+    for attempt in range(4):
+        proc = subprocess.Popen([sys.executable, "-m", "birdcls", "split", str(src), str(tmp_path / f"out{attempt}"),
+                                 "--progress", "lines"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:
+            if line.startswith("hash: 600/600"):
+                proc.send_signal(sig)
+                break
+        try:
+            code = proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["pkill", "-9", "-P", str(proc.pid)])
+            proc.kill()
+            raise AssertionError(f"split hung after {signame} (try {attempt + 1})") from None
+        assert code in (0, 128 + sig)  # 0: the signal came after the split was in place
+        assert not list(tmp_path.glob(".out*partial"))
