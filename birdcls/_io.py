@@ -130,6 +130,13 @@ def signals_deferred(reraise: bool = True) -> Iterator[list[int]]:
             signal.raise_signal(signal.SIGTERM if signal.SIGTERM in caught else caught[0])
 
 
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` is ``folder`` or inside it, links and ``..`` resolved: the test before writing output
+    into a dataset, or a source into its own output."""
+    path_abs, folder_abs = Path(path).resolve(), Path(folder).resolve()
+    return path_abs == folder_abs or folder_abs in path_abs.parents
+
+
 def check_writable(dest: str | os.PathLike) -> Path:
     """Make ``dest``'s folder if needed and check that a file can be written there; a user-fixable problem
     (a folder in the way, no permission, a read-only place) is a one-line BirdclsError. Commands call it

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ._io import check_writable, save_figure_atomic, write_json_atomic, write_text_atomic
-from .data.folders import find_splits, list_labelled_images
+from ._io import check_writable, is_within, save_figure_atomic, write_json_atomic, write_text_atomic
+from .data.folders import find_splits, list_labelled_images, unknown_classes
 from .errors import BirdclsError
 from .predict import Predictor, load_model, predict
 
@@ -129,7 +129,7 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
 
     labelled_dir, out_dir = _labelled_dir(Path(labelled_dir)), Path(out_dir)
     by_class, not_images = _labelled_images(labelled_dir)
-    unknown = sorted(c for c, files in by_class.items() if files and c not in model.classes)  # empty ones: no matter
+    unknown = unknown_classes(by_class, model.classes)
     if unknown:
         raise BirdclsError(f"{labelled_dir} has class folder(s) {', '.join(unknown)} that the model does not know "
                            f"(it knows {', '.join(model.classes)}): remove them or train with them")
@@ -229,8 +229,7 @@ def _check_report_dir(out: Path, data: Path) -> None:
     if (out / "config.yaml").is_file():
         raise BirdclsError(f"-o {out} is a training run: its report is the run's own; choose a new folder "
                            "(by default the report goes to RUN/eval-<data>)")
-    out_abs, data_abs = out.resolve(), data.resolve()
-    if out_abs == data_abs or data_abs in out_abs.parents:
+    if is_within(out, data):
         raise BirdclsError(f"-o {out} is inside the dataset {data}: put the report elsewhere")
 
 

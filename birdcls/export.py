@@ -31,7 +31,7 @@ from typing import Any
 
 from ._io import write_json_atomic, write_with_atomic
 from ._trust import is_trusted_pickle, register_pickle
-from .data.folders import SplitLayout, find_splits, list_labelled_images
+from .data.folders import SplitLayout, find_splits, list_labelled_images, unknown_classes
 from .errors import BirdclsError, describe
 from .predict import ModelInfo, load_model, sidecar_path, uint8_input_model
 from .quantize import Int8Check, int8_if_it_keeps_accuracy
@@ -146,8 +146,8 @@ def export_int8(model, info: ModelInfo, dest: Path, data: SplitLayout) -> Int8Ch
     only when it keeps accuracy (see :mod:`birdcls.quantize`)."""
     train, _ = list_labelled_images(data.train)
     val, _ = list_labelled_images(data.val)
-    unknown = sorted(set(val) - set(info.classes))
-    if unknown:  # the check would score images against labels the model cannot give
+    unknown = unknown_classes(val, info.classes)
+    if unknown:
         known = ", ".join(info.classes[:5]) + ("..." if len(info.classes) > 5 else "")
         raise BirdclsError(f"{data.val} has classes the model does not know ({', '.join(unknown[:5])}): pass --data "
                            f"a dataset of the model's classes ({known})")

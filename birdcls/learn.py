@@ -39,7 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ._io import LOCK_NAME, folder_lock, write_json_atomic, write_text_atomic, write_with_atomic
+from ._io import LOCK_NAME, folder_lock, is_within, write_json_atomic, write_text_atomic, write_with_atomic
 from ._terminal import progress_mode
 from ._trust import register_pickle
 from .config import TrainConfig, resolve_config, validate_config
@@ -127,8 +127,7 @@ def _fit_small_arch(cfg: TrainConfig) -> TrainConfig:
 def _locked_run_dir(out: Path, data_root: Path, overwrite: bool, resume: bool) -> Iterator[None]:
     """Check ``out`` for this run and hold the run folder's lock while the block trains in it: a second
     `birdcls train` into the same folder (even with --overwrite or --resume) is refused, not mixed in."""
-    out_abs, data_abs = out.resolve(), data_root.resolve()
-    if out_abs == data_abs or data_abs in out_abs.parents:
+    if is_within(out, data_root):
         raise BirdclsError(f"--out {out} is inside the dataset {data_root}: put runs elsewhere, e.g. models/<name>")
     if resume and not (out / "config.yaml").is_file():
         raise BirdclsError(f"cannot resume: {out} is not a birdcls run (no config.yaml); drop --resume")
@@ -454,8 +453,6 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
         else:
             phases.append(("scratch", tune_phase("scratch", lambda: (_init_from_data(learn, say),
                                                                      scheduled_fit(cfg.epochs, _scratch_lr(cfg))))))
-    if not phases:
-        _check_there_is_work(cfg)
     for name, run_phase in phases:
         if name in done:
             continue
@@ -508,7 +505,8 @@ def _check_resumed_classes(out: Path, classes: list[str]) -> None:
 
 
 def _check_there_is_work(cfg: TrainConfig) -> None:
-    """Before the run folder is made: a config whose phases are all empty is refused, naming the right flag."""
+    """Before the run folder is made: a config whose phases are all empty is refused, naming the right flag
+    (the phases :func:`_run_phases` builds are exactly these)."""
     if cfg.epochs > 0 or (cfg.pretrained and cfg.epochs_head > 0):
         return
     if not cfg.pretrained:
@@ -526,9 +524,9 @@ def _resumed_config(out: Path, recipe: str | os.PathLike | None, overrides: dict
     """The run's own config.yaml with ``overrides``. A resumed run keeps its network and input: another
     recipe, or a setting of ``FIXED_ON_RESUME`` that differs (a new size, say), is refused rather than mixed
     into weights trained another way."""
-    saved = resolve_config(recipe=out / "config.yaml")
     if recipe is not None:
         raise BirdclsError(f"--resume continues {out} with its own config.yaml: drop --recipe")
+    saved = resolve_config(recipe=out / "config.yaml")
     cfg = resolve_config(recipe=out / "config.yaml", overrides=overrides)
     changed = [f"{key}={getattr(saved, key)!r}" for key in FIXED_ON_RESUME if getattr(cfg, key) != getattr(saved, key)]
     if changed:
@@ -620,7 +618,6 @@ def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes:
                                 store_batch_transforms(cfg, info["mean"], info["std"]), say)
     state = {}
     if resume:
-
         state = json.loads((out / "state.json").read_text()) if (out / "state.json").is_file() else {}
         if (out / "checkpoints" / "best.pth").is_file():
             try:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ._io import signals_deferred, with_default_mode, write_json_atomic
+from ._io import is_within, signals_deferred, with_default_mode, write_json_atomic
 from .data.folders import IMAGE_EXTENSIONS, list_labelled_images
 from .errors import BirdclsError, describe
 
@@ -119,15 +119,13 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
     """Refuse, before any work, a source or output that the split would fail on or destroy."""
     if not src.is_dir():
         raise BirdclsError(f"source folder {src} does not exist: pass a folder with one sub-folder per class")
-    src_abs, dst_abs = src.resolve(), dst.resolve()
-    if dst_abs == src_abs or src_abs in dst_abs.parents:
+    if is_within(dst, src):
         raise BirdclsError(f"output {dst} is inside the source {src}: choose an output folder outside it")
-    if dst_abs in src_abs.parents:
+    if is_within(src, dst):
         raise BirdclsError(f"output {dst} contains the source {src}: choose an output folder outside it")
     if dst.exists() and not dst.is_dir():
         raise BirdclsError(f"output {dst} is a file: choose a folder for the split dataset")
-    cwd = Path.cwd().resolve()
-    if dst_abs == cwd or dst_abs in cwd.parents:  # it would be swapped out from under the shell standing in it
+    if is_within(Path.cwd(), dst):  # it would be swapped out from under the shell standing in it
         raise BirdclsError(f"output {dst} is the current folder or holds it: name a new folder, e.g. data/split")
     if not dst.is_dir() or not any(dst.iterdir()):
         return  # new or empty: nothing to lose
@@ -454,8 +452,7 @@ def _check_report_png(dest: Path, splits: list[Path]) -> None:
     image, or fail at the end on a suffix matplotlib cannot write)."""
     if dest.suffix.lower() != ".png":
         raise BirdclsError(f"--report {dest}: the report is a PNG; give a file name ending in .png")
-    dest_abs = dest.resolve()
-    if any(folder.resolve() in dest_abs.parents for folder in splits):
+    if any(is_within(dest, folder) for folder in splits):
         raise BirdclsError(f"--report {dest} is inside the dataset's splits: write it elsewhere, e.g. leakage_pairs.png")
 
 

@@ -41,17 +41,16 @@ _TURNING_TAGS = (2, 3, 4, 5, 6, 7, 8)
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def _register_heif() -> bool:
+def _register_heif() -> None:
     """Let PIL open HEIC/HEIF files (pillow-heif, a dependency; without it they are reported unreadable)."""
     try:
         from pillow_heif import register_heif_opener
     except ImportError:
-        return False
+        return
     register_heif_opener()
-    return True
 
 
-HEIF = _register_heif()
+_register_heif()
 # What opening or decoding a file can raise when it is not a readable image (damaged, truncated, not an image,
 # or over twice PIL's pixel limit): every stage catches these and reports the file instead of stopping
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)

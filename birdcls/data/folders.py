@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from ..errors import BirdclsError
 from . import decode as _decode  # noqa: F401 - registers the HEIC/HEIF opener that _check_one needs
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageCheck", "class_files", "SplitLayout", "check_cache_for", "find_splits",
-           "list_labelled_images", "verify_images"]
+           "list_labelled_images", "unknown_classes", "verify_images"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif", ".heic",
                               ".heif"})
@@ -110,6 +111,12 @@ def list_labelled_images(split_dir: str | os.PathLike) -> tuple[dict[str, list[P
         found[cdir.name], rest = class_files(cdir)
         others += rest
     return found, others
+
+
+def unknown_classes(by_class: dict[str, list[Path]], known: Sequence[str]) -> list[str]:
+    """The class folders holding images under a name not in ``known`` (a model's classes), sorted: scoring
+    them would compare answers with labels the model cannot give. Empty folders do not matter."""
+    return sorted(c for c, files in by_class.items() if files and c not in known)
 
 
 def _check_one(path: Path) -> str | None:
