@@ -12,10 +12,53 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 from .errors import BirdclsError, Terminated, interrupt_exit_code
 
+# typer re-exports BadParameter but not its base, the usage error that every parse error is raised as
+_UsageError: type[Exception] = typer.BadParameter.__mro__[1]
+
+
+@contextmanager
+def _one_line_usage(ctx: typer.Context | None = None) -> Iterator[None]:
+    """Click's usage block (usage line, hint, blank line, error) as one stderr line that names the fix."""
+    try:
+        yield
+    except _UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `birdcls` or `birdcls datasets` alone: the help
+            raise
+        about = getattr(exc, "ctx", None)
+        # an option missing its value carries no context: name the subcommand being parsed
+        where = about.command_path if about is not None else (ctx.meta.get(_PARSING, "birdcls") if ctx else "birdcls")
+        message = exc.format_message().rstrip(".")  # type: ignore[attr-defined]
+        typer.echo(f"error: {message}: see '{where} --help'", err=True)
+        raise typer.Exit(2) from None
+
+
+_PARSING = "birdcls.parsing"  # ctx.meta key: the command path whose arguments are being parsed
+
+
+class _OneLineUsageGroup(TyperGroup):
+    """The command groups. Every subcommand's parse errors pass up through its group's make_context or
+    invoke, so the wrapper here covers them all."""
+
+    def make_context(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
+
+    def resolve_command(self, ctx, args):  # type: ignore[no-untyped-def]
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta[_PARSING] = f"{ctx.command_path} {name}"
+        return name, command, rest
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        with _one_line_usage(ctx):
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_OneLineUsageGroup,
     name="birdcls",
     help="From named classes to a trained, evaluated, exported image classifier.\n\n"
          "Pipeline: birdcls split RAW DATA; birdcls train DATA --out RUN; birdcls export RUN --format onnx -o M.onnx; "
@@ -216,7 +259,7 @@ def train(
     lr: float | None = typer.Option(None, help="base learning rate"),
     patience: int | None = typer.Option(None, help="EarlyStopping patience"),
     seed: int | None = typer.Option(None, help="random seed"),
-    device: str | None = typer.Option(None, help="auto, cpu, cuda or mps"),
+    device: str | None = typer.Option(None, help="auto, cpu, cuda (or cuda:N) or mps"),
     set_: list[str] | None = typer.Option(None, "--set", help="any config key, e.g. --set label_smoothing=0.1"),
     overwrite: bool = typer.Option(False, help="replace an existing run folder"),
     resume: bool = typer.Option(False, help="continue an interrupted run from its best checkpoint"),
@@ -252,7 +295,7 @@ def evaluate(
     out: Path | None = typer.Option(None, "--out", "-o", help="report folder (default: beside the model, named "
                                                               "after the model file and the data)"),
     trust: bool = typer.Option(False, help="allow loading a .pkl you did not create (runs its code)"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda (or cuda:N) or mps"),
     precision: str = typer.Option("auto", help="PyTorch models: auto (bf16 on a CUDA GPU, else float32), "
                                                 "float32 or bf16"),
     progress: str = typer.Option("auto", help="auto, bars, lines or none (on stderr)"),
@@ -302,7 +345,7 @@ def predict(
     csv_path: Path | None = typer.Option(None, "--csv", help="also write the rows to this CSV file"),
     bs: int | None = typer.Option(None, help="batch size (default: 8 on a CPU, 256 on a GPU)"),
     trust: bool = typer.Option(False, help="allow loading a .pkl you did not create (runs its code)"),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
+    device: str = typer.Option("auto", help="auto, cpu, cuda (or cuda:N) or mps"),
     precision: str = typer.Option("auto", help="PyTorch models: auto (bf16 on a CUDA GPU, else float32), "
                                                 "float32 or bf16"),
     decode_on_device: bool = typer.Option(False, "--decode-on-device",
@@ -428,7 +471,8 @@ def models(
         typer.echo(f"no architecture name contains {filter!r}{hint}", err=True)
 
 
-datasets_app = typer.Typer(help="The reports' datasets, imported or downloaded into train/val/test class folders.",
+datasets_app = typer.Typer(cls=_OneLineUsageGroup,
+                           help="The reports' datasets, imported or downloaded into train/val/test class folders.",
                            no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 

@@ -27,11 +27,20 @@ __all__ = ["RECIPES_DIR", "TrainConfig", "list_recipes", "load_recipe", "resolve
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
-_DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 _OPTIMIZERS = ("adam", "sgd")
 _SCHEDULES = ("one_cycle", "constant", "triangle")
 _NORMALIZE = ("model", "none", "raw255")
 _MONITORS = ("valid_loss", "accuracy", "error_rate")
+
+
+def check_device_name(device: str) -> tuple[str, str]:
+    """``device`` split into its kind and GPU index (``cuda:1`` -> cuda, 1), or a one-line error. Training's
+    config and predict accept the same names."""
+    kind, colon, index = device.partition(":")
+    if kind not in DEVICES or (colon and (kind != "cuda" or not index.isdigit())):
+        raise BirdclsError(f"'device' must be auto, cpu, cuda (or cuda:N) or mps, got {device!r}")
+    return kind, index
 
 
 def _opt(default: Any, doc: str, **rules: Any) -> Any:
@@ -100,7 +109,7 @@ class TrainConfig:
     lr_factor: float = _opt(10.0, "(float) ReduceLROnPlateau divides the lr by this", min=1.0, max=1e6)
     monitor: str = _opt("valid_loss", "(str) what the three callbacks watch", choices=_MONITORS)
     seed: int = _opt(42, "(int) random seed of weights init, shuffling and augmentation", min=0, max=2**32 - 1)
-    device: str = _opt("auto", "(str) auto, cpu, cuda or mps", choices=_DEVICES)
+    device: str = _opt("auto", "(str) auto, cpu, cuda (or cuda:N) or mps", check=check_device_name)
     num_workers: int = _opt(-1, "(int) DataLoader worker processes; -1 = automatic", min=-1, max=64)
     top_losses: int = _opt(16, "(int) images in the top-losses gallery", min=0, max=400)
     fast_data: bool = _opt(True, "(bool) decode each image once into a cached uint8 store and augment whole batches "
@@ -198,7 +207,10 @@ def _coerce(name: str, value: Any) -> Any:
         raise BirdclsError(f"'{name}' must be{rng} (e.g. '{example}'), got {value!r}")
     if "choices" in f.metadata and value not in f.metadata["choices"]:
         raise BirdclsError(f"'{name}' must be one of {', '.join(f.metadata['choices'])}, got {value!r}")
+    if "check" in f.metadata:
+        f.metadata["check"](value)
     return value
+
 
 
 def _check_keys(values: dict[str, Any], source: str) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ._terminal import progress_mode, with_progress
 from ._trust import is_trusted_pickle
+from .config import check_device_name
 from .data.decode import imap_ahead, load_image, load_image_or_reason, map_ahead
 from .data.folders import IMAGE_EXTENSIONS
 from .errors import BirdclsError
@@ -36,7 +37,6 @@ __all__ = ["ModelInfo", "PredictionResult", "Predictor", "gather_images", "load_
 
 MODEL_SUFFIXES = (".pkl", ".safetensors", ".onnx")
 PRECISIONS = ("auto", "float32", "bf16")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 BACKENDS = ("auto", "torch")
 CPU_BATCH = 8  # images per inference batch on a CPU (see Predictor.default_bs)
 GPU_BATCH = 256  # images per inference batch on a GPU; shorter batches are padded to it (pad_batch)
@@ -255,18 +255,10 @@ class _OnnxBackend:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
 
 
-def _check_device_name(device: str) -> tuple[str, str]:
-    """``device`` split into its kind and GPU index (``cuda:1`` -> cuda, 1), or a one-line error."""
-    kind, colon, index = device.partition(":")
-    if kind not in DEVICES or (colon and (kind != "cuda" or not index.isdigit())):
-        raise BirdclsError(f"device must be auto, cpu, cuda (or cuda:N) or mps, got {device!r}")
-    return kind, index
-
-
 def resolve_device(device: str = "auto") -> str:
     """``auto`` -> cuda, mps or cpu; torch is imported only when a GPU could be there (seconds at start).
     ``cuda:N`` picks one of several GPUs."""
-    kind, index = _check_device_name(device)
+    kind, index = check_device_name(device)
     if device == "cpu" or (device == "auto" and _no_accelerator_visible()):
         return "cpu"
     import torch
@@ -410,7 +402,7 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
     if suffix not in MODEL_SUFFIXES:
         raise BirdclsError(f"{path} is not a model file: pass a run directory or a {'/'.join(MODEL_SUFFIXES)} file")
     if suffix == ".onnx":
-        _check_device_name(device)
+        check_device_name(device)
         if precision == "bf16":
             raise BirdclsError(f"{path} is an ONNX model, which computes as its graph says: precision bf16 "
                                "needs a .pkl, .safetensors or run folder")

@@ -88,6 +88,30 @@ def test_user_errors_are_one_line(tmp_path, trained_run, tiny_data):
                                                str(tmp_path / "x.tflite")]), "unknown export format")
 
 
+@pytest.mark.parametrize(("args", "fragment", "where"), [
+    (["train"], "Missing argument 'data'", "birdcls train"),
+    (["train", "d", "--bogus"], "No such option: --bogus", "birdcls train"),
+    (["predict", "m.onnx", "x.jpg", "--top-k", "two"], "Invalid value for '--top-k'", "birdcls predict"),
+    (["split", "raw", "data", "--progress"], "Option '--progress' requires an argument", "birdcls split"),
+    (["datasets", "get", "cifar10"], "Missing argument 'dest'", "birdcls datasets get"),
+    (["datasets", "fetch"], "No such command 'fetch'", "birdcls datasets"),
+    (["trian"], "No such command 'trian'", "birdcls"),
+])
+def test_usage_errors_are_one_line_naming_the_help(args, fragment, where):
+    """Click's own parse errors (wrong type, missing argument, unknown option), as a whole process shows them."""
+    result = run_cli(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith("error: ") and fragment in result.stderr
+    assert result.stderr.strip().endswith(f"see '{where} --help'")
+
+
+def test_a_group_alone_still_shows_its_help():
+    for args in ([], ["datasets"]):
+        result = run_cli(*args)
+        assert "Usage: birdcls" in result.stdout + result.stderr and "Commands" in result.stdout + result.stderr
+
+
 def test_train_refuses_unknown_arch_before_work(tmp_path, tiny_data):
     result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "r"), "--arch", "resnet35"])
     _assert_one_line_error(result, "unknown architecture 'resnet35'")

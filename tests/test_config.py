@@ -44,11 +44,16 @@ def test_values_from_strings_are_coerced():
     assert cfg.epochs == 4 and cfg.lr == 0.01 and cfg.augment is False and cfg.wd is None
 
 
+def test_a_gpu_of_several_is_named_as_predict_names_it():
+    assert resolve_config(overrides={"device": "cuda:1"}).device == "cuda:1"
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"epochs": "ten"}, "'epochs' must be an int"),
     ({"epochs": -1}, "'epochs' must be between 0 and"),
     ({"lr": 0}, "'lr' must be between"),
-    ({"device": "tpu"}, "'device' must be one of auto, cpu, cuda, mps"),
+    ({"device": "tpu"}, "'device' must be auto, cpu, cuda \\(or cuda:N\\) or mps, got 'tpu'"),
+    ({"device": "cpu:1"}, "'device' must be auto, cpu, cuda \\(or cuda:N\\) or mps, got 'cpu:1'"),
     ({"epoch": 3}, "unknown config key 'epoch'.*did you mean 'epochs'"),
     ({"augment": "maybe"}, "'augment' must be a bool"),
     ({"augment_style": "heavy"}, "'augment_style' must be one of full, light, shift"),

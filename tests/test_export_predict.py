@@ -131,7 +131,7 @@ def test_api_mistakes_get_one_line_answers(exports, tiny_data):
     assert repr(one).startswith("PredictionResult(1 rows, 0 skipped, first: ") and str(image) in repr(one)
     assert repr(model) == f"Predictor('{exports['onnx']}', tf_efficientnet_lite0, 3 classes, 32 px, onnxruntime, CPU)"
     assert repr(load_model(exports["safetensors"], device="cpu")).endswith("32 px, cpu, float32)")
-    for device, message in [("gpu", "device must be auto, cpu, cuda \\(or cuda:N\\) or mps, got 'gpu'"),
+    for device, message in [("gpu", "'device' must be auto, cpu, cuda \\(or cuda:N\\) or mps, got 'gpu'"),
                             ("cuda:x", "got 'cuda:x'"), ("mps", "no Apple GPU \\(MPS\\) is available")]:
         with pytest.raises(BirdclsError, match=message):
             load_model(exports["safetensors"], device=device)
