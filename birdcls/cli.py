@@ -215,6 +215,9 @@ def split(
     from .split import check_leakage, split_dataset
 
     with _user_errors():
+        if check and dst is not None:
+            raise BirdclsError(f"--check takes one split dataset, got a second folder {dst}: e.g. birdcls split "
+                               f"--check {src}")
         if check:
             typer.echo(check_leakage(src, max_distance=max_distance, report_png=report, progress=progress).summary())
             return
@@ -231,6 +234,8 @@ def split(
         typer.echo(f"left out class folder(s) without images: {', '.join(result.empty_classes)}", err=True)
     if result.nested_images:
         typer.echo(result.nested_note(), err=True)
+    if result.unreadable:
+        typer.echo(result.unreadable_note(src), err=True)
     typer.echo(f"wrote {result.dst} (split.json lists every file's split and hashes)")
 
 

@@ -14,7 +14,7 @@ import csv
 import io
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -216,8 +216,15 @@ def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out:
                                                                        precision=precision)
     if out is None:
         out = default_report_dir(model if not isinstance(model, Predictor) else predictor.path, data)
+    made = not Path(out).exists()
     check_writable(Path(out) / "metrics.json")  # before the predictions, not after them
-    report = evaluate_predictor(predictor, data, out, top_losses=top_losses, bs=bs, progress=progress)
+    try:
+        report = evaluate_predictor(predictor, data, out, top_losses=top_losses, bs=bs, progress=progress)
+    except BaseException:  # a refusal or Ctrl-C leaves no empty report folder in the way of the next try
+        if made:
+            with suppress(OSError):
+                Path(out).rmdir()
+        raise
     return {**report, "report_dir": str(out)}
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ._io import signals_deferred
-from .data.decode import UNREADABLE, to_8bit
+from .data.decode import UNREADABLE, to_8bit, unreadable_reason
 
 __all__ = ["MIN_SPREAD", "ImageHashes", "hash_images", "hamming", "near_pairs", "phash_hex"]
 
@@ -72,7 +72,7 @@ def _load(path: str) -> tuple[np.ndarray | None, str, str, tuple[int, int]]:
             grey = im.convert("L").resize((_SIZE, _SIZE), Image.Resampling.LANCZOS)
             return np.asarray(grey, dtype=np.uint8), pixel, "", im.size
     except UNREADABLE as exc:
-        return None, "", f"unreadable ({type(exc).__name__})", (0, 0)
+        return None, "", unreadable_reason(exc, path), (0, 0)
 
 
 def _load_chunk(paths: Sequence[str]) -> tuple[np.ndarray, list[str], list[str], list[tuple[int, int]]]:

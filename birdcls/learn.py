@@ -34,7 +34,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ class DatasetScan:
     classes: list[str]
     items: dict[str, list[Path]]  # split name -> good image files
     checks: dict[str, ImageCheck]
+    missing_in_val: list[str] = field(default_factory=list)  # classes of train/ without a readable val/ image
 
     def counts(self) -> dict[str, Any]:
         return {split: {"images": len(check.good), "unreadable": len(check.bad), "non_images": len(check.not_images)}
@@ -102,7 +103,7 @@ def scan_dataset(data: str | os.PathLike) -> DatasetScan:
     if absent:
         raise BirdclsError(f"class(es) {', '.join(absent)} have no images in {layout.test}: the test report needs "
                            "every class; re-split with more images of them")
-    return DatasetScan(layout, classes, items, checks)
+    return DatasetScan(layout, classes, items, checks, sorted(set(classes) - classes_of["val"]))
 
 
 def _fit_small_arch(cfg: TrainConfig) -> TrainConfig:
@@ -574,6 +575,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     if check_arch(cfg.arch) == "small":
         cfg = _fit_small_arch(cfg)
     notes: list[str] = []  # said once the data and the run folder have passed their checks
+    if scan.missing_in_val:
+        notes.append(f"{scan.layout.val} has no images of {', '.join(scan.missing_in_val)}: the validation scores "
+                     "that pick the best epoch leave them out; re-split with more images of them")
     cfg = _resolve_auto(cfg, resolve_device(cfg.device), notes.append)
     if epoch_cap is not None:
         cfg = dataclasses.replace(cfg, epochs_head=min(cfg.epochs_head, epoch_cap), epochs=min(cfg.epochs, epoch_cap),

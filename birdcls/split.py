@@ -53,6 +53,7 @@ class SplitReport:
     empty_classes: list[str]  # class folders without images: left out of the split
     duplicate_groups: int = 0  # groups of 2+ images kept together
     nested_images: dict[str, int] = field(default_factory=dict)  # class -> images in its sub-folders: left out
+    unreadable: dict[str, str] = field(default_factory=dict)  # "class/name" -> why it did not decode: left out
 
     def table(self) -> str:
         width = max([len(c) for c in self.counts] + [5])
@@ -75,6 +76,17 @@ class SplitReport:
                     f"include it ({where})")
         return (f"{n} images in sub-folders of class folders were left out: move them up into their class folder "
                 f"to include them ({where})")
+
+
+    def unreadable_note(self, src: Path) -> str:
+        """One line on the files with an image suffix that do not decode ("" when none): left where they are,
+        since training would skip them anyway, and named so that the user can look."""
+        n = len(self.unreadable)
+        if not n:
+            return ""
+        shown = ", ".join(sorted(self.unreadable)[:3]) + (", ..." if n > 3 else "")
+        return (f"left {n} unreadable image{'s' if n != 1 else ''} in {src} out of the split ({shown}; split.json "
+                f"says why): replace {'them' if n != 1 else 'it'} with good copies, or run `birdcls clean {src}`")
 
 
 def _check_ratio(ratio: tuple[float, ...]) -> tuple[float, float, float]:
@@ -202,8 +214,9 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
     Duplicates within ``max_distance`` perceptual-hash bits (and identical pixels) stay in one split;
     ``max_distance=-1`` groups exact duplicates only. Non-image files are left behind and counted.
     A class too small to give every split an image is refused before anything is copied; class folders
-    without images, images in sub-folders of class folders, and hidden folders (``.quarantine`` from
-    ``birdcls clean``) are left out, and the report says so. A ``move`` that fails or is interrupted
+    without images, images in sub-folders of class folders, files that do not decode (empty, truncated or
+    not really images) and hidden folders (``.quarantine`` from ``birdcls clean``) are left out, and the
+    report says so. A ``move`` that fails or is interrupted
     part-way puts every image back in ``src`` before the error (or KeyboardInterrupt) goes on. ``progress``
     (``auto``, ``bars``, ``lines`` or ``none``, on stderr) shows the hashing and the copying.
     """
@@ -224,6 +237,16 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
         raise BirdclsError(f"--max-distance must be between -1 and 16 bits, got {max_distance}: e.g. 4")
     all_paths = [p for files in by_class.values() for p in files]
     hashes = hash_images(all_paths, workers=workers, progress=mode)
+    broken = {hashes.paths[i]: reason for i, reason in hashes.errors.items()}
+    unreadable = {f"{p.parent.name}/{p.name}": broken[p] for p in sorted(broken)}
+    by_class = {c: [p for p in files if p not in broken] for c, files in by_class.items()}
+    empty += [c for c, files in by_class.items() if not files]
+    empty.sort()
+    by_class = {c: files for c, files in by_class.items() if files}
+    if not by_class:
+        first = min(broken)
+        raise BirdclsError(f"none of the {len(all_paths)} images in {src} can be read (e.g. {first.parent.name}/"
+                           f"{first.name}: {broken[first]}): replace them with good copies")
     group_of: dict[Path, tuple[Path, ...]] = {}
     for files in by_class.values():
         group_of.update(_duplicate_groups(files, hashes, max_distance))
@@ -242,7 +265,7 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
         write_json_atomic(staging / MANIFEST, {
             "source": str(src.resolve()), "seed": seed, "ratio": list(ratio), "move": move,
             "max_distance": max_distance, "counts": counts, "empty_classes": empty, "nested_images": nested,
-            "files": files,
+            "unreadable": unreadable, "files": files,
         })
         with_default_mode(staging, directory=True)
         # a Ctrl-C here waits for the new split to be in place and the old one gone, then counts as having come
@@ -255,7 +278,7 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
     except BaseException as exc:
         _undo(exc, staging, src, started if move else [])
         raise
-    return SplitReport(dst, counts, len(others), empty, n_dup_groups, nested)
+    return SplitReport(dst, counts, len(others), empty, n_dup_groups, nested, unreadable)
 
 
 def _plan(src: Path, staging: Path, by_class: dict[str, list[Path]], group_of: dict[Path, tuple[Path, ...]],

@@ -222,6 +222,8 @@ def test_scrape_and_split_check_through_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     assert "exact (same pixels): 0 pairs" in result.output
     _assert_one_line_error(runner.invoke(app, ["split", str(tmp_path / "raw")]), "needs SRC and DST")
+    _assert_one_line_error(runner.invoke(app, ["split", "--check", str(tmp_path / "data"), str(tmp_path / "x2")]),
+                           "--check takes one split dataset, got a second folder")
     _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--engine", "urls", "--out", str(tmp_path / "r2")]),
                            "--urls-file")
     _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--engine", "altavista"]), "unknown engine")

@@ -183,6 +183,29 @@ def test_an_interrupted_evaluation_leaves_the_previous_report_whole(exports, tin
     assert sorted(p.name for p in out.iterdir()) == sorted(before)
 
 
+def test_a_refused_or_interrupted_evaluation_leaves_no_new_empty_folder(exports, tiny_data, tmp_path, monkeypatch):
+    """The report folder is made before the predictions (to check it can be written); a refusal found after
+    that (a class the model does not know) or a Ctrl-C removes it again, so the same -o works next time."""
+    import shutil
+    import sys
+
+    ev = sys.modules["birdcls.evaluate"]
+    labelled = tmp_path / "labelled"
+    shutil.copytree(tiny_data / "val", labelled)
+    shutil.copytree(labelled / "jay", labelled / "robin")
+    with pytest.raises(BirdclsError, match="robin that the model does not know"):
+        ev.evaluate(exports["onnx"], labelled, out=tmp_path / "new" / "report")
+    assert not (tmp_path / "new" / "report").exists()
+    monkeypatch.setattr(ev, "_write_predictions", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate(exports["onnx"], tiny_data / "val", out=tmp_path / "new" / "report")
+    assert not (tmp_path / "new" / "report").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate(exports["onnx"], tiny_data / "val", out=tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir()  # a folder the user had is theirs
+
+
 def test_evaluate_default_reports_never_overwrite_each_other(exports, tiny_data, tmp_path):
     """Two exports in one folder, or two datasets whose test/ share a name, get their own report folders;
     an empty class folder (one the model does not know) changes nothing."""
@@ -219,7 +242,7 @@ def test_decoding_in_worker_processes_gives_the_same_answers(exports, tmp_path, 
     threads = predict(model, inputs, bs=bs, processes=False)
     procs = predict(model, inputs, bs=bs, workers=2, processes=True)
     assert [r["path"] for r in procs.rows] == [r["path"] for r in threads.rows] and len(procs.rows) == 24
-    assert procs.skipped == threads.skipped == {str(tmp_path / "bad.jpg"): "unreadable image (UnidentifiedImageError)"}
+    assert procs.skipped == threads.skipped == {str(tmp_path / "bad.jpg"): "unreadable (not an image)"}
     np.testing.assert_array_equal(procs.probs, threads.probs)
 
 

@@ -60,16 +60,22 @@ def test_default_recipe_accuracy_on_cpu(tmp_path):
     assert result.metrics["test_accuracy"] >= 0.9
 
 
-def test_unreadable_files_are_skipped_and_counted(tmp_path):
+def test_unreadable_files_are_skipped_and_counted(tmp_path, capsys):
     data = make_split_dataset(tmp_path / "d", counts=(6, 2, 2))
     (data / "train" / "jay" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     (data / "train" / "jay" / "notes.txt").write_text("not an image")
     (data / "test" / "parrot" / "empty.png").write_bytes(b"")
-    result = train(data, tmp_path / "run", **FAST)
+    for image in (data / "val" / "cardinal").iterdir():  # and a class val/ has only an unreadable file of
+        image.write_bytes(image.read_bytes()[:100])
+    result = train(data, tmp_path / "run", **{**FAST, "progress": "lines"})
     counts = result.metrics["data"]
     assert counts["train"] == {"images": 18, "unreadable": 1, "non_images": 1}
     assert counts["test"]["unreadable"] == 1
+    assert counts["val"] == {"images": 4, "unreadable": 2, "non_images": 0}
     assert result.metrics["n_test"] == 6
+    out = capsys.readouterr().out
+    assert f"{data / 'val'} has no images of cardinal: the validation scores that pick the best epoch leave them out" \
+        in out
 
 
 def test_existing_run_needs_overwrite(trained_run, tiny_data):

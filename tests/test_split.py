@@ -42,6 +42,42 @@ def test_non_images_are_skipped_and_counted(tmp_path: Path):
     assert not list((tmp_path / "out").rglob("*.txt"))
 
 
+def test_files_that_do_not_decode_are_left_out_named_and_left_in_place(tmp_path: Path):
+    """An empty file, a cut-off JPEG and a text file named .png would have been copied into the splits (train
+    and evaluate skip them later, so val/test silently shrink); split leaves them where they are and says why."""
+    src = make_class_folders(tmp_path / "raw", per_class=10)
+    (src / "jay" / "empty.jpg").write_bytes(b"")
+    (src / "jay" / "cut.jpg").write_bytes((src / "jay" / "000.jpg").read_bytes()[:300])
+    (src / "parrot" / "page.png").write_text("<html>moved</html>")
+    for move in (False, True):
+        raw = _copy(src, tmp_path / f"raw-{move}")
+        report = split_dataset(raw, tmp_path / f"out-{move}", move=move)
+        assert sorted(report.unreadable) == ["jay/cut.jpg", "jay/empty.jpg", "parrot/page.png"]
+        assert report.unreadable["jay/empty.jpg"] == "unreadable (empty file)"
+        assert report.unreadable["parrot/page.png"] == "unreadable (not an image)"
+        assert "runcated" in report.unreadable["jay/cut.jpg"]  # PIL: "Truncated File Read" or "image file is truncated"
+        assert all(sum(per.values()) == 10 for per in report.counts.values())
+        manifest = json.loads((tmp_path / f"out-{move}" / "split.json").read_text())
+        assert manifest["unreadable"] == report.unreadable
+        assert not [p for p in (tmp_path / f"out-{move}").rglob("*") if p.name in ("empty.jpg", "cut.jpg", "page.png")]
+        assert (raw / "jay" / "cut.jpg").is_file() and (raw / "parrot" / "page.png").is_file()
+        assert report.unreadable_note(raw).startswith(f"left 3 unreadable images in {raw} out of the split "
+                                                      "(jay/cut.jpg, jay/empty.jpg, parrot/page.png; ")
+    assert split_dataset(src, tmp_path / "again", max_distance=-1).unreadable_note(src) != ""
+    clean = make_class_folders(tmp_path / "clean", per_class=7)
+    assert split_dataset(clean, tmp_path / "clean-out").unreadable_note(clean) == ""
+
+
+def test_a_dataset_of_only_unreadable_files_is_refused_before_copying(tmp_path: Path):
+    for cls in ("jay", "parrot"):
+        (tmp_path / "raw" / cls).mkdir(parents=True)
+        (tmp_path / "raw" / cls / "a.jpg").write_bytes(b"")
+    with pytest.raises(BirdclsError, match=r"none of the 2 images in .* can be read \(e.g. jay/a.jpg: unreadable "
+                                           r"\(empty file\)\): replace them with good copies"):
+        split_dataset(tmp_path / "raw", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".*partial"))
+
+
 def test_a_class_too_small_for_every_split_is_refused_before_copying(tmp_path: Path):
     """split-folders floors train and val: with 0.7 0.15 0.15 a class needs 7 images for val and test to get
     one each. Fewer is refused with the class, its count and the minimum, and nothing is written."""

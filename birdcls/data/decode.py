@@ -28,10 +28,10 @@ from itertools import islice
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["UNREADABLE", "exif_orientation", "imap_ahead", "load_image", "load_image_or_reason", "map_ahead", "open_image",
-           "to_8bit"]
+           "to_8bit", "unreadable_reason"]
 
 T, R = TypeVar("T"), TypeVar("R")
 _ORIENTATION = 0x0112  # EXIF tag: 1 = stored upright; 2-8 = mirrored and/or rotated
@@ -54,6 +54,20 @@ _register_heif()
 # What opening or decoding a file can raise when it is not a readable image (damaged, truncated, not an image,
 # or over twice PIL's pixel limit): every stage catches these and reports the file instead of stopping
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def unreadable_reason(exc: BaseException, path: str | os.PathLike | None = None) -> str:
+    """Why a file did not decode, worded the same by every stage (split, clean, train's check, predict):
+    ``unreadable (empty file)``, ``unreadable (not an image)``, or PIL's own first line, without the path."""
+    if path is not None and os.path.isfile(path) and os.path.getsize(path) == 0:
+        detail = "empty file"
+    elif isinstance(exc, UnidentifiedImageError):
+        detail = "not an image"
+    elif isinstance(exc, Image.DecompressionBombError):
+        detail = "DecompressionBombError: more pixels than PIL's safety limit"
+    else:
+        detail = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+    return f"unreadable ({detail})"
 
 
 def exif_orientation(im: Image.Image) -> int:
@@ -108,7 +122,7 @@ def load_image_or_reason(path: str | os.PathLike, size: int, channels: int = 3) 
     try:
         return load_image(path, size, channels)
     except UNREADABLE as exc:
-        return f"unreadable image ({type(exc).__name__})"
+        return unreadable_reason(exc, path)
 
 
 def imap_ahead(pool: Executor, fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:

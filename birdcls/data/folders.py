@@ -21,12 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .._io import write_json_atomic
 from .._trust import birdcls_home
 from ..errors import BirdclsError
-from . import decode as _decode  # noqa: F401 - registers the HEIC/HEIF opener that _check_one needs
+from .decode import UNREADABLE, unreadable_reason  # importing decode registers the HEIC/HEIF opener too
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageCheck", "class_files", "SplitLayout", "check_cache_for", "find_splits",
            "list_labelled_images", "unknown_classes", "verify_images"]
@@ -126,10 +126,8 @@ def _check_one(path: Path) -> str | None:
             im.load()
             if im.width < 1 or im.height < 1:
                 return "empty image"
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        return type(exc).__name__ + (": not an image" if isinstance(exc, UnidentifiedImageError) else "")
-    except (OSError, ValueError, SyntaxError) as exc:
-        return f"unreadable ({str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__})"
+    except UNREADABLE as exc:
+        return unreadable_reason(exc, path)
     return None
 
 
