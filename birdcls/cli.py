@@ -259,7 +259,7 @@ def train(
     pretrained: bool | None = typer.Option(None, "--pretrained/--scratch", help="start from ImageNet weights"),
     size: int | None = typer.Option(None, help="input size in pixels"),
     bs: int | None = typer.Option(None, help="batch size"),
-    epochs_head: int | None = typer.Option(None, help="head-only fit_one_cycle epochs"),
+    epochs_head: int | None = typer.Option(None, help="head-only epochs, body frozen"),
     epochs: str | None = typer.Option(None, help="fine_tune epochs, or auto (0 for a pretrained body, 10 from scratch)"),
     lr: float | None = typer.Option(None, help="base learning rate"),
     patience: int | None = typer.Option(None, help="EarlyStopping patience"),
@@ -270,7 +270,7 @@ def train(
     resume: bool = typer.Option(False, help="continue an interrupted run from its best checkpoint"),
     progress: str = typer.Option("auto", help="auto, bars, lines or none"),
 ) -> None:
-    """Fine-tune a pretrained CNN (head, then fine_tune), then report on test/."""
+    """Train a classifier (the head on a frozen pretrained body; --epochs N also fine-tunes it), then report on test/."""
     from .learn import train as train_run
 
     with _user_errors():

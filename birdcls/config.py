@@ -57,7 +57,8 @@ class TrainConfig:
     pretrained: bool = _opt(True, "(bool) start from ImageNet weights (False trains from scratch)")
     size: int = _opt(224, "(int) square input size in pixels", min=16, max=2048)
     bs: int = _opt(64, "(int) batch size", min=1, max=4096)
-    epochs_head: int = _opt(10, "(int) head-only fit_one_cycle epochs with the body frozen", min=0, max=10000)
+    epochs_head: int = _opt(10, "(int) head-only epochs with the body frozen (fit_one_cycle unless schedule says "
+                            "otherwise)", min=0, max=10000)
     epochs: int | None = _opt(None, "(int) fine_tune epochs with the whole network unfrozen; auto = 0 for a pretrained "
                               "body (the head on cached features scored higher, CPU and GPU), 10 from scratch",
                               min=0, max=10000, auto=True)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._io import write_json_atomic
 from .errors import BirdclsError
 
 __all__ = ["run_demo", "write_digits"]
@@ -38,15 +39,19 @@ def write_digits(dest: str | os.PathLike, size: int = 32) -> Path:
     return dest
 
 
-def run_demo(out: str | os.PathLike = "models/demo", overwrite: bool = True, progress: str = "auto") -> dict[str, Any]:
-    """Run split -> train -> evaluate -> export -> predict on the digits; return what went where."""
+def run_demo(out: str | os.PathLike = "models/demo", progress: str = "auto") -> dict[str, Any]:
+    """Run split -> train -> evaluate -> export -> predict on the digits; return what went where. ``out`` must be
+    new, empty, or an earlier demo's folder (its raw/, data/ and run/ are replaced)."""
     from .export import export
     from .learn import train
     from .split import split_dataset
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / "demo.json").is_file() and not overwrite:
-        raise BirdclsError(f"{out} exists and is not a demo folder: choose another --out")
+    if out.exists() and not out.is_dir():
+        raise BirdclsError(f"--out {out} is a file: choose a folder for the demo")
+    if out.exists() and any(out.iterdir()) and not (out / "demo.json").is_file():
+        raise BirdclsError(f"--out {out} holds other files and is not an earlier demo's folder: choose a new or "
+                           "empty folder")
     start = time.perf_counter()
     raw = write_digits(out / "raw")
     print(f"[1/5] wrote {sum(1 for _ in raw.rglob('*.png'))} digit images to {raw}", flush=True)
@@ -72,5 +77,5 @@ def run_demo(out: str | os.PathLike = "models/demo", overwrite: bool = True, pro
     summary = {"out": str(out), "run": str(result.run_dir), "test_accuracy": result.metrics["test_accuracy"],
                "exports": [str(onnx_path), str(st_path)], "predictions": rows,
                "seconds": round(time.perf_counter() - start, 1)}
-    (out / "demo.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(out / "demo.json", summary)
     return summary

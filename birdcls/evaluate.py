@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._io import check_writable, is_within, save_figure_atomic, write_json_atomic, write_text_atomic
-from .data.folders import find_splits, list_labelled_images, unknown_classes
+from .data.folders import SPLIT_NAMES, list_labelled_images, unknown_classes
 from .errors import BirdclsError
 from .predict import Predictor, load_model, predict
 
@@ -38,9 +38,9 @@ def _plt():
 
 
 def _labelled_dir(path: Path) -> Path:
-    """Accept a split folder (``test/``) or a dataset root, whose ``test/`` is then used."""
+    """Accept a split folder (``test/``) or a dataset root, whose ``test/`` is then used (no val/ needed)."""
     if (path / "test").is_dir() and (path / "train").is_dir():
-        return find_splits(path).test
+        return path / "test"
     return path
 
 
@@ -246,7 +246,7 @@ def default_report_dir(model: str | os.PathLike | None, data: str | os.PathLike)
     inside it (``RUN/eval-dvc-test``); a model file's beside it (``exp/eval-m-int8-onnx-dvc-test`` for
     ``exp/m.int8.onnx``). A split dataset's folder is named with its dataset (``dvc-test``, not ``test``)."""
     folder = _labelled_dir(Path(data)).resolve()
-    name = f"{folder.parent.name}-{folder.name}" if folder.name in ("train", "val", "test") else folder.name
+    name = f"{folder.parent.name}-{folder.name}" if folder.name in SPLIT_NAMES else folder.name
     if model is None:
         return Path(f"eval-{name}")
     model = Path(model)

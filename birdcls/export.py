@@ -227,11 +227,12 @@ def _checked_format(fmt: str | None, dest: Path) -> str:
 
 
 def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, trust: bool = False,
-           overwrite: bool = True, data: str | os.PathLike | None = None) -> Path:
+           data: str | os.PathLike | None = None) -> Path:
     """Write the model of ``run`` (a run directory or its ``.pkl``) to ``dest`` in format ``fmt``.
 
     ``fmt=None`` takes the format from ``dest``'s name (see :data:`SUFFIX_FORMATS`), so a user names the
-    file once; a format given explicitly must agree with that name.
+    file once; a format given explicitly must agree with that name. An earlier export at ``dest`` is replaced
+    (atomically: a failed export leaves it whole).
     ``onnx-int8`` calibrates on ``data``'s train/ (default: the dataset the run trained on) and is
     written only if, on its val/, it stays within one point of the float32 model's accuracy.
     """
@@ -240,8 +241,6 @@ def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, tru
         example = "model" + (".onnx" if fmt == "onnx-int8" else f".{fmt or 'onnx'}")
         raise BirdclsError(f"-o {dest} is a folder: give a file name, e.g. {dest / example}")
     fmt = _checked_format(fmt, dest)
-    if dest.exists() and not overwrite:
-        raise BirdclsError(f"{dest} already exists: pass --overwrite or choose another -o")
     source = Path(run)
     if fmt == "pkl":  # a copy of the run's pickle: nothing to load (loading it imports fastai: seconds)
         write_with_atomic(dest, lambda tmp: shutil.copyfile(_run_pickle(source, trust), tmp))

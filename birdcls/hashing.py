@@ -12,7 +12,6 @@ sharing a chunk value are compared.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ._io import signals_deferred
-from .data.decode import UNREADABLE, to_8bit, unreadable_reason
+from .data.decode import UNREADABLE, pixel_sha256, to_8bit, unreadable_reason
 
 __all__ = ["MIN_SPREAD", "ImageHashes", "hash_images", "hamming", "near_pairs", "phash_hex"]
 
@@ -68,7 +67,7 @@ def _load(path: str) -> tuple[np.ndarray | None, str, str, tuple[int, int]]:
         with Image.open(path) as im:
             im = to_8bit(im)  # 16/32-bit: scaled, not clipped to white
             rgb = im.convert("RGB")
-            pixel = hashlib.sha256(rgb.tobytes() + f"{rgb.width}x{rgb.height}".encode()).hexdigest()
+            pixel = pixel_sha256(rgb)
             grey = im.convert("L").resize((_SIZE, _SIZE), Image.Resampling.LANCZOS)
             return np.asarray(grey, dtype=np.uint8), pixel, "", im.size
     except UNREADABLE as exc:
@@ -90,7 +89,7 @@ def _load_chunk(paths: Sequence[str]) -> tuple[np.ndarray, list[str], list[str],
 
 def _phash_batch(grey: np.ndarray) -> np.ndarray:
     """imagehash.phash for a stack of 32x32 greyscale images, as uint64 (first bit = most significant)."""
-    from scipy.fftpack import dct
+    from scipy.fft import dct
 
     pixels = grey.astype(np.float64)
     coeffs = dct(dct(pixels, axis=1), axis=2)[:, :8, :8].reshape(len(grey), 64)

@@ -2,8 +2,9 @@
 
 The recipe is the reports' one: freeze the pretrained body and ``fit_one_cycle`` the head, then
 ``fine_tune`` the whole network, both with EarlyStopping, SaveModel (best epoch kept and reloaded)
-and ReduceLROnPlateau (scaled onto the one-cycle schedule, see :mod:`birdcls.callbacks`). Then the
-test split is evaluated and everything lands in the run directory::
+and ReduceLROnPlateau (scaled onto the one-cycle schedule, see :mod:`birdcls.callbacks`). By default a
+pretrained body's head trains on features computed once (:mod:`birdcls.fast`) and ``fine_tune`` runs only
+when ``epochs`` is set. Then the test split is evaluated and everything lands in the run directory::
 
     RUN/
       config.yaml            resolved config (defaults < recipe < flags)
@@ -14,6 +15,8 @@ test split is evaluated and everything lands in the run directory::
       top_losses.png         the worst test images
       predictions.csv        every test image's prediction
       model.pkl              fastai's learn.export, loadable with load_learner
+      model.onnx             the ONNX export (export_onnx), and model.int8.onnx where int8 keeps accuracy
+      state.json             finished phases, seconds and classes (what --resume reads)
       checkpoints/best.pth   best weights (what --resume starts from)
 
 Example:

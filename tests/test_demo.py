@@ -18,3 +18,17 @@ def test_demo_runs_offline_end_to_end(tmp_path):
     assert (out / "digits.onnx").is_file() and (out / "digits.safetensors").is_file()
     assert len(summary["predictions"]) == 2
     assert "predicted in a fresh process" in proc.stdout
+
+
+def test_demo_refuses_a_folder_that_holds_other_things(tmp_path):
+    """`--out ~/project` would write raw/, data/ and run/ among the user's files; refused before any work."""
+    (tmp_path / "project" / "raw").mkdir(parents=True)
+    (tmp_path / "project" / "raw" / "0.png").write_bytes(b"mine")
+    proc = run_cli("demo", "--out", str(tmp_path / "project"))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --out ") and "choose a new or empty folder" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "project" / "raw" / "0.png").read_bytes() == b"mine"
+    assert sorted(p.name for p in (tmp_path / "project").iterdir()) == ["raw"]
+    (tmp_path / "file").write_text("x")
+    proc = run_cli("demo", "--out", str(tmp_path / "file"))
+    assert proc.returncode == 2 and "is a file: choose a folder" in proc.stderr

@@ -225,6 +225,9 @@ def test_evaluate_default_reports_never_overwrite_each_other(exports, tiny_data,
     assert reports[0]["n_test"] == 12 and "owl" not in reports[0]["classes"]
     (tmp_path / "run").mkdir()
     assert default_report_dir(tmp_path / "run", data / "val") == tmp_path / "run" / "eval-birds-val"
+    assert default_report_dir(tmp_path / "run", data / "valid") == tmp_path / "run" / "eval-birds-valid"
+    shutil.rmtree(data / "val")  # evaluate reads test/ alone: a dataset without val/ is fine
+    assert evaluate(exports["onnx"], data, out=tmp_path / "no-val")["n_test"] == 12
     assert default_report_dir(tmp_path / "run", tmp_path / "photos") == tmp_path / "run" / "eval-photos"
     (tmp_path / "empty" / "jay").mkdir(parents=True)
     with pytest.raises(BirdclsError, match="holds no images"):  # said before a model is loaded

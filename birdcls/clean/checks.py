@@ -98,7 +98,8 @@ _COPY_MARK = re.compile(r"(\s*\(\d+\)|[\s_-]+copy(\s*\(?\d+\)?)?|-\d{1,2})$", re
 
 @contextmanager
 def _quiet_large_images() -> Iterator[None]:
-    """Silence PIL's ``DecompressionBombWarning`` inside the block (not globally).
+    """Silence PIL's ``DecompressionBombWarning`` inside the block, even where the caller's filters show every
+    warning (``python -W always``, pytest); ``birdcls.data.decode`` ignores it at import for the usual case.
 
     PIL warns about any image over ``Image.MAX_IMAGE_PIXELS`` (about 89 MP); such an image is only large and
     the checks read it fine. One over twice the limit still raises ``DecompressionBombError`` and is
@@ -134,7 +135,7 @@ def _look(path: Path) -> _Look:
 
 
 def _error_detail(err: str) -> str:
-    # hash_images words an error "unreadable (OSError)"; the flag's reason already says "unreadable".
+    # hash_images words an error "unreadable (not an image)"; the flag's reason already says "unreadable".
     return err[len("unreadable ("):-1] if err.startswith("unreadable (") and err.endswith(")") else err
 
 

@@ -13,7 +13,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from .._io import append_jsonl, read_jsonl, signals_deferred
 from ..errors import BirdclsError
@@ -160,8 +159,3 @@ class Quarantine:
             self._undo_one(d)
         return chosen
 
-
-def summarise(decisions: list[Decision]) -> dict[str, Any]:
-    from collections import Counter
-
-    return dict(Counter(f"{d.action}: {d.reason.split(' (')[0].split(' of ')[0]}" for d in decisions))

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["UNREADABLE", "exif_orientation", "imap_ahead", "load_image", "load_image_or_reason", "map_ahead", "open_image",
-           "to_8bit", "unreadable_reason"]
+           "pixel_sha256", "to_8bit", "unreadable_reason"]
 
 T, R = TypeVar("T"), TypeVar("R")
 _ORIENTATION = 0x0112  # EXIF tag: 1 = stored upright; 2-8 = mirrored and/or rotated
@@ -54,6 +54,14 @@ _register_heif()
 # What opening or decoding a file can raise when it is not a readable image (damaged, truncated, not an image,
 # or over twice PIL's pixel limit): every stage catches these and reports the file instead of stopping
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def pixel_sha256(rgb: Image.Image) -> str:
+    """A picture's identity whatever its file: the same pixels in a PNG and a lossless WebP hash equal. The
+    size is hashed too, so that 2x3 and 3x2 images of the same bytes differ."""
+    import hashlib
+
+    return hashlib.sha256(rgb.tobytes() + f"{rgb.width}x{rgb.height}".encode()).hexdigest()
 
 
 def unreadable_reason(exc: BaseException, path: str | os.PathLike | None = None) -> str:

@@ -28,12 +28,13 @@ from .._trust import birdcls_home
 from ..errors import BirdclsError
 from .decode import UNREADABLE, unreadable_reason  # importing decode registers the HEIC/HEIF opener too
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageCheck", "class_files", "SplitLayout", "check_cache_for", "find_splits",
-           "list_labelled_images", "unknown_classes", "verify_images"]
+__all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "VAL_NAMES", "ImageCheck", "SplitLayout", "check_cache_for",
+           "class_files", "find_splits", "list_labelled_images", "unknown_classes", "verify_images"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif", ".heic",
                               ".heif"})
-_VAL_NAMES = ("val", "valid")
+VAL_NAMES = ("val", "valid")  # what a validation folder may be called
+SPLIT_NAMES = ("train", *VAL_NAMES, "test")
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def find_splits(root: str | os.PathLike, require_test: bool = True) -> SplitLayo
     if not root.is_dir():
         raise BirdclsError(f"{root} is a file, not a dataset folder: pass a folder holding train/, val/ and test/")
     train = root / "train"
-    val = next((root / n for n in _VAL_NAMES if (root / n).is_dir()), None)
+    val = next((root / n for n in VAL_NAMES if (root / n).is_dir()), None)
     test = root / "test"
     missing = [name for name, p in (("train/", train), ("val/", val), ("test/", test)) if p is None or not p.is_dir()]
     if not require_test and "test/" in missing:

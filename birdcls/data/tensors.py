@@ -224,7 +224,7 @@ def _place(x: Any, device: Any) -> Any:
 
 
 def tensor_dataloaders(train: TensorSplit, valid: TensorSplit, bs: int, device: Any, after_batch: list | None = None,
-                       shuffle: bool = True, valid_after_batch: list | None = None, seed: int | None = None):
+                       shuffle: bool = True, seed: int | None = None):
     """fastai DataLoaders over two TensorSplits; ``after_batch`` runs on the device (augmentation, Normalize)."""
     from fastai.data.core import DataLoaders
 
@@ -237,7 +237,7 @@ def tensor_dataloaders(train: TensorSplit, valid: TensorSplit, bs: int, device: 
     dl_train = cls(train, bs=bs, shuffle=shuffle, drop_last=drop_last, num_workers=0, device=device,
                    after_batch=after_batch)
     dl_valid = cls(valid, bs=bs * 2, shuffle=False, drop_last=False, num_workers=0, device=device,
-                   after_batch=valid_after_batch if valid_after_batch is not None else after_batch)
+                   after_batch=after_batch)
     if seed is not None:
         dl_train.rng.seed(seed)
     return DataLoaders(dl_train, dl_valid, device=device)

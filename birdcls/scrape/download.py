@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from ..data.decode import to_8bit
+from ..data.decode import pixel_sha256, to_8bit
 
 __all__ = ["DownloadLimits", "Downloaded", "DownloadFailed", "make_session", "fetch_bytes", "decode_image",
            "network_problem", "short_error"]
@@ -231,5 +231,4 @@ def decode_image(data: bytes, limits: DownloadLimits = DownloadLimits()) -> Down
         raise DownloadFailed(f"too small ({im.width}x{im.height} < {limits.min_size} px)")
     fmt = im.format
     rgb = _to_rgb(im)
-    pixel_sha = hashlib.sha256(rgb.tobytes() + f"{rgb.width}x{rgb.height}".encode()).hexdigest()
-    return Downloaded(rgb, hashlib.sha256(data).hexdigest(), pixel_sha, fmt, len(data))
+    return Downloaded(rgb, hashlib.sha256(data).hexdigest(), pixel_sha256(rgb), fmt, len(data))
