@@ -137,21 +137,17 @@ def scrape(
     min_size: int = typer.Option(64, help="shorter side below this many pixels is rejected"),
     workers: int = typer.Option(8, help="parallel downloads"),
     delay: float = typer.Option(1.0, help="seconds between search calls (be polite)"),
-    progress: str = typer.Option("auto", help="auto (bars in a terminal), bars or none (on stderr; the table follows)"),
+    progress: str = typer.Option("auto", help="auto, bars, lines or none: one per class, on stderr; the table follows"),
 ) -> None:
     """Scrape images per class from an image search engine; resumable, with a manifest."""
-    import sys
-
     from ._terminal import progress_mode
     from .scrape import DownloadLimits, make_engine, scrape_classes
 
     with _user_errors():
-        if progress not in ("auto", "bars", "none"):
-            raise BirdclsError(f"--progress must be auto, bars or none, got {progress!r}")
-        bars = progress_mode(progress, sys.stderr) == "bars"
+        progress_mode(progress)  # a bad value is refused before the engine starts (Chromium, for bing/google)
         search = make_engine(engine, urls_file=urls_file)
         report = scrape_classes(classes, out, search, per_class=per_class, limits=DownloadLimits(min_size=min_size),
-                                workers=workers, delay=delay, progress=bars)
+                                workers=workers, delay=delay, progress=progress)
     typer.echo(report.table())
     typer.echo(f"wrote {report.out}" + (f" ({report.manifest.name} records every URL tried)" if report.manifest else ""))
 

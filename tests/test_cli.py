@@ -227,7 +227,7 @@ def test_scrape_and_split_check_through_the_cli(tmp_path):
     _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--engine", "urls", "--out", str(tmp_path / "r2")]),
                            "--urls-file")
     _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--engine", "altavista"]), "unknown engine")
-    _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--progress", "loud"]), "--progress must be")
+    _assert_one_line_error(runner.invoke(app, ["scrape", "owl", "--progress", "loud"]), "progress must be one of")
 
 
 def test_public_api_names_are_the_functions():

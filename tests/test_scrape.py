@@ -69,7 +69,7 @@ def test_byte_cap(server):
 def test_no_results_at_all_is_an_error(server, tmp_path):
     engine = DDGSEngine("bing", client_factory=_FakeDDGS(server, pages=0))
     with pytest.raises(BirdclsError, match="no image results for any class"):
-        scrape_classes(["heron"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress=False)
+        scrape_classes(["heron"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress="none")
 
 
 def test_retries_recover_and_retry_after_is_honoured(server):
@@ -118,7 +118,7 @@ def test_scrape_urls_engine_keeps_good_rejects_bad_and_resumes(server, tmp_path)
     rows += [("owl", p) for p in ALL_BAD] + [("kite", f"/good/{i}.jpg") for i in range(10, 13)]
     engine = UrlListEngine(_url_file(tmp_path, server, rows))
     out = tmp_path / "raw"
-    report = scrape_classes(["owl", "kite"], out, engine, per_class=10, limits=FAST, delay=0, progress=False)
+    report = scrape_classes(["owl", "kite"], out, engine, per_class=10, limits=FAST, delay=0, progress="none")
     owl, kite = report.classes
     assert (owl.kept, owl.duplicates, sum(owl.rejected.values())) == (5, 1, len(ALL_BAD))
     assert owl.outcome == "engine ran dry" and kite.kept == 3
@@ -133,17 +133,21 @@ def test_scrape_urls_engine_keeps_good_rejects_bad_and_resumes(server, tmp_path)
     assert "rejected by reason" in report.table()
     # Re-running the same command fetches nothing again.
     hits = dict(server.hits)
-    again = scrape_classes(["owl", "kite"], out, engine, per_class=10, limits=FAST, delay=0, progress=False)
+    again = scrape_classes(["owl", "kite"], out, engine, per_class=10, limits=FAST, delay=0, progress="none")
     assert server.hits == hits
     assert again.classes[0].kept == 5
     assert len((out / "manifest.jsonl").read_text().splitlines()) == len(rows)
 
 
-def test_scrape_stops_at_per_class(server, tmp_path):
+def test_scrape_stops_at_per_class(server, tmp_path, capsys):
     engine = UrlListEngine(_url_file(tmp_path, server, [("jay", f"/good/{i}.jpg") for i in range(20, 40)]))
-    report = scrape_classes(["jay"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress=False)
+    report = scrape_classes(["jay"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress="lines")
     assert report.classes[0].kept == 3 and report.classes[0].outcome == "complete"
+    shown = capsys.readouterr()
+    assert shown.out == "" and shown.err.startswith("jay: 3/3 images, ")  # progress as split and predict show it
     assert len(list((tmp_path / "raw" / "jay").iterdir())) == 3
+    more = scrape_classes(["jay"], tmp_path / "raw", engine, per_class=5, limits=FAST, delay=0, progress="lines")
+    assert more.classes[0].kept == 5 and capsys.readouterr().err.startswith("jay: 2/2 images, ")  # the 2 missing
 
 
 class _FakeDDGS:
@@ -171,7 +175,7 @@ class _FakeDDGS:
 def test_ddgs_adapter_pages_until_dry(server, tmp_path):
     fake = _FakeDDGS(server)
     engine = DDGSEngine("bing", client_factory=fake)
-    report = scrape_classes(["cockatoo"], tmp_path / "raw", engine, per_class=50, limits=FAST, delay=0, progress=False)
+    report = scrape_classes(["cockatoo"], tmp_path / "raw", engine, per_class=50, limits=FAST, delay=0, progress="none")
     assert report.classes[0].kept == 6 and report.classes[0].outcome == "engine ran dry"
     assert fake.calls == [("cockatoo", 1, "bing"), ("cockatoo", 2, "bing"), ("cockatoo", 3, "bing")]
 
@@ -217,11 +221,11 @@ def test_ddgs_rate_limit_is_a_clear_stop(server, tmp_path):
     with pytest.raises(EngineRateLimited, match="rate-limiting.*re-run"):
         engine.search("owl", 1)
     with pytest.raises(BirdclsError, match="no class got a single image: ddg is rate-limiting.*re-run"):
-        scrape_classes(["owl"], tmp_path / "raw", engine, per_class=5, limits=FAST, delay=0, progress=False)
+        scrape_classes(["owl"], tmp_path / "raw", engine, per_class=5, limits=FAST, delay=0, progress="none")
     # Beside a class that got its images, the rate-limited one is listed, and the run succeeds.
     working = DDGSEngine("bing", client_factory=_FakeDDGS(server, pages=1))
     report = scrape_classes(["kite", "owl"], tmp_path / "raw", _PerQuery({"kite": working, "owl": engine}),
-                            per_class=3, limits=FAST, delay=0, progress=False)
+                            per_class=3, limits=FAST, delay=0, progress="none")
     assert [c.outcome for c in report.classes] == ["complete", "rate limited"]
     assert report.table().splitlines()[-1].startswith("owl: NO IMAGES: ddg is rate-limiting this machine")
 
@@ -263,7 +267,7 @@ def test_unreachable_engine_is_a_network_error_and_scrapes_nothing(tmp_path, mon
     _assert_one_complete_line(str(info.value), f"ddg could not be reached ({problem})", NETWORK_FIX, "resumes")
     out = tmp_path / "scr1"
     with pytest.raises(BirdclsError) as info:
-        scrape_classes(["cockatoo", "kite"], out, engine, per_class=3, limits=FAST, delay=0, progress=False)
+        scrape_classes(["cockatoo", "kite"], out, engine, per_class=3, limits=FAST, delay=0, progress="none")
     _assert_one_complete_line(str(info.value), "no class got a single image", f"ddg could not be reached ({problem})",
                               NETWORK_FIX)
     assert not out.exists()  # nothing was tried: no empty folder, no manifest
@@ -303,7 +307,7 @@ def test_urls_engine_with_only_bad_images_is_an_error(server, tmp_path):
     engine = UrlListEngine(_url_file(tmp_path, server, [("owl", p) for p in ALL_BAD[:3]]))
     with pytest.raises(BirdclsError, match=r"none of the 3 image URLs tried gave a new image \(HTTP 404: 1; .*"
                                            r"check the URLs in --urls-file"):
-        scrape_classes(["owl"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress=False)
+        scrape_classes(["owl"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress="none")
     assert len((tmp_path / "raw" / "manifest.jsonl").read_text().splitlines()) == 3
 
 
@@ -338,7 +342,7 @@ def test_partial_success_when_the_engine_fails_for_some_classes(server, tmp_path
     working = DDGSEngine("bing", client_factory=_FakeDDGS(server, pages=1))
     engine = _PerQuery({"owl": working, "heron": DDGSEngine("duckduckgo")})
     report = scrape_classes(["owl", "heron"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0,
-                            progress=False)
+                            progress="none")
     owl, heron = report.classes
     assert (owl.kept, owl.outcome, owl.problem) == (3, "complete", "")
     assert (heron.kept, heron.outcome) == (0, "engine unreachable")
@@ -369,7 +373,7 @@ def test_google_engine_in_real_headless_chromium(server, tmp_path):
     engine = GoogleSeleniumEngine(search_url=server.url + "/search?q={query}", scroll_pause=0.2)
     try:
         report = scrape_classes(["black-kite=black kite bird"], tmp_path / "raw", engine, per_class=10, limits=FAST,
-                                delay=0, progress=False)
+                                delay=0, progress="none")
     finally:
         engine.close()
     result = report.classes[0]
@@ -389,9 +393,9 @@ def test_class_specs():
 def test_scrape_input_errors(tmp_path, server):
     engine = UrlListEngine(_url_file(tmp_path, server, [("a", "/good/1.jpg")]))
     with pytest.raises(BirdclsError, match="share a label"):
-        scrape_classes(["Owl", "owl"], tmp_path / "o", engine, progress=False)
+        scrape_classes(["Owl", "owl"], tmp_path / "o", engine, progress="none")
     with pytest.raises(BirdclsError, match="per-class"):
-        scrape_classes(["owl"], tmp_path / "o", engine, per_class=0, progress=False)
+        scrape_classes(["owl"], tmp_path / "o", engine, per_class=0, progress="none")
     with pytest.raises(BirdclsError, match="does not exist"):
         UrlListEngine(tmp_path / "nope.csv")
     (tmp_path / "empty.txt").write_text("# nothing\n")
@@ -399,12 +403,12 @@ def test_scrape_input_errors(tmp_path, server):
         UrlListEngine(tmp_path / "empty.txt")
     Image.new("RGB", (4, 4)).save(tmp_path / "file.jpg")
     with pytest.raises(BirdclsError, match="is a file"):
-        scrape_classes(["owl"], tmp_path / "file.jpg", engine, progress=False)
+        scrape_classes(["owl"], tmp_path / "file.jpg", engine, progress="none")
 
 
 @needs_chromium
 def test_google_engine_unreachable_is_a_network_error(tmp_path, dead_port):
     engine = GoogleSeleniumEngine(search_url=f"http://127.0.0.1:{dead_port}/search?q={{query}}", scroll_pause=0.2)
     with pytest.raises(BirdclsError) as info:
-        scrape_classes(["owl"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress=False)
+        scrape_classes(["owl"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress="none")
     _assert_one_complete_line(str(info.value), "google could not be reached (connection refused)", NETWORK_FIX)

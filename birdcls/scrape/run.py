@@ -20,13 +20,15 @@ import re
 import time
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._io import atomic_path
 from ..errors import BirdclsError
-from .download import DownloadFailed, DownloadLimits, decode_image, fetch_bytes, make_session
+from .download import Downloaded, DownloadFailed, DownloadLimits, decode_image, fetch_bytes, make_session
 from .engines import EngineError, ImageSearchEngine, UrlListEngine
 from .manifest import MANIFEST_NAME, Manifest
 
@@ -141,11 +143,14 @@ def _save(img, dest: Path) -> None:
 
 def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engine: ImageSearchEngine,
                    per_class: int = 100, limits: DownloadLimits = DownloadLimits(), workers: int = 8,
-                   delay: float = 1.0, max_pages: int = 20, progress: bool = True) -> ScrapeReport:
-    """Fill ``out/<label>/`` with up to ``per_class`` valid, unique images per class; resumable."""
-    import imagehash
-    from tqdm.auto import tqdm
+                   delay: float = 1.0, max_pages: int = 20, progress: str = "none") -> ScrapeReport:
+    """Fill ``out/<label>/`` with up to ``per_class`` valid, unique images per class; resumable. ``progress``:
+    ``auto``, ``bars``, ``lines`` or ``none``, one bar (or line) per class on stderr."""
+    import sys
 
+    from .._terminal import progress_mode, with_progress
+
+    mode = progress_mode(progress, sys.stderr)
     if per_class < 1:
         raise BirdclsError(f"--per-class must be at least 1, got {per_class}")
     specs = [c if isinstance(c, ClassSpec) else parse_class_spec(c) for c in classes]
@@ -166,9 +171,13 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
     results = []
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
+            job = _Job(out, engine, per_class, limits, pool, workers, session, manifest, state, delay, max_pages)
             for spec in specs:
-                results.append(_scrape_class(spec, out, engine, per_class, limits, pool, session, manifest, state,
-                                             delay, max_pages, progress, imagehash, tqdm))
+                result = ClassResult(spec.label, spec.query, kept=state.kept[spec.label])
+                results.append(result)
+                waves = _scrape_class(spec, job, result)
+                for _ in with_progress(waves, per_class - result.kept, mode, spec.label, "images", count=int):
+                    pass
     finally:
         close = getattr(engine, "close", None)
         if close:
@@ -212,49 +221,62 @@ def _nothing_kept(report: ScrapeReport, engine: ImageSearchEngine) -> str:
     return "no class got a single image: " + "; ".join(parts)
 
 
-def _scrape_class(spec, out, engine, per_class, limits, pool, session, manifest, state, delay, max_pages,
-                  progress, imagehash, tqdm) -> ClassResult:
-    result = ClassResult(spec.label, spec.query, kept=state.kept[spec.label])
-    bar = tqdm(total=per_class, initial=min(result.kept, per_class), desc=spec.label, unit="img", disable=not progress,
-               leave=True)
+@dataclass
+class _Job:
+    """What every class of one scrape shares: where to, from which engine, the limits and the download pool."""
+
+    out: Path
+    engine: ImageSearchEngine
+    per_class: int
+    limits: DownloadLimits
+    pool: ThreadPoolExecutor
+    workers: int
+    session: Any
+    manifest: Manifest
+    state: _State
+    delay: float
+    max_pages: int
+
+
+def _scrape_class(spec: ClassSpec, job: _Job, result: ClassResult) -> Iterator[int]:
+    """Fill one class into ``result``, page by page; yields the images each wave of downloads kept (what the
+    progress bar counts)."""
+    engine, state, per_class = job.engine, job.state, job.per_class
     query = spec.label if isinstance(engine, UrlListEngine) and spec.label in engine.by_label else spec.query
     page = 0
-    try:
-        while result.kept < per_class:
-            page += 1
-            if page > max_pages:
-                result.outcome = f"stopped after {max_pages} result pages"
-                break
-            if page > 1 and delay:
-                time.sleep(delay)  # polite between search calls
-            try:
-                urls = engine.search(query, page)
-            except EngineError as exc:
-                result.outcome, result.error = exc.kind, str(exc)
-                break
-            fresh = [u for u in dict.fromkeys(urls) if u not in state.tried]
-            if not fresh:
-                result.outcome = "engine ran dry"
-                break
-            for url in fresh:
-                state.tried.add(url)
-            # Fetch in waves sized to what is still missing, so a class stops near per_class.
-            while fresh and result.kept < per_class:
-                size = max(pool._max_workers, per_class - result.kept)
-                wave, fresh = fresh[:size], fresh[size:]
-                for url, got in zip(wave, pool.map(lambda u: _fetch_one(session, u, limits), wave)):
-                    _record(url, got, spec, engine, out, manifest, state, result, per_class, imagehash)
-                bar.n = min(result.kept, per_class)
-                bar.refresh()
-        else:
-            result.outcome = "complete"
-    finally:
-        bar.leave = result.kept > 0  # an empty bar would only repeat the report's "NO IMAGES" line
-        bar.close()
-    return result
+    while result.kept < per_class:
+        page += 1
+        if page > job.max_pages:
+            result.outcome = f"stopped after {job.max_pages} result pages"
+            return
+        if page > 1 and job.delay:
+            time.sleep(job.delay)  # polite between search calls
+        try:
+            urls = engine.search(query, page)
+        except EngineError as exc:
+            result.outcome, result.error = exc.kind, str(exc)
+            return
+        fresh = [u for u in dict.fromkeys(urls) if u not in state.tried]
+        if not fresh:
+            result.outcome = "engine ran dry"
+            return
+        for url in fresh:
+            state.tried.add(url)
+        # Fetch in waves sized to what is still missing, so a class stops near per_class.
+        while fresh and result.kept < per_class:
+            size = max(job.workers, per_class - result.kept)
+            wave, fresh = fresh[:size], fresh[size:]
+            before = result.kept
+            for url, got in zip(wave, job.pool.map(lambda u: _fetch_one(job.session, u, job.limits), wave)):
+                _record(url, got, spec, job, result)
+            yield result.kept - before
+    result.outcome = "complete"
 
 
-def _record(url, got, spec, engine, out, manifest, state, result, per_class, imagehash) -> None:
+def _record(url: str, got: Downloaded | str, spec: ClassSpec, job: _Job, result: ClassResult) -> None:
+    import imagehash
+
+    engine, manifest, state, per_class = job.engine, job.manifest, job.state, job.per_class
     row = {"url": url, "query": spec.query, "engine": engine.name, "label": spec.label, "time": time.time()}
     if isinstance(got, str):
         result.rejected[got.split(" (")[0]] += 1
@@ -270,7 +292,7 @@ def _record(url, got, spec, engine, out, manifest, state, result, per_class, ima
         manifest.append({**row, **facts, "status": "rejected", "reason": "class already full"})
         return
     rel = f"{spec.label}/{got.pixel_sha256[:20]}.jpg"
-    _save(got.image, out / rel)
+    _save(got.image, job.out / rel)
     state.pixels[got.pixel_sha256] = rel
     result.kept += 1
     manifest.append({**row, **facts, "file": rel, "status": "kept", "reason": ""})
