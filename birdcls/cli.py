@@ -354,21 +354,18 @@ def predict(
     progress: str = typer.Option("auto", help="auto, bars, lines or none (on stderr)"),
 ) -> None:
     """Classify images, batched; prints label and probability per image."""
-    from .predict import load_model
+    from .predict import check_csv_target, load_model
     from .predict import predict as predict_images
 
     with _user_errors():
         if csv_path is not None:
-            from ._io import check_writable
-
-            _check_csv_target(csv_path)
-            check_writable(csv_path)  # before the work, not after it
+            check_csv_target(csv_path)  # before the work, not after it
         predictor = load_model(model, trust=trust, device=device, backend="torch" if decode_on_device else "auto",
                                precision=precision)
         result = predict_images(predictor, images, top_k=top_k, bs=bs, decode_on_device=decode_on_device,
                                 progress=progress)
         if csv_path is not None:
-            _write_csv(result.rows, csv_path)
+            result.to_csv(csv_path)
     if as_json:
         typer.echo(json.dumps(result.rows, indent=1))
     else:
@@ -378,33 +375,6 @@ def predict(
     for path, reason in result.skipped.items():
         typer.echo(f"skipped {path}: {reason}", err=True)
 
-
-CSV_HEADER = "path,label,prob,top_k"
-
-
-def _check_csv_target(dest: Path) -> None:
-    """--csv replaces only a CSV that predict wrote: `--csv photo.jpg more/` (the option taking the first photo)
-    or `--csv model.onnx` must not destroy the file."""
-    if dest.is_file():
-        with dest.open("rb") as f:
-            first = f.readline(len(CSV_HEADER) + 2).decode("utf-8", "replace").strip()
-        if first != CSV_HEADER:
-            raise BirdclsError(f"--csv {dest} exists and is not a CSV that predict wrote: refusing to replace it; "
-                               "give a new file name, e.g. --csv predictions.csv")
-
-
-def _write_csv(rows: list, dest: Path) -> None:
-    import csv
-    import io
-
-    from ._io import write_text_atomic
-
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(CSV_HEADER.split(","))
-    for row in rows:
-        writer.writerow([row["path"], row["label"], row["prob"], json.dumps(row["top_k"])])
-    write_text_atomic(dest, buf.getvalue())
 
 
 @app.command(epilog="Example: birdcls demo --out models/demo")

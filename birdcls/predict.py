@@ -32,8 +32,8 @@ from .data.decode import imap_ahead, load_image, load_image_or_reason, map_ahead
 from .data.folders import IMAGE_EXTENSIONS
 from .errors import BirdclsError
 
-__all__ = ["ModelInfo", "PredictionResult", "Predictor", "gather_images", "load_image", "load_model", "predict",
-           "uint8_input_model"]
+__all__ = ["CSV_HEADER", "ModelInfo", "PredictionResult", "Predictor", "check_csv_target", "gather_images", "load_image",
+           "load_model", "predict", "uint8_input_model"]
 
 MODEL_SUFFIXES = (".pkl", ".safetensors", ".onnx")
 PRECISIONS = ("auto", "float32", "bf16")
@@ -441,6 +441,38 @@ class PredictionResult:
     def __repr__(self) -> str:
         first = f", first: {self.rows[0]['path']} -> {self.rows[0]['label']} {self.rows[0]['prob']:.3f}" if self.rows else ""
         return f"PredictionResult({len(self.rows)} rows, {len(self.skipped)} skipped{first})"
+
+    def to_csv(self, dest: str | os.PathLike) -> Path:
+        """The rows as ``path,label,prob,top_k`` (top_k as JSON), written atomically; see :func:`check_csv_target`."""
+        import csv
+        import io
+
+        from ._io import write_text_atomic
+
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(CSV_HEADER.split(","))
+        for row in self.rows:
+            writer.writerow([row["path"], row["label"], row["prob"], json.dumps(row["top_k"])])
+        return write_text_atomic(dest, buf.getvalue())
+
+
+CSV_HEADER = "path,label,prob,top_k"
+
+
+def check_csv_target(dest: str | os.PathLike) -> Path:
+    """Before predicting: ``dest`` can be written, and is new or a CSV that predict wrote. `--csv photo.jpg
+    more/` (the option taking the first photo) or `--csv model.onnx` must not destroy the file."""
+    from ._io import check_writable
+
+    dest = Path(dest)
+    if dest.is_file():
+        with dest.open("rb") as f:
+            first = f.readline(len(CSV_HEADER) + 2).decode("utf-8", "replace").strip()
+        if first != CSV_HEADER:
+            raise BirdclsError(f"--csv {dest} exists and is not a CSV that predict wrote: refusing to replace it; "
+                               "give a new file name, e.g. --csv predictions.csv")
+    return check_writable(dest)
 
 
 def _batch_of(chunk: list[Path], results: list[np.ndarray | str], size: int,
