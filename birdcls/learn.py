@@ -202,9 +202,12 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
                     path=Path(run_dir), model_dir="checkpoints",
                     train_bn=cfg.train_bn, **_learner_settings(cfg))
     if cfg.mixed_precision and torch.device(device).type == "cuda":
+        import fastai.callback.fp16  # noqa: F401 - adds Learner.to_bf16 and to_fp16
+
         from .predict import has_fast_bf16
 
-        use_mixed_precision(learn, bf16=has_fast_bf16(device))  # fp16 with loss scaling below compute capability 8
+        # fastai's autocast callback: bf16 where the GPU has it (no loss scaling), fp16 + GradScaler below 8.0
+        learn.to_bf16() if has_fast_bf16(device) else learn.to_fp16()
     if cfg.pretrained:
         learn.freeze()
     tta = ("flip_shift" if cfg.tta_shift else "flip") if cfg.tta else None
@@ -212,13 +215,6 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     learn.birdcls_info = ModelInfo(cfg.arch, list(scan.classes), cfg.size, mean, std,
                                    spec.source, spec.in_chans, extra=extra).to_dict()
     return learn
-
-
-def use_mixed_precision(learn, bf16: bool = True) -> None:
-    """fastai's autocast callback: bf16 where the GPU has it (no loss scaling needed), else fp16 + GradScaler."""
-    from fastai.callback.fp16 import AMPMode, MixedPrecision
-
-    learn.add_cb(MixedPrecision(amp_mode=AMPMode.BF16 if bf16 else AMPMode.FP16))
 
 
 def batch_transforms(cfg: TrainConfig, mean: list[float], std: list[float]) -> list:

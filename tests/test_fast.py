@@ -259,7 +259,6 @@ def test_training_batches_wait_on_nothing_from_the_device(tiny_data: Path, monke
     from fastai.losses import CrossEntropyLossFlat
 
     from birdcls.callbacks import LossOnDevice
-    from birdcls.learn import use_mixed_precision
     from birdcls.models.small import create_small_model
 
     paths = _images(tiny_data / "train")
@@ -269,7 +268,9 @@ def test_training_batches_wait_on_nothing_from_the_device(tiny_data: Path, monke
                              after_batch=[IntToFloatTensor()], seed=0)
     learn = Learner(dls, create_small_model("cifar_small", 3), loss_func=CrossEntropyLossFlat(), cbs=[LossOnDevice()])
     if mixed_precision:
-        use_mixed_precision(learn, bf16=True)
+        import fastai.callback.fp16  # noqa: F401 - adds Learner.to_bf16
+
+        learn.to_bf16()  # what build_learner does on a GPU with bf16
     counting, waits = [False], []
 
     class Window(Callback):  # counts from the start of the training loop to its end, batches fetched included
