@@ -36,7 +36,7 @@ from .errors import BirdclsError, describe
 from .predict import ModelInfo, load_model, sidecar_path, uint8_input_model
 from .quantize import Int8Check, int8_if_it_keeps_accuracy
 
-__all__ = ["EXPORT_FORMATS", "export", "format_for"]
+__all__ = ["EXPORT_FORMATS", "export", "export_onnx", "format_for"]
 
 EXPORT_FORMATS = ("pkl", "safetensors", "onnx", "onnx-int8")
 #: File name endings and the format each asks for; ``.int8.onnx`` before ``.onnx``, which it also ends in.
@@ -115,7 +115,9 @@ def _foldable_pads(proto) -> None:
             del node.input[2]
 
 
-def _export_onnx(model, info: ModelInfo, dest: Path) -> None:
+def export_onnx(model, info: ModelInfo, dest: Path) -> None:
+    """``model`` as an ONNX file that takes uint8 NHWC images (the normalisation in the graph) and keeps
+    ``info`` in its metadata; training writes RUN/model.onnx with it. ``model`` is moved to the CPU."""
     import warnings
 
     import onnx
@@ -154,7 +156,7 @@ def export_int8(model, info: ModelInfo, dest: Path, data: SplitLayout) -> Int8Ch
     pairs = [(p, c) for c, files in val.items() for p in files]
     with tempfile.TemporaryDirectory(prefix="birdcls-export-") as work:
         fp32 = Path(work) / "fp32.onnx"
-        _export_onnx(model, info, fp32)
+        export_onnx(model, info, fp32)
         try:
             return int8_if_it_keeps_accuracy(fp32, dest, [p for files in train.values() for p in files],
                                              [p for p, _ in pairs], [c for _, c in pairs])
@@ -249,7 +251,7 @@ def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, tru
     _model_pickle(source)
     layout = _calibration_data(source, data) if fmt == "onnx-int8" else None
     predictor = load_model(source, trust=trust, device="cpu", backend="torch")
-    model = predictor._backend.model
+    model = predictor.network
     if fmt == "onnx-int8":
         check = export_int8(model, predictor.info, dest, layout)
         if not check.kept:
@@ -259,5 +261,5 @@ def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, tru
                                f"--format onnx -o {dest.with_name(float_name)}")
         print(check.summary(), flush=True)
     else:
-        (_export_safetensors if fmt == "safetensors" else _export_onnx)(model, predictor.info, dest)
+        (_export_safetensors if fmt == "safetensors" else export_onnx)(model, predictor.info, dest)
     return dest

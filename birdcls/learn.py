@@ -696,12 +696,12 @@ def _write_run_onnx(learn, out: Path) -> bool:
     """model.onnx beside model.pkl, for fast CPU prediction; a model ONNX cannot express keeps only the pkl."""
     import copy
 
-    from .export import _export_onnx
+    from .export import export_onnx
     from .predict import ModelInfo
 
     (out / "model.int8.onnx").unlink(missing_ok=True)  # a stale one from an earlier run must not outlive it
     try:
-        _export_onnx(copy.deepcopy(learn.model), ModelInfo.from_dict(learn.birdcls_info), out / "model.onnx")
+        export_onnx(copy.deepcopy(learn.model), ModelInfo.from_dict(learn.birdcls_info), out / "model.onnx")
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the pkl is still there
         print(f"model.onnx not written ({describe(exc)}); prediction uses model.pkl", flush=True)
         return False

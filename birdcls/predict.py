@@ -115,6 +115,11 @@ class Predictor:
         return self.info.classes
 
     @property
+    def network(self) -> Any:
+        """The torch module (in eval mode, on :attr:`device`); None for ONNX models."""
+        return getattr(self._backend, "model", None)
+
+    @property
     def device(self) -> Any:
         """The torch device the network runs on; None for ONNX models (onnxruntime, on the CPU)."""
         return getattr(self._backend, "device", None)

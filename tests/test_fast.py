@@ -232,14 +232,14 @@ def test_a_model_onnx_cannot_express_keeps_the_pkl(tmp_path: Path, tiny_data: Pa
 
     export_module = importlib.import_module("birdcls.export")  # the module; birdcls.export is the function
 
-    real = export_module._export_onnx
+    real = export_module.export_onnx
 
     def unsupported(model, info, dest):
         raise RuntimeError("Exporting the operator 'aten::fancy' to ONNX opset version 17 is not supported")
 
-    monkeypatch.setattr(export_module, "_export_onnx", unsupported)
+    monkeypatch.setattr(export_module, "export_onnx", unsupported)
     result = train(tiny_data, tmp_path / "run", **{**FAST, "export_onnx": True, "progress": "lines"})
-    monkeypatch.setattr(export_module, "_export_onnx", real)
+    monkeypatch.setattr(export_module, "export_onnx", real)
     out = capsys.readouterr().out
     assert "model.onnx not written (RuntimeError: Exporting the operator 'aten::fancy'" in out
     assert not (tmp_path / "run" / "model.onnx").exists() and (tmp_path / "run" / "model.pkl").is_file()
