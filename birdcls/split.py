@@ -235,18 +235,10 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
         raise BirdclsError(f"{src} has class folders but no images in them: add .jpg/.png files")
     if not -1 <= max_distance <= 16:
         raise BirdclsError(f"--max-distance must be between -1 and 16 bits, got {max_distance}: e.g. 4")
-    all_paths = [p for files in by_class.values() for p in files]
-    hashes = hash_images(all_paths, workers=workers, progress=mode)
-    broken = {hashes.paths[i]: reason for i, reason in hashes.errors.items()}
-    unreadable = {f"{p.parent.name}/{p.name}": broken[p] for p in sorted(broken)}
-    by_class = {c: [p for p in files if p not in broken] for c, files in by_class.items()}
-    empty += [c for c, files in by_class.items() if not files]
-    empty.sort()
-    by_class = {c: files for c, files in by_class.items() if files}
-    if not by_class:
-        first = min(broken)
-        raise BirdclsError(f"none of the {len(all_paths)} images in {src} can be read (e.g. {first.parent.name}/"
-                           f"{first.name}: {broken[first]}): replace them with good copies")
+    hashes = hash_images([p for files in by_class.values() for p in files], workers=workers, progress=mode)
+    readable, unreadable = _readable(by_class, hashes, src)
+    empty = sorted(empty + [c for c in by_class if c not in readable])  # all its images unreadable
+    by_class = readable
     group_of: dict[Path, tuple[Path, ...]] = {}
     for files in by_class.values():
         group_of.update(_duplicate_groups(files, hashes, max_distance))
@@ -279,6 +271,19 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
         _undo(exc, staging, src, started if move else [])
         raise
     return SplitReport(dst, counts, len(others), empty, n_dup_groups, nested, unreadable)
+
+
+def _readable(by_class: dict[str, list[Path]], hashes, src: Path) -> tuple[dict[str, list[Path]], dict[str, str]]:
+    """The images that decoded, by class (classes left with none dropped), and ``class/name -> reason`` for the
+    files that did not; none readable at all is an error."""
+    broken = {hashes.paths[i]: reason for i, reason in hashes.errors.items()}
+    readable = {c: [p for p in files if p not in broken] for c, files in by_class.items()}
+    readable = {c: files for c, files in readable.items() if files}
+    if not readable:
+        first = min(broken)
+        raise BirdclsError(f"none of the {len(broken)} images in {src} can be read (e.g. {first.parent.name}/"
+                           f"{first.name}: {broken[first]}): replace them with good copies")
+    return readable, {f"{p.parent.name}/{p.name}": broken[p] for p in sorted(broken)}
 
 
 def _plan(src: Path, staging: Path, by_class: dict[str, list[Path]], group_of: dict[Path, tuple[Path, ...]],
