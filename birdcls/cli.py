@@ -276,17 +276,8 @@ def train(
         # a flag left unset must not erase the same key given with --set
         overrides = {**_parse_set(set_ or []), **{k: v for k, v in flags.items() if v is not None}}
         result = train_run(data, out, recipe, overwrite=overwrite, resume=resume, progress=progress, **overrides)
-    m = result.metrics
-    typer.echo(f"test accuracy {m['test_accuracy']:.4f} on {m['n_test']} images; trained in {m['train_seconds']:.1f}s")
-    names = ("metrics.json", "history.csv", "curves.png", "confusion_matrix.png", "top_losses.png", "predictions.csv",
-             "config.yaml", "model.pkl", "model.onnx", "model.int8.onnx")
-    typer.echo(f"run folder: {result.run_dir} ({', '.join(n for n in names if (result.run_dir / n).is_file())})")
-    int8 = m.get("int8")
-    if isinstance(int8, dict) and not int8.get("kept", True):  # why model.int8.onnx is missing, even with no progress
-        why = (f"it lost more than {int8['max_accuracy_drop'] * 100:g} point(s) of accuracy on val/ "
-               f"({int8['int8_accuracy']:.4f} against {int8['fp32_accuracy']:.4f} for float32)" if int8.get("images")
-               else "no readable val/ images to check it against")
-        typer.echo(f"model.int8.onnx not written: {why}; predict uses model.onnx")
+    for line in result.summary():
+        typer.echo(line)
 
 
 @app.command(epilog="Example: birdcls evaluate models/birds data/birds/test")

@@ -75,6 +75,23 @@ class TrainResult:
     config: TrainConfig
     learner: Any = None
 
+    def summary(self) -> list[str]:
+        """What ``birdcls train`` prints at the end: the test score, the run folder's files, and why
+        model.int8.onnx is missing where it is."""
+        m = self.metrics
+        lines = [f"test accuracy {m['test_accuracy']:.4f} on {m['n_test']} images; trained in "
+                 f"{m['train_seconds']:.1f}s"]
+        names = ("metrics.json", "history.csv", "curves.png", "confusion_matrix.png", "top_losses.png",
+                 "predictions.csv", "config.yaml", "model.pkl", "model.onnx", "model.int8.onnx")
+        lines.append(f"run folder: {self.run_dir} ({', '.join(n for n in names if (self.run_dir / n).is_file())})")
+        int8 = m.get("int8")
+        if isinstance(int8, dict) and not int8.get("kept", True):
+            why = (f"it lost more than {int8['max_accuracy_drop'] * 100:g} point(s) of accuracy on val/ "
+                   f"({int8['int8_accuracy']:.4f} against {int8['fp32_accuracy']:.4f} for float32)"
+                   if int8.get("images") else "no readable val/ images to check it against")
+            lines.append(f"model.int8.onnx not written: {why}; predict uses model.onnx")
+        return lines
+
 
 def scan_dataset(data: str | os.PathLike) -> DatasetScan:
     """Find the splits, verify every image, and check that the classes line up across the splits."""

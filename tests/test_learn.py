@@ -34,6 +34,20 @@ def test_run_folder_is_complete(trained_run):
     assert yaml.safe_load((run / "config.yaml").read_text())["size"] == 32
 
 
+def test_the_summary_names_the_score_the_files_and_a_missing_int8_model(trained_run):
+    import dataclasses
+
+    m = trained_run.metrics
+    lines = trained_run.summary()
+    assert lines[0] == f"test accuracy {m['test_accuracy']:.4f} on 12 images; trained in {m['train_seconds']:.1f}s"
+    assert lines[1].startswith(f"run folder: {trained_run.run_dir} (metrics.json, history.csv, curves.png, ")
+    assert "model.onnx" in lines[1] and "model.int8.onnx" not in lines[1] and len(lines) == 2
+    dropped = {"kept": False, "images": 40, "max_accuracy_drop": 0.01, "int8_accuracy": 0.9, "fp32_accuracy": 0.95}
+    lost = dataclasses.replace(trained_run, metrics={**m, "int8": dropped}).summary()
+    assert lost[2] == ("model.int8.onnx not written: it lost more than 1 point(s) of accuracy on val/ (0.9000 against "
+                       "0.9500 for float32); predict uses model.onnx")
+
+
 def test_history_has_both_phases(trained_run):
     rows = list(csv.DictReader((trained_run.run_dir / "history.csv").open()))
     assert [r["phase"] for r in rows] == ["head", "fine_tune"]
