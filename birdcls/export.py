@@ -221,11 +221,44 @@ def _checked_format(fmt: str | None, dest: Path) -> str:
         raise BirdclsError(f"unknown export format '{fmt}': use one of {', '.join(EXPORT_FORMATS)}")
     suffix = ".onnx" if fmt == "onnx-int8" else f".{fmt}"
     if dest.suffix.lower() != suffix:
-        raise BirdclsError(f"-o {dest} should end in {suffix} for --format {fmt}: e.g. {dest.with_suffix(suffix)}")
+        # onnx-int8's example keeps .int8 in the name, so that following it never replaces a float32 export
+        example = dest.with_name(dest.stem + ".int8.onnx") if fmt == "onnx-int8" else dest.with_suffix(suffix)
+        raise BirdclsError(f"-o {dest} should end in {suffix} for --format {fmt}: e.g. {example}")
     if fmt == "onnx" and dest.name.lower().endswith(".int8.onnx"):
         raise BirdclsError(f"-o {dest} names an int8 model but --format onnx writes float32: pass --format "
                            f"onnx-int8, or name it {dest.name[:-len('.int8.onnx')]}.onnx")
     return fmt
+
+
+def _is_birdcls_export(path: Path, fmt: str) -> bool:
+    """Whether ``path`` holds a model birdcls wrote in ``fmt`` (its metadata, or for a .pkl this user's record
+    of it), read without loading the network."""
+    try:
+        if fmt in ("onnx", "onnx-int8"):
+            import onnx
+
+            return any(p.key == "birdcls" for p in onnx.load(str(path), load_external_data=False).metadata_props)
+        if fmt == "safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "numpy") as f:
+                return "birdcls" in (f.metadata() or {})
+        if fmt == "json":  # a .safetensors export's sidecar
+            return {"arch", "classes"} <= set(json.loads(path.read_text()))
+    except Exception:  # noqa: BLE001 - not readable as that format: not an export
+        return False
+    return is_trusted_pickle(path)
+
+
+def _check_replaceable(dest: Path, fmt: str) -> None:
+    """Export replaces an earlier export, never another file: `-o notes.onnx` over a text file, or a
+    .safetensors export's sidecar over the user's own ``name.json``."""
+    targets = [(dest, fmt)] + ([(sidecar_path(dest), "json")] if fmt == "safetensors" else [])
+    for path, kind in targets:
+        if path.is_file() and not _is_birdcls_export(path, kind):
+            what = "sidecar .json" if kind == "json" else f"{kind} export"
+            raise BirdclsError(f"{path} exists and is not a birdcls {what}: refusing to replace it; choose another "
+                               "-o (or move that file)")
 
 
 def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, trust: bool = False,
@@ -234,7 +267,7 @@ def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, tru
 
     ``fmt=None`` takes the format from ``dest``'s name (see :data:`SUFFIX_FORMATS`), so a user names the
     file once; a format given explicitly must agree with that name. An earlier export at ``dest`` is replaced
-    (atomically: a failed export leaves it whole).
+    (atomically: a failed export leaves it whole); any other file there is refused.
     ``onnx-int8`` calibrates on ``data``'s train/ (default: the dataset the run trained on) and is
     written only if, on its val/, it stays within one point of the float32 model's accuracy.
     """
@@ -243,6 +276,7 @@ def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, tru
         example = "model" + (".onnx" if fmt == "onnx-int8" else f".{fmt or 'onnx'}")
         raise BirdclsError(f"-o {dest} is a folder: give a file name, e.g. {dest / example}")
     fmt = _checked_format(fmt, dest)
+    _check_replaceable(dest, fmt)
     source = Path(run)
     if fmt == "pkl":  # a copy of the run's pickle: nothing to load (loading it imports fastai: seconds)
         write_with_atomic(dest, lambda tmp: shutil.copyfile(_run_pickle(source, trust), tmp))

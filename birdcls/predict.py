@@ -420,12 +420,15 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
 
 
 def gather_images(inputs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (recursively) into image paths, in a stable order."""
+    """Expand files and folders (recursively) into image paths, in a stable order. Inside a folder, hidden
+    entries are skipped as split, clean and evaluate skip them: clean's ``.quarantine`` (and its contact
+    sheets), macOS's ``._photo.jpg`` companions."""
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS)
+            found += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS
+                            and not any(part.startswith(".") for part in q.relative_to(p).parts))
         elif p.is_file():
             found.append(p)
         else:

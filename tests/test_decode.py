@@ -95,6 +95,20 @@ def test_fastais_file_pipeline_sees_what_the_store_and_predict_see(tmp_path, nam
     assert isinstance(from_array, PILImage) and np.array_equal(np.asarray(from_array), np.asarray(picture))
 
 
+def test_predict_on_a_folder_skips_hidden_entries(tmp_path):
+    """clean's .quarantine (its flagged photos and contact sheets) and macOS's ._ companions are not photos to
+    classify; a hidden file named on its own still is."""
+    from birdcls.predict import gather_images
+
+    for rel in ("raw/cats/a.jpg", "raw/.quarantine/cats/b.jpg", "raw/.quarantine/report-1.png", "raw/cats/._a.jpg"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        upright_picture().save(tmp_path / rel, format="JPEG" if rel.endswith("jpg") else "PNG")
+    assert gather_images([tmp_path / "raw"]) == [tmp_path / "raw" / "cats" / "a.jpg"]
+    assert gather_images([tmp_path / "raw" / ".quarantine"]) == [tmp_path / "raw/.quarantine/cats/b.jpg",
+                                                                 tmp_path / "raw/.quarantine/report-1.png"]
+    assert gather_images([tmp_path / "raw" / "cats" / "._a.jpg"]) == [tmp_path / "raw" / "cats" / "._a.jpg"]
+
+
 def test_avif_photos_are_found_and_read(tmp_path):
     from birdcls.predict import gather_images
 

@@ -48,6 +48,7 @@ def test_int8_onnx_name_means_onnx_int8(trained_run, tmp_path, capsys):
     ("onnx", "m.pkl", "should end in .onnx for --format onnx"),
     ("pkl", "m.onnx", "should end in .pkl for --format pkl"),
     ("safetensors", "m.onnx", "should end in .safetensors"),
+    ("onnx-int8", "m.onnx-int8", r"should end in \.onnx for --format onnx-int8: e\.g\. .*m\.int8\.onnx$"),
     ("onnx", "m.int8.onnx", "names an int8 model but --format onnx writes float32: pass --format onnx-int8, or "
                             "name it m.onnx"),
     ("tflite", "m.tflite", "unknown export format 'tflite'"),

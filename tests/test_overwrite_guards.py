@@ -35,6 +35,25 @@ def test_predict_csv_replaces_only_a_csv_that_predict_wrote(trained_run, tiny_da
     assert csv_path.read_text().splitlines()[0] == "path,label,prob,top_k"
 
 
+def test_export_replaces_an_earlier_export_and_nothing_else(trained_run, tmp_path):
+    """`-o notes.onnx` over a text file, a .safetensors export's sidecar over the user's own name.json, or a
+    pickle this user's birdcls did not write: refused. Exporting again to the same names replaces the exports."""
+    run = trained_run.run_dir
+    notes, mine, pkl = tmp_path / "notes.onnx", tmp_path / "mine.json", tmp_path / "theirs.pkl"
+    notes.write_text("my notes")
+    mine.write_text('{"mine": 1}')
+    pkl.write_bytes(b"not from birdcls")
+    for dest, what in ((notes, "onnx export"), (tmp_path / "mine.safetensors", "sidecar .json"),
+                       (pkl, "pkl export")):
+        _assert_one_line_error(runner.invoke(app, ["export", str(run), "-o", str(dest)]),
+                               f"{dest if what != 'sidecar .json' else mine} exists and is not a birdcls {what}")
+    assert notes.read_text() == "my notes" and mine.read_text() == '{"mine": 1}' and not (tmp_path / "mine.safetensors").exists()
+    for name in ("m.onnx", "m.safetensors", "m.pkl"):
+        for _ in range(2):
+            result = runner.invoke(app, ["export", str(run), "-o", str(tmp_path / name)])
+            assert result.exit_code == 0, result.output
+
+
 def test_evaluate_keeps_off_a_run_the_dataset_and_files(trained_run, tiny_data, tmp_path):
     run = trained_run.run_dir
     metrics = _digest(run / "metrics.json")
