@@ -147,6 +147,19 @@ def test_clean_settings_are_named_by_their_flags(tmp_path):
         _assert_one_line_error(runner.invoke(app, ["clean", str(tmp_path), "--auto", flag, value]), flag, "e.g.")
 
 
+def test_importing_birdcls_shortens_openmp_spinning_unless_the_user_set_it():
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, birdcls; print(os.environ['GOMP_SPINCOUNT'])"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout == "1000\n"
+    mine = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**env, "GOMP_SPINCOUNT": "5"}).stdout
+    assert mine == "5\n"
+
+
 def test_help_is_fast_and_lazy():
     """`birdcls --help` must not import torch or fastai (cold start)."""
     import subprocess
