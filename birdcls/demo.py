@@ -53,6 +53,8 @@ def run_demo(out: str | os.PathLike = "models/demo", progress: str = "auto") -> 
         raise BirdclsError(f"--out {out} holds other files and is not an earlier demo's folder: choose a new or "
                            "empty folder")
     start = time.perf_counter()
+    # marked as a demo folder from the start, so that a demo stopped half-way can be run again into it
+    write_json_atomic(out / "demo.json", {"out": str(out), "finished": False})
     raw = write_digits(out / "raw")
     print(f"[1/5] wrote {sum(1 for _ in raw.rglob('*.png'))} digit images to {raw}", flush=True)
     split = split_dataset(raw, out / "data", seed=1337, overwrite=True, progress=progress)
@@ -74,7 +76,7 @@ def run_demo(out: str | os.PathLike = "models/demo", progress: str = "auto") -> 
     print("[5/5] predicted in a fresh process from the ONNX export:", flush=True)
     for row in rows:
         print(f"      {row['path']}: {row['label']} (p={row['prob']:.3f})", flush=True)
-    summary = {"out": str(out), "run": str(result.run_dir), "test_accuracy": result.metrics["test_accuracy"],
+    summary = {"out": str(out), "finished": True, "run": str(result.run_dir), "test_accuracy": result.metrics["test_accuracy"],
                "exports": [str(onnx_path), str(st_path)], "predictions": rows,
                "seconds": round(time.perf_counter() - start, 1)}
     write_json_atomic(out / "demo.json", summary)
