@@ -129,8 +129,14 @@ def _check_class_sizes(groups_per_class: dict[str, int], ratio: tuple[float, flo
 
 def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
     """Refuse, before any work, a source or output that the split would fail on or destroy."""
+    if src.is_file():
+        raise BirdclsError(f"source {src} is a file, not a folder: unpack it first, then pass the folder with one "
+                           "sub-folder per class")
     if not src.is_dir():
         raise BirdclsError(f"source folder {src} does not exist: pass a folder with one sub-folder per class")
+    if _is_split_dataset(src) or all((src / s).is_dir() for s in ("train", "test")):
+        raise BirdclsError(f"{src} is already split into train/, val/ and test/: train on it as it is (birdcls "
+                           f"train {src} --out RUN), or split the class folders it came from")
     if is_within(dst, src):
         raise BirdclsError(f"output {dst} is inside the source {src}: choose an output folder outside it")
     if is_within(src, dst):

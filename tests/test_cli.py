@@ -112,6 +112,28 @@ def test_a_group_alone_still_shows_its_help():
         assert "Usage: birdcls" in result.stdout + result.stderr and "Commands" in result.stdout + result.stderr
 
 
+def test_a_folder_one_level_off_or_already_split_is_named_with_the_fix(tmp_path, trained_run):
+    """Layouts students get wrong: a class's own folder, a dataset already split, an archive, Kaggle's
+    capitalised Train/Test folders. Each gets the fix, not a false "holds no images"."""
+    from fixtures import make_split_dataset
+
+    data = make_split_dataset(tmp_path / "ds", counts=(2, 1, 1))
+    (tmp_path / "photos.zip").write_bytes(b"PK")
+    kaggle = make_split_dataset(tmp_path / "kaggle", counts=(2, 1, 1))
+    (kaggle / "train").rename(kaggle / "Train")
+    cls = data / "train" / "jay"
+    _assert_one_line_error(runner.invoke(app, ["split", str(data), str(tmp_path / "again")]),
+                           f"{data} is already split into train/, val/ and test/: train on it as it is")
+    _assert_one_line_error(runner.invoke(app, ["split", str(tmp_path / "photos.zip"), str(tmp_path / "o")]),
+                           "is a file, not a folder: unpack it first")
+    for command in (["clean", str(cls), "--auto"], ["evaluate", str(trained_run.run_dir), str(cls)]):
+        _assert_one_line_error(runner.invoke(app, command), f"{cls} holds images but no class folders: pass the "
+                                                            f"folder above it ({cls.parent})")
+    _assert_one_line_error(runner.invoke(app, ["train", str(kaggle), "--out", str(tmp_path / "r")]),
+                           "has Train/ but split folder names are lower-case: rename Train/ to train/")
+    assert not (tmp_path / "again").exists() and not (tmp_path / "r").exists()
+
+
 def test_train_refuses_unknown_arch_before_work(tmp_path, tiny_data):
     result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "r"), "--arch", "resnet35"])
     _assert_one_line_error(result, "unknown architecture 'resnet35'")

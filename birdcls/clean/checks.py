@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.folders import class_files
+from ..data.folders import class_files, no_class_folders
 from ..errors import BirdclsError
 
 __all__ = ["CleanConfig", "Flag", "CheckReport", "find_issues", "class_folders"]
@@ -90,6 +90,8 @@ def class_folders(data: str | os.PathLike) -> list[tuple[str | None, str, Path]]
         root = data / split if split else data
         for cdir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             out.append((split, cdir.name, cdir))
+    if not out and class_files(data)[0]:
+        raise BirdclsError(no_class_folders(data))
     return out
 
 

@@ -29,7 +29,7 @@ from ..errors import BirdclsError
 from .decode import UNREADABLE, unreadable_reason  # importing decode registers the HEIC/HEIF opener too
 
 __all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "VAL_NAMES", "ImageCheck", "SplitLayout", "check_cache_for",
-           "class_files", "find_splits", "list_labelled_images", "unknown_classes", "verify_images"]
+           "class_files", "find_splits", "list_labelled_images", "no_class_folders", "unknown_classes", "verify_images"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif", ".heic",
                               ".heif"})
@@ -78,6 +78,11 @@ def find_splits(root: str | os.PathLike, require_test: bool = True) -> SplitLayo
     if not require_test and "test/" in missing:
         missing.remove("test/")
     if missing:
+        other_case = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.lower() in ("train", "test", *VAL_NAMES)
+                            and p.name != p.name.lower())
+        if other_case:
+            raise BirdclsError(f"{root} has {', '.join(f'{n}/' for n in other_case)} but split folder names are "
+                               f"lower-case: rename {other_case[0]}/ to {other_case[0].lower()}/ (and the others)")
         hint = "run `birdcls split SRC DATA` first" if "train/" in missing else "add it, or re-run `birdcls split`"
         raise BirdclsError(f"{root} has no {' or '.join(missing)} folder: {hint}")
     return SplitLayout(root=root, train=train, val=val, test=test if test.is_dir() else None)
@@ -94,6 +99,15 @@ def class_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return images, [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
 
 
+def no_class_folders(folder: Path) -> str:
+    """The error for a folder without class sub-folders: the fix differs when it is itself a class's folder
+    (images directly in it: the user meant the folder above)."""
+    if class_files(folder)[0]:
+        return (f"{folder} holds images but no class folders: pass the folder above it ({folder.parent}), whose "
+                "sub-folders are the classes")
+    return f"{folder} has no class folders: put each class's images in {folder}/<class>/"
+
+
 def list_labelled_images(split_dir: str | os.PathLike) -> tuple[dict[str, list[Path]], list[Path]]:
     """Return ``{class: [image files]}`` for one split folder, plus the non-image files found.
 
@@ -105,7 +119,7 @@ def list_labelled_images(split_dir: str | os.PathLike) -> tuple[dict[str, list[P
         raise BirdclsError(f"{split_dir} is not a folder: pass a folder with one sub-folder per class")
     classes = _class_dirs(split_dir)
     if not classes:
-        raise BirdclsError(f"{split_dir} has no class folders: put each class's images in {split_dir}/<class>/")
+        raise BirdclsError(no_class_folders(split_dir))
     found: dict[str, list[Path]] = {}
     others: list[Path] = []
     for cdir in classes:
