@@ -306,6 +306,8 @@ def evaluate(
         typer.echo(f"  {name:<20} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  "
                    f"n={row['support']}")
     typer.echo(f"wrote the report to {report['report_dir']} (metrics.json, confusion matrix, top losses, predictions)")
+    if report.get("seen_in_training"):
+        typer.echo(f"note: {report['seen_in_training']}", err=True)
 
 
 @app.command(epilog="Example: birdcls export models/birds --format safetensors -o models/birds.safetensors")

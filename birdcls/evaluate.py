@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ._io import check_writable, is_within, save_figure_atomic, write_json_atomic, write_text_atomic
-from .data.folders import SPLIT_NAMES, list_labelled_images, unknown_classes
+from .data.folders import SPLIT_NAMES, VAL_NAMES, list_labelled_images, unknown_classes
 from .errors import BirdclsError
 from .predict import Predictor, load_model, predict
 
@@ -122,9 +122,10 @@ def _per_class(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> di
 
 
 def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                       top_losses: int = 16, bs: int | None = None, progress: str = "none") -> dict[str, Any]:
+                       top_losses: int = 16, bs: int | None = None, progress: str = "none",
+                       seen_in_training: str | None = None) -> dict[str, Any]:
     """Predict every image of ``labelled_dir/<class>/`` and write the report into ``out_dir``; ``progress``
-    as in :func:`birdcls.predict.predict`."""
+    as in :func:`birdcls.predict.predict`; ``seen_in_training`` (see :func:`trained_on`) goes into the report."""
     from sklearn.metrics import confusion_matrix
 
     labelled_dir, out_dir = _labelled_dir(Path(labelled_dir)), Path(out_dir)
@@ -156,6 +157,7 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
         "skipped_non_images": len(not_images),
         "classes_absent": [c for c in model.classes if c not in present],
         "evaluated_on": str(labelled_dir),
+        **({"seen_in_training": seen_in_training} if seen_in_training else {}),
         **({"model": str(model.path)} if model.path else {}),
         **({"precision": model.precision} if model.device is not None else {}),  # a PyTorch model's autocast
     }
@@ -216,16 +218,43 @@ def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out:
                                                                        precision=precision)
     if out is None:
         out = default_report_dir(model if not isinstance(model, Predictor) else predictor.path, data)
+    seen = trained_on(predictor.path, _labelled_dir(data)) if predictor.path else None
     made = not Path(out).exists()
     check_writable(Path(out) / "metrics.json")  # before the predictions, not after them
     try:
-        report = evaluate_predictor(predictor, data, out, top_losses=top_losses, bs=bs, progress=progress)
+        report = evaluate_predictor(predictor, data, out, top_losses=top_losses, bs=bs, progress=progress,
+                                    seen_in_training=seen)
     except BaseException:  # a refusal or Ctrl-C leaves no empty report folder in the way of the next try
         if made:
             with suppress(OSError):
                 Path(out).rmdir()
         raise
     return {**report, "report_dir": str(out)}
+
+
+def trained_on(model: Path, labelled_dir: Path) -> str | None:
+    """Why ``labelled_dir``'s score would not be a test score (None when nothing says so): it is the train/
+    or val/ split of the dataset the run trained on, or the folder that dataset was split from (70% of it
+    trained on). Known for a run folder and the files in it, from its metrics.json and the dataset's split.json."""
+    import json
+
+    run = model if model.is_dir() else model.parent
+    try:
+        root = Path(json.loads((run / "metrics.json").read_text())["data_root"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    here = labelled_dir.resolve()
+    if here.parent == root and here.name in ("train", *VAL_NAMES):
+        return (f"{labelled_dir} is the {here.name}/ split this model trained on, so its score is not a test score: "
+                f"evaluate {root / 'test'}")
+    try:
+        source = json.loads((root / "split.json").read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if source and Path(source) == here:
+        return (f"{labelled_dir} is the folder this model's dataset was split from, most of it trained on, so its "
+                f"score is not a test score: evaluate {root / 'test'}")
+    return None
 
 
 def _check_report_dir(out: Path, data: Path) -> None:

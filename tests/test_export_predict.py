@@ -206,6 +206,25 @@ def test_a_refused_or_interrupted_evaluation_leaves_no_new_empty_folder(exports,
     assert (tmp_path / "kept").is_dir()  # a folder the user had is theirs
 
 
+def test_evaluate_says_when_the_images_are_ones_the_model_trained_on(trained_run, tiny_data, tmp_path):
+    import sys
+
+    ev = sys.modules["birdcls.evaluate"]
+    report = ev.evaluate(trained_run.run_dir, tiny_data / "train", out=tmp_path / "on-train")
+    assert report["seen_in_training"].startswith(f"{tiny_data / 'train'} is the train/ split this model trained on")
+    assert json.loads((tmp_path / "on-train" / "metrics.json").read_text())["seen_in_training"] == \
+        report["seen_in_training"]
+    assert "seen_in_training" not in ev.evaluate(trained_run.run_dir / "model.onnx", tiny_data, out=tmp_path / "t")
+    run, data, raw = tmp_path / "run", tmp_path / "data", tmp_path / "raw"  # a dataset split from raw/
+    for folder in (run, data / "valid", raw):
+        folder.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"data_root": str(data.resolve())}))
+    (data / "split.json").write_text(json.dumps({"source": str(raw.resolve())}))
+    assert "is the folder this model's dataset was split from" in ev.trained_on(run / "model.onnx", raw)
+    assert "is the valid/ split" in ev.trained_on(run, data / "valid")
+    assert ev.trained_on(run, tmp_path / "elsewhere") is None and ev.trained_on(tmp_path / "m.onnx", raw) is None
+
+
 def test_evaluate_default_reports_never_overwrite_each_other(exports, tiny_data, tmp_path):
     """Two exports in one folder, or two datasets whose test/ share a name, get their own report folders;
     an empty class folder (one the model does not know) changes nothing."""
