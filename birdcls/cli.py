@@ -177,7 +177,8 @@ def clean(
                 raise BirdclsError(f"--undo cannot be combined with {' or '.join(clash)}: run the checks "
                                    "(--auto) and the undo (--undo) as two commands")
             n = undo_clean(data, "all" if undo_all else "run")
-            typer.echo(f"undid {n} decisions; the files are back in place")
+            typer.echo(f"undid {n} decision{'s' if n != 1 else ''}; the files are back in place" if n else
+                       "nothing to undo")
             return
         if undo_all:
             raise BirdclsError("--all only goes with --undo: birdcls clean DATA --undo --all")
@@ -315,7 +316,7 @@ def export(
     run: Path = typer.Argument(..., help="run folder from `birdcls train` (or its model.pkl)"),
     format: str | None = typer.Option(None, "--format", "-f", help="pkl, safetensors, onnx or onnx-int8 (default: from "
                                                                   "-o's name: .pkl, .safetensors, .onnx, .int8.onnx)"),
-    output: Path = typer.Option(..., "--output", "-o", help="file to write"),
+    output: Path = typer.Option(..., "--output", "--out", "-o", help="file to write"),
     trust: bool = typer.Option(False, help="allow reading a .pkl you did not create"),
     data: Path | None = typer.Option(None, help="onnx-int8: dataset whose train/ calibrates and val/ checks "
                                                    "the int8 model (default: the one the run trained on)"),

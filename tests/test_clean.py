@@ -107,7 +107,10 @@ def test_cli_clean(tmp_path):
     assert result.exit_code == 0 and "moved 5 files" in result.output  # no --dark here
     assert f"reported, not moved: {data / 'jay' / 'parrot-as-jay.jpg'}" in result.output  # named, for a person
     result = runner.invoke(app, ["clean", str(data), "--undo"])
-    assert result.exit_code == 0 and "undid 5" in result.output
+    assert result.exit_code == 0 and "undid 5 decisions" in result.output
+    tidy = make_class_folders(tmp_path / "tidy", per_class=1, size=96)  # 64 px is the smallest kept
+    result = runner.invoke(app, ["clean", str(tidy), "--auto"])
+    assert result.exit_code == 0 and "nothing to quarantine;" in result.output and "moved 0" not in result.output
     for args, message in ((["clean", str(tmp_path / "nope"), "--auto"], "does not exist"),
                           (["clean", str(data), "--undo"], "nothing to undo"),
                           (["clean", str(data)], "--auto"),

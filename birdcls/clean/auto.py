@@ -28,8 +28,13 @@ class AutoCleanResult:
 
     def table(self) -> str:
         qdir = self.check.data / ".quarantine"
-        done = (f"would move {self.moved} files to {qdir} (dry run: nothing moved)" if self.dry_run
-                else f"moved {self.moved} files to {qdir} (run {self.run})")
+        files = f"{self.moved} file{'s' if self.moved != 1 else ''}"
+        if self.dry_run:
+            done = f"would move {files} to {qdir} (dry run: nothing moved)"
+        elif self.moved:
+            done = f"moved {files} to {qdir} (run {self.run}; `birdcls clean {self.check.data} --undo` puts them back)"
+        else:
+            done = "nothing to quarantine"
         lines = [self.check.table(), f"{done}; {self.reported} reported only"]
         if self.report_png:
             lines.append(f"contact sheet: {self.report_png}; list: {self.report_html}")
