@@ -53,7 +53,8 @@ def _labels(items: list[Path], classes: list[str]) -> Any:
 
 
 def attach_fast_data(learn: Any, train_items: list[Path], valid_items: list[Path], classes: list[str],
-                     cfg: TrainConfig, batch_tfms: list, say: Callable[[str], None] = print) -> FastData | None:
+                     cfg: TrainConfig, batch_tfms: list, say: Callable[[str], None] = print,
+                     progress: str = "none") -> FastData | None:
     """Swap ``learn.dls`` for DataLoaders over decoded tensors, with ``batch_tfms`` (uint8 batches in; see
     :func:`birdcls.learn.store_batch_transforms`) after each batch. Returns None, after one line through
     ``say``, when the store cannot be built; the Learner then keeps fastai's per-image pipeline."""
@@ -65,7 +66,8 @@ def attach_fast_data(learn: Any, train_items: list[Path], valid_items: list[Path
     start = time.perf_counter()
     try:  # both stores together: the limit and the memory check are on what the run holds at once
         check_cache_fits(len(train_items) + len(valid_items), cfg.size, channels, cfg.cache_max_gb)
-        arrays = [decode_cached(items, cfg.size, channels, cfg.cache_max_gb) for items in (train_items, valid_items)]
+        arrays = [decode_cached(items, cfg.size, channels, cfg.cache_max_gb, progress=progress)
+                  for items in (train_items, valid_items)]
     except CacheRefused as exc:
         say(f"fast data path off: {exc}; using fastai's per-image pipeline")
         return None
@@ -98,7 +100,7 @@ def head_split(model: Any) -> tuple[Any, Any, Any] | None:
     return model[0], head[:2], head[2:]
 
 
-def feature_dataloaders(learn: Any, fast: FastData, cfg: TrainConfig) -> tuple[Any, Any, float]:
+def feature_dataloaders(learn: Any, fast: FastData, cfg: TrainConfig, progress: str = "none") -> tuple[Any, Any, float]:
     """DataLoaders of the frozen body's pooled features (computed once), the head layers that train on
     them, and the seconds the features took."""
     import torch
@@ -115,7 +117,8 @@ def feature_dataloaders(learn: Any, fast: FastData, cfg: TrainConfig) -> tuple[A
     # On a CPU, small batches keep the activations in cache (224 px, 2 cores: about 5 ms an image at 4 to 8,
     # 15 at 32, 30 at 64)
     bs = CPU_BATCH if device.type == "cpu" else max(cfg.bs, 256)
-    feats = [body_features(body, split.x, bs, device, prepare, pool) for split in (fast.train, fast.valid)]
+    feats = [body_features(body, split.x, bs, device, prepare, pool, progress, f"features ({name})")
+             for split, name in ((fast.train, "train"), (fast.valid, "val"))]
     seconds = time.perf_counter() - start
     train, valid = (TensorSplit(f, split.y, split.split_idx, images=False)
                     for f, split in zip(feats, (fast.train, fast.valid)))
@@ -124,7 +127,8 @@ def feature_dataloaders(learn: Any, fast: FastData, cfg: TrainConfig) -> tuple[A
 
 
 def train_head_on_features(learn: Any, fast: FastData, cfg: TrainConfig, settings: dict[str, Any],
-                           attach: Callable[[Any], Callable[[], None]], say: Callable[[str], None]) -> None:
+                           attach: Callable[[Any], Callable[[], None]], say: Callable[[str], None],
+                           progress: str = "none") -> None:
     """The head phase as a fastai fit on cached body features; the trained layers are the full model's own.
 
     ``attach(learner)`` adds the run's callbacks to the head Learner and returns a function that removes
@@ -133,7 +137,7 @@ def train_head_on_features(learn: Any, fast: FastData, cfg: TrainConfig, setting
     """
     from fastai.learner import Learner
 
-    dls, rest, seconds = feature_dataloaders(learn, fast, cfg)
+    dls, rest, seconds = feature_dataloaders(learn, fast, cfg, progress)
     say(f"head: body features of {len(fast.train) + len(fast.valid)} images computed once in {seconds:.1f} s; "
         f"the head trains on them")
     head_learn = Learner(dls, rest, path=learn.path, model_dir=learn.model_dir, **settings)

@@ -438,7 +438,8 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
     def head_phase() -> None:
         if fast is not None and cfg.cache_features and head_split(learn.model) is not None:
             train_head_on_features(learn, fast, cfg, _learner_settings(cfg),
-                                   lambda lrn: attach(lrn, "head", whole=learn.model), say)
+                                   lambda lrn: attach(lrn, "head", whole=learn.model), say,
+                                   progress)  # already resolved: bars, lines or none
             return
         if fast is not None and cfg.cache_features:
             say(f"head: {cfg.arch} has no fastai body + head split, so the head trains with the body in the loop")
@@ -504,9 +505,9 @@ def _resolve_auto(cfg: TrainConfig, device: str, say: Callable[[str], None]) -> 
         return cfg
     epochs = 0 if cfg.pretrained else 10
     if epochs == 0:
-        slow = ", and an epoch at 224 px takes minutes on a CPU" if device == "cpu" else ""
+        slow = ", and each of its epochs runs the whole network backwards too, on a CPU" if device == "cpu" else ""
         say(f"epochs auto -> 0: the head trains on the frozen body's features (fine-tuning the body lowered test "
-            f"accuracy in our measurements{slow}); pass --epochs N to fine-tune")
+            f"accuracy in our measurements{slow}); set epochs (--epochs N) to fine-tune")
     return dataclasses.replace(cfg, epochs=epochs)
 
 
@@ -635,7 +636,8 @@ def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes:
 
         info = learn.birdcls_info
         fast = attach_fast_data(learn, *_train_valid_items(scan, cfg), scan.classes, cfg,
-                                store_batch_transforms(cfg, info["mean"], info["std"]), say)
+                                store_batch_transforms(cfg, info["mean"], info["std"]), say,
+                                progress)  # already resolved: bars, lines or none
     state = {}
     if resume:
         state = json.loads((out / "state.json").read_text()) if (out / "state.json").is_file() else {}

@@ -87,9 +87,11 @@ def test_unreadable_files_are_skipped_and_counted(tmp_path, capsys):
     assert counts["test"]["unreadable"] == 1
     assert counts["val"] == {"images": 4, "unreadable": 2, "non_images": 0}
     assert result.metrics["n_test"] == 6
-    out = capsys.readouterr().out
+    shown = capsys.readouterr()
     assert f"{data / 'val'} has no images of cardinal: the validation scores that pick the best epoch leave them out" \
-        in out
+        in shown.out
+    # the image store's decoding and the body's feature pass show their progress on stderr, as predict's does
+    assert "features (train): 18/18 images" in shown.err and "features (val): 4/4 images" in shown.err
 
 
 def test_existing_run_needs_overwrite(trained_run, tiny_data):

@@ -79,8 +79,9 @@ def check_cache_fits(n: int, size: int, channels: int, max_gb: float) -> int:
 
 
 def decode_cached(paths: Sequence[Path], size: int, channels: int = 3, max_gb: float = 8.0,
-                  workers: int | None = None) -> np.ndarray:
-    """Every image of ``paths`` as one ``(n, size, size, channels)`` uint8 array, decoded at most once.
+                  workers: int | None = None, progress: str = "none") -> np.ndarray:
+    """Every image of ``paths`` as one ``(n, size, size, channels)`` uint8 array, decoded at most once
+    (``progress``: ``bars``, ``lines`` or ``none`` on stderr, while it decodes).
 
     The array is a read-only memory map of the cache file; it is written to a temp file and renamed,
     so an interrupted decode never leaves a broken cache behind.
@@ -100,7 +101,7 @@ def decode_cached(paths: Sequence[Path], size: int, channels: int = 3, max_gb: f
             pass  # a damaged cache file is decoded again below
     with atomic_path(dest) as tmp:
         store = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, channels))
-        _fill(store, paths, size, channels, workers or min(8, (os.cpu_count() or 1) * 2))
+        _fill(store, paths, size, channels, workers or min(8, (os.cpu_count() or 1) * 2), progress)
         store.flush()
         del store  # close the map before the rename
     return np.load(dest, mmap_mode="r")
@@ -128,14 +129,16 @@ def prune_cache(keep_gb: float, in_use: Sequence[Path] = ()) -> tuple[int, int]:
     return removed, freed
 
 
-def _fill(store: np.ndarray, paths: Sequence[Path], size: int, channels: int, workers: int) -> None:
+def _fill(store: np.ndarray, paths: Sequence[Path], size: int, channels: int, workers: int,
+          progress: str = "none") -> None:
+    from .._terminal import with_progress
     from .decode import load_image
 
     def fill(i: int) -> None:
         store[i] = load_image(paths[i], size, channels)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(fill, range(len(paths))))
+        list(with_progress(pool.map(fill, range(len(paths))), len(paths), progress, "decode", "images"))
 
 
 @dataclass
@@ -254,14 +257,18 @@ def pad_batch(x: Any, size: int) -> Any:
     return torch.cat([x, x.new_zeros((size - len(x), *x.shape[1:]))])
 
 
-def body_features(body: Any, images: Any, bs: int, device: Any, prepare: Any, pool: Any) -> Any:
-    """Pooled outputs of the frozen ``body`` for every image, in eval mode, without gradients.
+def body_features(body: Any, images: Any, bs: int, device: Any, prepare: Any, pool: Any,
+                  progress: str = "none", label: str = "features") -> Any:
+    """Pooled outputs of the frozen ``body`` for every image, in eval mode, without gradients; ``progress``
+    (``bars``, ``lines`` or ``none``, on stderr) shows the pass, the longest wait of a run on a CPU.
 
     ``prepare`` maps a uint8 NCHW batch on the device to the network's input (scale, normalise);
     ``pool`` is the head's own pooling (fastai's AdaptiveConcatPool2d + Flatten), so the cached
     features are exactly what the rest of the head would have seen.
     """
     import torch
+
+    from .._terminal import with_progress
 
     was_training = body.training
     body.eval()
@@ -272,7 +279,9 @@ def body_features(body: Any, images: Any, bs: int, device: Any, prepare: Any, po
         if device.type == "cuda" else nullcontext()
     try:
         with torch.inference_mode(), autocast:
-            for start in range(0, len(images), bs):
+            starts = range(0, len(images), bs)
+            for start in with_progress(starts, len(images), progress, label, "images",
+                                       count=lambda s: min(bs, len(images) - s)):
                 x = images[start:start + bs].to(device, non_blocking=True).permute(0, 3, 1, 2)
                 n = len(x)
                 out.append(pool(body(prepare(pad_batch(x, bs))))[:n].float())
