@@ -596,6 +596,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
         notes.append(f"{scan.layout.val} has no images of {', '.join(scan.missing_in_val)}: the validation scores "
                      "that pick the best epoch leave them out; re-split with more images of them")
     cfg = _resolve_auto(cfg, resolve_device(cfg.device), notes.append)
+    if not cfg.pretrained and overrides.get("epochs_head") not in (None, 0, "0"):
+        notes.append("epochs_head does not apply from scratch (there is no pretrained body to freeze): the run trains "
+                     f"for epochs={cfg.epochs}; set epochs (--epochs N) to change that")
     if epoch_cap is not None:
         cfg = dataclasses.replace(cfg, epochs_head=min(cfg.epochs_head, epoch_cap), epochs=min(cfg.epochs, epoch_cap),
                                   freeze_epochs=min(cfg.freeze_epochs, epoch_cap))

