@@ -652,6 +652,10 @@ def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes:
                                    f"classes ({str(exc).splitlines()[-1].strip()[:100]}); resume with the data it "
                                    "trained on") from None
     done = list(state.get("completed_phases", []))
+    if resume:
+        finished = f"{', '.join(done)} finished and skipped; " if done else ""
+        start = "the best checkpoint" if (out / "checkpoints" / "best.pth").is_file() else "the start"
+        say(f"resuming {out}: {finished}the next phase runs all its epochs again, from {start}")
     history = _history_rows(out / "history.csv", completed=done) if resume else []
     for split, check in scan.checks.items():
         if check.bad or check.not_images:

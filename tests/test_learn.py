@@ -160,12 +160,14 @@ def test_a_run_folder_in_use_is_refused_even_with_overwrite_or_resume(trained_ru
     assert (trained_run.run_dir / "metrics.json").read_bytes() == before
 
 
-def test_resume_after_the_head_phase(tmp_path, tiny_data):
+def test_resume_after_the_head_phase(tmp_path, tiny_data, capsys):
     """A run whose state says the head phase is done resumes with fine_tune only, from best.pth."""
     run = tmp_path / "run"
     first = train(tiny_data, run, **{**FAST, "epochs": 0})
     assert json.loads((run / "state.json").read_text())["completed_phases"] == ["head"]
-    resumed = train(tiny_data, run, resume=True, epochs=1, progress="none")
+    resumed = train(tiny_data, run, resume=True, epochs=1, progress="lines")
+    assert (f"resuming {run}: head finished and skipped; the next phase runs all its epochs again, from the best "
+            "checkpoint") in capsys.readouterr().out
     phases = [r["phase"] for r in csv.DictReader((run / "history.csv").open())]
     assert phases == ["head", "fine_tune"]
     assert resumed.metrics["train_seconds"] > first.metrics["train_seconds"]
