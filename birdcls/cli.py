@@ -356,6 +356,8 @@ def predict(
             check_csv_target(csv_path)  # before the work, not after it
         predictor = load_model(model, trust=trust, device=device, backend="torch" if decode_on_device else "auto",
                                precision=precision)
+        if model.is_dir() and progress != "none":  # which of the run's models answers depends on the options
+            typer.echo(f"model: {predictor.path}", err=True)
         result = predict_images(predictor, images, top_k=top_k, bs=bs, decode_on_device=decode_on_device,
                                 progress=progress)
         if csv_path is not None:

@@ -482,6 +482,9 @@ def test_predict_cli_shows_progress_lines_beside_json(exports, tiny_data):
     assert result.exit_code == 0, result.output
     assert len(json.loads(result.stdout)) == 12
     assert result.stderr.strip().splitlines()[-1].startswith("predict: 12/12 images")
+    run = exports["onnx"].parent  # a run folder: the model file it chose is named first
+    result = CliRunner().invoke(app, ["predict", str(run), str(tiny_data / "test"), "--json", "--progress", "lines"])
+    assert result.exit_code == 0 and result.stderr.splitlines()[0] == f"model: {run / 'model.onnx'}", result.stderr
 
 
 def test_evaluate_shows_the_same_progress(exports, tiny_data, tmp_path, capsys):
