@@ -278,6 +278,12 @@ def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, tru
     fmt = _checked_format(fmt, dest)
     _check_replaceable(dest, fmt)
     source = Path(run)
+    made = source / "model.onnx" if source.is_dir() else None
+    if fmt == "onnx" and made is not None and made.is_file() and (source / "model.pkl").is_file() \
+            and made.stat().st_mtime >= (source / "model.pkl").stat().st_mtime and _is_birdcls_export(made, "onnx"):
+        # training exported this very model: a copy, not seconds of loading the pickle and tracing it again
+        write_with_atomic(dest, lambda tmp: shutil.copyfile(made, tmp))
+        return dest
     if fmt == "pkl":  # a copy of the run's pickle: nothing to load (loading it imports fastai: seconds)
         write_with_atomic(dest, lambda tmp: shutil.copyfile(_run_pickle(source, trust), tmp))
         register_pickle(dest)

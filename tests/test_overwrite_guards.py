@@ -52,6 +52,8 @@ def test_export_replaces_an_earlier_export_and_nothing_else(trained_run, tmp_pat
         for _ in range(2):
             result = runner.invoke(app, ["export", str(run), "-o", str(tmp_path / name)])
             assert result.exit_code == 0, result.output
+    # the run's own model.onnx is this model's ONNX export: copied, not traced again
+    assert (tmp_path / "m.onnx").read_bytes() == (run / "model.onnx").read_bytes()
 
 
 def test_evaluate_keeps_off_a_run_the_dataset_and_files(trained_run, tiny_data, tmp_path):
