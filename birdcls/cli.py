@@ -206,6 +206,7 @@ def split(
     move: bool = typer.Option(False, help="move the images instead of copying them"),
     check: bool = typer.Option(False, "--check", help="report duplicates across the splits of SRC instead"),
     report: Path | None = typer.Option(None, help="with --check: where to write the PNG of example pairs"),
+    strict: bool = typer.Option(False, "--strict", help="with --check: exit 1 when any pair is found (scripts, CI)"),
     progress: str = typer.Option("auto", help="auto, bars, lines or none (on stderr)"),
 ) -> None:
     """Split class folders 70/15/15 (seeded, duplicates kept together), or --check a split dataset for leakage."""
@@ -215,8 +216,13 @@ def split(
         if check and dst is not None:
             raise BirdclsError(f"--check takes one split dataset, got a second folder {dst}: e.g. birdcls split "
                                f"--check {src}")
+        if strict and not check:
+            raise BirdclsError("--strict goes with --check: birdcls split --check DATA --strict")
         if check:
-            typer.echo(check_leakage(src, max_distance=max_distance, report_png=report, progress=progress).summary())
+            leakage = check_leakage(src, max_distance=max_distance, report_png=report, progress=progress)
+            typer.echo(leakage.summary())
+            if strict and leakage.count():
+                raise typer.Exit(1)
             return
         if dst is None:
             raise BirdclsError("split needs SRC and DST (or --check DIR): e.g. birdcls split data/raw data/birds")

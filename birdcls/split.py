@@ -431,11 +431,14 @@ class LeakageReport:
         return len(hits)
 
     def summary(self) -> str:
+        def pairs(n: int) -> str:
+            return f"{n} pair{'s' if n != 1 else ''}"
+
         lines = [f"{self.n_images} images checked; duplicates across splits (perceptual hash within "
                  f"{self.max_distance} bits):",
-                 f"  exact (same pixels): {self.count(exact=True)} pairs; near: {self.count(exact=False)} pairs"]
+                 f"  exact (same pixels): {pairs(self.count(exact=True))}; near: {pairs(self.count(exact=False))}"]
         for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-            lines.append(f"  {a}-{b}: {self.count(splits=(a, b))} pairs")
+            lines.append(f"  {a}-{b}: {pairs(self.count(splits=(a, b)))}")
         for split in ("val", "test"):
             lines.append(f"  {split} images with a duplicate in train: {self.images_with_copy_in(split)}")
         conflicts = sum(1 for p in self.pairs if not p["same_label"])

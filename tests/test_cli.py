@@ -134,6 +134,21 @@ def test_a_folder_one_level_off_or_already_split_is_named_with_the_fix(tmp_path,
     assert not (tmp_path / "again").exists() and not (tmp_path / "r").exists()
 
 
+def test_split_check_strict_fails_a_script_on_leakage(tmp_path):
+    import shutil
+
+    from fixtures import make_split_dataset
+
+    data = make_split_dataset(tmp_path / "ds", counts=(3, 1, 1))
+    assert runner.invoke(app, ["split", "--check", str(data), "--strict"]).exit_code == 0
+    shutil.copyfile(data / "train" / "jay" / "train_000.jpg", data / "test" / "jay" / "copy.jpg")
+    plain, strict = (runner.invoke(app, ["split", "--check", str(data), *flag]) for flag in ([], ["--strict"]))
+    assert plain.exit_code == 0 and strict.exit_code == 1 and strict.stdout == plain.stdout
+    assert "exact (same pixels): 1 pair;" in strict.stdout
+    _assert_one_line_error(runner.invoke(app, ["split", str(data), str(tmp_path / "o"), "--strict"]),
+                           "--strict goes with --check")
+
+
 def test_train_refuses_unknown_arch_before_work(tmp_path, tiny_data):
     result = runner.invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "r"), "--arch", "resnet35"])
     _assert_one_line_error(result, "unknown architecture 'resnet35'")
