@@ -257,23 +257,27 @@ def train(
     data: Path = typer.Argument(..., help="dataset folder with train/, val/ (or valid/) and test/"),
     out: Path = typer.Option(..., "--out", "-o", help="run folder to create"),
     recipe: str | None = typer.Option(None, help="shipped recipe name (see `birdcls recipes`) or a YAML file"),
-    arch: str | None = typer.Option(None, help="backbone (see `birdcls models`)"),
+    arch: str | None = typer.Option(None, help="backbone (see `birdcls models`; default tf_efficientnet_lite0)"),
     weights: Path | None = typer.Option(None, help="backbone weights file (.pth/.safetensors)"),
-    pretrained: bool | None = typer.Option(None, "--pretrained/--scratch", help="start from ImageNet weights"),
-    size: int | None = typer.Option(None, help="input size in pixels"),
-    bs: int | None = typer.Option(None, help="batch size"),
-    epochs_head: int | None = typer.Option(None, help="head-only epochs, body frozen"),
-    epochs: str | None = typer.Option(None, help="fine_tune epochs, or auto (0 for a pretrained body, 10 from scratch)"),
-    lr: float | None = typer.Option(None, help="base learning rate"),
-    patience: int | None = typer.Option(None, help="EarlyStopping patience"),
-    seed: int | None = typer.Option(None, help="random seed"),
+    pretrained: bool | None = typer.Option(None, "--pretrained/--scratch",
+                                           help="start from ImageNet weights (default) or train from scratch"),
+    size: int | None = typer.Option(None, help="input size in pixels (default 224)"),
+    bs: int | None = typer.Option(None, help="batch size (default 64)"),
+    epochs_head: int | None = typer.Option(None, help="head-only epochs, body frozen (default 10)"),
+    epochs: str | None = typer.Option(None, help="fine_tune epochs (after fastai's one frozen epoch), or auto (the "
+                                                 "default: 0 for a pretrained body, 10 from scratch)"),
+    lr: float | None = typer.Option(None, help="base learning rate (default 0.002)"),
+    patience: int | None = typer.Option(None, help="EarlyStopping patience in epochs (default 3)"),
+    seed: int | None = typer.Option(None, help="random seed (default 42)"),
     device: str | None = typer.Option(None, help="auto, cpu, cuda (or cuda:N) or mps"),
     set_: list[str] | None = typer.Option(None, "--set", help="any config key, e.g. --set label_smoothing=0.1"),
     overwrite: bool = typer.Option(False, help="replace an existing run folder"),
     resume: bool = typer.Option(False, help="continue an interrupted run from its best checkpoint"),
     progress: str = typer.Option("auto", help="auto, bars, lines or none"),
 ) -> None:
-    """Train a classifier (the head on a frozen pretrained body; --epochs N also fine-tunes it), then report on test/."""
+    """Train a classifier (the head on a frozen pretrained body; --epochs N also fine-tunes it), then report on test/.
+
+    Defaults are the default recipe's; --recipe's values replace them, and flags and --set replace both."""
     from .learn import train as train_run
 
     with _user_errors():

@@ -168,6 +168,15 @@ def test_train_weights_unavailable_offline(tmp_path, tiny_data, monkeypatch):
     assert (tmp_path / "here").is_dir() and not any((tmp_path / "here").iterdir())
 
 
+def test_train_help_gives_the_defaults_the_config_has():
+    from birdcls.config import TrainConfig
+
+    text = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
+    defaults = TrainConfig()
+    for key in ("arch", "size", "bs", "epochs_head", "lr", "patience", "seed"):
+        assert f"(default {getattr(defaults, key)})" in text or f"default {getattr(defaults, key)})" in text, key
+
+
 def test_recipes_and_models_list():
     result = runner.invoke(app, ["recipes"])
     assert result.exit_code == 0 and "demo" in result.output and "default" in result.output
