@@ -380,6 +380,8 @@ def predict(
             typer.echo(f"{row['path']}\t{row['label']}\t{row['prob']:.3f}" + (f"\t({others})" if others else ""))
     for path, reason in result.skipped.items():
         typer.echo(f"skipped {path}: {reason}", err=True)
+    if csv_path is not None:
+        typer.echo(f"wrote {len(result.rows)} rows to {csv_path}", err=True)
 
 
 

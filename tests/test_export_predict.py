@@ -62,6 +62,7 @@ def test_predict_from_onnx_in_a_fresh_process(exports, tiny_data, tmp_path):
     in_process = predict(load_model(exports["onnx"]), [tiny_data / "test" / "jay"]).rows
     assert [r["label"] for r in rows] == [r["label"] for r in in_process]
     assert csv_path.read_text().splitlines()[0] == "path,label,prob,top_k"
+    assert proc.stderr.strip().splitlines()[-1] == f"wrote 4 rows to {csv_path}"
 
 
 def test_foreign_pickle_needs_trust(exports, tmp_path):
