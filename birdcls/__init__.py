@@ -20,8 +20,10 @@ from typing import Any
 # sleep. With another busy process on the machine, the spinning threads keep a late one off the cores, at every
 # one of a network's small layers: training steps ran 25x slower (54 s against 2.2 s, tf_efficientnet_lite0 on
 # 2 cores beside a matrix-multiplying process), 2x with 1,000 spins, which cost about 10% on an idle machine
-# (2.37 s against 2.15 s). Read once, when torch loads: set before it, and a user's own value stays.
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+# (2.37 s against 2.15 s). Read once, when torch loads: set before it. A user's own choice stays: GOMP_SPINCOUNT,
+# or OMP_WAIT_POLICY (which a set GOMP_SPINCOUNT would override).
+if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "1000"
 
 # fastai's import triggers torch's deprecation notice for torch.jit.script: noise for our users.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)

@@ -234,7 +234,7 @@ def split(
     if result.skipped_non_images:
         typer.echo(f"skipped {result.skipped_non_images} non-image file{'s' if result.skipped_non_images != 1 else ''}")
     if result.empty_classes:
-        typer.echo(f"left out class folder(s) without images: {', '.join(result.empty_classes)}", err=True)
+        typer.echo(f"left out class folder(s) without readable images: {', '.join(result.empty_classes)}", err=True)
     if result.nested_images:
         typer.echo(result.nested_note(), err=True)
     if result.unreadable:

@@ -219,15 +219,15 @@ def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out:
     if out is None:
         out = default_report_dir(model if not isinstance(model, Predictor) else predictor.path, data)
     seen = trained_on(predictor.path, _labelled_dir(data)) if predictor.path else None
-    made = not Path(out).exists()
+    made = [p for p in (Path(out), *Path(out).absolute().parents) if not p.exists()]  # out first, then parents
     check_writable(Path(out) / "metrics.json")  # before the predictions, not after them
     try:
         report = evaluate_predictor(predictor, data, out, top_losses=top_losses, bs=bs, progress=progress,
                                     seen_in_training=seen)
-    except BaseException:  # a refusal or Ctrl-C leaves no empty report folder in the way of the next try
-        if made:
-            with suppress(OSError):
-                Path(out).rmdir()
+    except BaseException:  # a refusal or Ctrl-C leaves no empty report folders in the way of the next try
+        with suppress(OSError):
+            for folder in made:
+                folder.rmdir()  # fails, and stops, at the first that is not empty
         raise
     return {**report, "report_dir": str(out)}
 

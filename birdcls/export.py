@@ -230,35 +230,67 @@ def _checked_format(fmt: str | None, dest: Path) -> str:
     return fmt
 
 
+def _onnx_export_input(path: Path) -> int | None:
+    """The element type of a birdcls ONNX export's input (2 = uint8, what exports since the uint8 graph take;
+    1 = float, older ones), or None when ``path`` is not a birdcls ONNX export."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    if not any(p.key == "birdcls" for p in proto.metadata_props):
+        return None
+    return proto.graph.input[0].type.tensor_type.elem_type
+
+
+def _is_birdcls_pickle(path: Path) -> bool:
+    """A learner pickle that birdcls wrote: this user's record of it, or (written on another machine) a
+    torch zip whose pickle names the learner's ``birdcls_info``, found by reading bytes, never unpickling."""
+    import zipfile
+
+    if is_trusted_pickle(path):
+        return True
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("data.pkl") and b"birdcls_info" in archive.read(name) for name in archive.namelist())
+
+
 def _is_birdcls_export(path: Path, fmt: str) -> bool:
-    """Whether ``path`` holds a model birdcls wrote in ``fmt`` (its metadata, or for a .pkl this user's record
-    of it), read without loading the network."""
+    """Whether ``path`` holds a model birdcls wrote in ``fmt`` (its metadata), read without loading the network."""
     try:
         if fmt in ("onnx", "onnx-int8"):
-            import onnx
-
-            return any(p.key == "birdcls" for p in onnx.load(str(path), load_external_data=False).metadata_props)
+            return _onnx_export_input(path) is not None
         if fmt == "safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), "numpy") as f:
                 return "birdcls" in (f.metadata() or {})
-        if fmt == "json":  # a .safetensors export's sidecar
-            return {"arch", "classes"} <= set(json.loads(path.read_text()))
+        if fmt == "json":  # a .safetensors export's sidecar (a run's metrics.json has arch and classes too)
+            return json.loads(path.read_text()).get("format") == "safetensors"
+        return _is_birdcls_pickle(path)
     except Exception:  # noqa: BLE001 - not readable as that format: not an export
         return False
-    return is_trusted_pickle(path)
 
 
 def _check_replaceable(dest: Path, fmt: str) -> None:
-    """Export replaces an earlier export, never another file: `-o notes.onnx` over a text file, or a
-    .safetensors export's sidecar over the user's own ``name.json``."""
+    """Export replaces an earlier export (or an empty file, a mktemp placeholder), never another file:
+    `-o notes.onnx` over a text file, or a .safetensors export's sidecar over the user's own ``name.json``."""
     targets = [(dest, fmt)] + ([(sidecar_path(dest), "json")] if fmt == "safetensors" else [])
     for path, kind in targets:
-        if path.is_file() and not _is_birdcls_export(path, kind):
+        if path.is_file() and path.stat().st_size > 0 and not _is_birdcls_export(path, kind):
             what = "sidecar .json" if kind == "json" else f"{kind} export"
             raise BirdclsError(f"{path} exists and is not a birdcls {what}: refusing to replace it; choose another "
                                "-o (or move that file)")
+
+
+def _current_run_onnx(source: Path) -> Path | None:
+    """The run's own model.onnx when it is this model's export as export would write it now: written after
+    model.pkl (so not left from before a resume or a failed export) and taking uint8 images (older runs'
+    took floats). None otherwise."""
+    made, pickle = source / "model.onnx", source / "model.pkl"
+    try:
+        if made.stat().st_mtime >= pickle.stat().st_mtime and _onnx_export_input(made) == 2:
+            return made
+    except Exception:  # noqa: BLE001 - missing or unreadable: export it afresh
+        pass
+    return None
 
 
 def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, trust: bool = False,
@@ -278,10 +310,8 @@ def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, tru
     fmt = _checked_format(fmt, dest)
     _check_replaceable(dest, fmt)
     source = Path(run)
-    made = source / "model.onnx" if source.is_dir() else None
-    if fmt == "onnx" and made is not None and made.is_file() and (source / "model.pkl").is_file() \
-            and made.stat().st_mtime >= (source / "model.pkl").stat().st_mtime and _is_birdcls_export(made, "onnx"):
-        # training exported this very model: a copy, not seconds of loading the pickle and tracing it again
+    made = _current_run_onnx(source) if fmt == "onnx" and source.is_dir() else None
+    if made is not None:  # training exported this very model: a copy, not seconds of loading and tracing it
         write_with_atomic(dest, lambda tmp: shutil.copyfile(made, tmp))
         return dest
     if fmt == "pkl":  # a copy of the run's pickle: nothing to load (loading it imports fastai: seconds)

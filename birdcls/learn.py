@@ -416,7 +416,8 @@ def _callback_attacher(cfg: TrainConfig, progress: str, history: list[dict], out
 
 
 def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: list[dict], progress: str,
-                prior_seconds: float = 0.0, fast: Any = None, say: Callable[[str], None] = print) -> float:
+                prior_seconds: float = 0.0, fast: Any = None, say: Callable[[str], None] = print,
+                resuming: bool = False) -> float:
     """Head phase then fine_tune phase, skipping those already done (resume). Returns total train seconds,
     counting ``prior_seconds`` from the interrupted runs before.
 
@@ -474,6 +475,11 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
     for name, run_phase in phases:
         if name in done:
             continue
+        if resuming:
+            finished = f"{', '.join(done)} finished and skipped; " if done else ""
+            start = "the best checkpoint" if (out / "checkpoints" / "best.pth").is_file() else "the start"
+            say(f"resuming {out}: {finished}{name} runs all its epochs again, from {start}")
+            resuming = False
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Saved file doesn't contain an optimizer.*")
@@ -652,16 +658,12 @@ def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes:
                                    f"classes ({str(exc).splitlines()[-1].strip()[:100]}); resume with the data it "
                                    "trained on") from None
     done = list(state.get("completed_phases", []))
-    if resume:
-        finished = f"{', '.join(done)} finished and skipped; " if done else ""
-        start = "the best checkpoint" if (out / "checkpoints" / "best.pth").is_file() else "the start"
-        say(f"resuming {out}: {finished}the next phase runs all its epochs again, from {start}")
     history = _history_rows(out / "history.csv", completed=done) if resume else []
     for split, check in scan.checks.items():
         if check.bad or check.not_images:
             print(f"{split}: {check.summary()}", flush=True)
     prior = float(state.get("train_seconds", 0.0)) + (fast.decode_seconds if fast else 0.0)
-    seconds = _run_phases(learn, cfg, out, done, history, progress, prior, fast=fast, say=say)
+    seconds = _run_phases(learn, cfg, out, done, history, progress, prior, fast=fast, say=say, resuming=resume)
     data_path = "tensor store" if fast else "fastai per-image"
     if fast:
         fast.restore(learn)

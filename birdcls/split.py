@@ -50,7 +50,7 @@ class SplitReport:
     dst: Path
     counts: dict[str, dict[str, int]]  # class -> split -> images
     skipped_non_images: int
-    empty_classes: list[str]  # class folders without images: left out of the split
+    empty_classes: list[str]  # class folders without readable images: left out of the split
     duplicate_groups: int = 0  # groups of 2+ images kept together
     nested_images: dict[str, int] = field(default_factory=dict)  # class -> images in its sub-folders: left out
     unreadable: dict[str, str] = field(default_factory=dict)  # "class/name" -> why it did not decode: left out
@@ -134,7 +134,7 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
                            "sub-folder per class")
     if not src.is_dir():
         raise BirdclsError(f"source folder {src} does not exist: pass a folder with one sub-folder per class")
-    if _is_split_dataset(src) or all((src / s).is_dir() for s in ("train", "test")):
+    if _is_split_dataset(src) or _looks_split(src):
         raise BirdclsError(f"{src} is already split into train/, val/ and test/: train on it as it is (birdcls "
                            f"train {src} --out RUN), or split the class folders it came from")
     if is_within(dst, src):
@@ -152,6 +152,16 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
                            "overwrite it; choose another output folder")
     if not overwrite:
         raise BirdclsError(f"output {dst} already exists: pass --overwrite to replace it or choose another folder")
+
+
+def _looks_split(folder: Path) -> bool:
+    """train/ and test/ holding class folders rather than images: a split dataset without split.json (one from
+    `datasets get` or Kaggle). Raw classes that happen to be called train and test hold their images directly."""
+    from .data.folders import class_files
+
+    return all((folder / s).is_dir() and not class_files(folder / s)[0]
+               and any(p.is_dir() and not p.name.startswith(".") for p in (folder / s).iterdir())
+               for s in ("train", "test"))
 
 
 def _is_split_dataset(folder: Path) -> bool:

@@ -204,6 +204,9 @@ def test_importing_birdcls_shortens_openmp_spinning_unless_the_user_set_it():
     mine = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**env, "GOMP_SPINCOUNT": "5"}).stdout
     assert mine == "5\n"
+    policy = "import os, birdcls; print(os.environ.get('GOMP_SPINCOUNT'))"  # it would override the policy
+    assert subprocess.run([sys.executable, "-c", policy], capture_output=True, text=True,
+                          env={**env, "OMP_WAIT_POLICY": "ACTIVE"}).stdout == "None\n"
 
 
 def test_help_is_fast_and_lazy():

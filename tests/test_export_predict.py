@@ -195,8 +195,8 @@ def test_a_refused_or_interrupted_evaluation_leaves_no_new_empty_folder(exports,
     shutil.copytree(tiny_data / "val", labelled)
     shutil.copytree(labelled / "jay", labelled / "robin")
     with pytest.raises(BirdclsError, match="robin that the model does not know"):
-        ev.evaluate(exports["onnx"], labelled, out=tmp_path / "new" / "report")
-    assert not (tmp_path / "new" / "report").exists()
+        ev.evaluate(exports["onnx"], labelled, out=tmp_path / "new" / "deep" / "report")
+    assert not (tmp_path / "new").exists()  # nor the parents it made
     monkeypatch.setattr(ev, "_write_predictions", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         ev.evaluate(exports["onnx"], tiny_data / "val", out=tmp_path / "new" / "report")

@@ -166,7 +166,7 @@ def test_resume_after_the_head_phase(tmp_path, tiny_data, capsys):
     first = train(tiny_data, run, **{**FAST, "epochs": 0})
     assert json.loads((run / "state.json").read_text())["completed_phases"] == ["head"]
     resumed = train(tiny_data, run, resume=True, epochs=1, progress="lines")
-    assert (f"resuming {run}: head finished and skipped; the next phase runs all its epochs again, from the best "
+    assert (f"resuming {run}: head finished and skipped; fine_tune runs all its epochs again, from the best "
             "checkpoint") in capsys.readouterr().out
     phases = [r["phase"] for r in csv.DictReader((run / "history.csv").open())]
     assert phases == ["head", "fine_tune"]

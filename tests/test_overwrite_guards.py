@@ -35,7 +35,7 @@ def test_predict_csv_replaces_only_a_csv_that_predict_wrote(trained_run, tiny_da
     assert csv_path.read_text().splitlines()[0] == "path,label,prob,top_k"
 
 
-def test_export_replaces_an_earlier_export_and_nothing_else(trained_run, tmp_path):
+def test_export_replaces_an_earlier_export_and_nothing_else(trained_run, tmp_path, monkeypatch):
     """`-o notes.onnx` over a text file, a .safetensors export's sidecar over the user's own name.json, or a
     pickle this user's birdcls did not write: refused. Exporting again to the same names replaces the exports."""
     run = trained_run.run_dir
@@ -54,6 +54,39 @@ def test_export_replaces_an_earlier_export_and_nothing_else(trained_run, tmp_pat
             assert result.exit_code == 0, result.output
     # the run's own model.onnx is this model's ONNX export: copied, not traced again
     assert (tmp_path / "m.onnx").read_bytes() == (run / "model.onnx").read_bytes()
+    (tmp_path / "placeholder.onnx").write_bytes(b"")  # mktemp's empty file: nothing to lose
+    assert runner.invoke(app, ["export", str(run), "-o", str(tmp_path / "placeholder.onnx")]).exit_code == 0
+    (tmp_path / "metrics.json").write_text((run / "metrics.json").read_text())  # has arch and classes too
+    _assert_one_line_error(runner.invoke(app, ["export", str(run), "-o", str(tmp_path / "metrics.safetensors")]),
+                           "metrics.json exists and is not a birdcls sidecar .json")
+    monkeypatch.setenv("BIRDCLS_HOME", str(tmp_path / "another-machine"))  # m.pkl is in no trust list there
+    result = runner.invoke(app, ["export", str(run), "--trust", "-o", str(tmp_path / "m.pkl")])
+    assert result.exit_code == 0, result.output  # still recognised as a birdcls export, by its bytes
+
+
+def test_an_older_runs_float_input_onnx_is_exported_again_not_copied(trained_run, tmp_path):
+    """Runs from before the uint8 graph kept a float-input model.onnx with the same metadata: `export --format
+    onnx` traces the model again for them instead of handing that file out."""
+    import shutil
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    run = tmp_path / "old-run"
+    shutil.copytree(trained_run.run_dir, run)
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "old",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])])
+    old = helper.make_model(graph)
+    info = next(p.value for p in onnx.load(str(run / "model.onnx")).metadata_props if p.key == "birdcls")
+    old.metadata_props.add(key="birdcls", value=info)
+    onnx.save(old, str(run / "model.onnx"))  # newer than model.pkl, as training wrote it
+    from birdcls.export import _onnx_export_input
+
+    assert _onnx_export_input(run / "model.onnx") == TensorProto.FLOAT  # a birdcls export, of the old kind
+    result = runner.invoke(app, ["export", str(run), "-o", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    assert onnx.load(str(tmp_path / "m.onnx")).graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
 
 
 def test_evaluate_keeps_off_a_run_the_dataset_and_files(trained_run, tiny_data, tmp_path):

@@ -78,6 +78,13 @@ def test_a_dataset_of_only_unreadable_files_is_refused_before_copying(tmp_path: 
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".*partial"))
 
 
+def test_raw_classes_called_train_and_test_are_split_not_refused_as_already_split(tmp_path: Path):
+    src = make_class_folders(tmp_path / "raw", per_class=7, classes={"train": (200, 30, 30), "test": (30, 60, 200),
+                                                                     "bus": (30, 170, 40)})
+    report = split_dataset(src, tmp_path / "out")
+    assert sorted(report.counts) == ["bus", "test", "train"] and report.counts["train"]["train"] == 4
+
+
 def test_a_class_too_small_for_every_split_is_refused_before_copying(tmp_path: Path):
     """split-folders floors train and val: with 0.7 0.15 0.15 a class needs 7 images for val and test to get
     one each. Fewer is refused with the class, its count and the minimum, and nothing is written."""
