@@ -143,13 +143,15 @@ def _save(img, dest: Path) -> None:
 
 def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engine: ImageSearchEngine,
                    per_class: int = 100, limits: DownloadLimits = DownloadLimits(), workers: int = 8,
-                   delay: float = 1.0, max_pages: int = 20, progress: str = "none") -> ScrapeReport:
+                   delay: float = 1.0, max_pages: int = 20, progress: str | bool = "none") -> ScrapeReport:
     """Fill ``out/<label>/`` with up to ``per_class`` valid, unique images per class; resumable. ``progress``:
     ``auto``, ``bars``, ``lines`` or ``none``, one bar (or line) per class on stderr."""
     import sys
 
     from .._terminal import progress_mode, with_progress
 
+    if isinstance(progress, bool):  # the earlier API's on/off
+        progress = "auto" if progress else "none"
     mode = progress_mode(progress, sys.stderr)
     if per_class < 1:
         raise BirdclsError(f"--per-class must be at least 1, got {per_class}")
