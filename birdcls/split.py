@@ -477,6 +477,7 @@ def _plot_pairs(pairs: list[dict[str, Any]], root: Path, dest: Path, per_row: in
         save_figure_atomic(dest, fig, dpi=100)
         plt.close(fig)
         return dest
+    per_row = min(per_row, len(pairs))  # one pair: one pair wide, not a row of empty frames
     n_rows = -(-len(pairs) // per_row)
     fig, axes = plt.subplots(n_rows, 2 * per_row, figsize=(2.0 * 2 * per_row, 2.3 * n_rows), squeeze=False)
     for ax in axes.flat:

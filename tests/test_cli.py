@@ -145,6 +145,10 @@ def test_split_check_strict_fails_a_script_on_leakage(tmp_path):
     plain, strict = (runner.invoke(app, ["split", "--check", str(data), *flag]) for flag in ([], ["--strict"]))
     assert plain.exit_code == 0 and strict.exit_code == 1 and strict.stdout == plain.stdout
     assert "exact (same pixels): 1 pair;" in strict.stdout
+    from PIL import Image
+
+    runner.invoke(app, ["split", "--check", str(data), "--report", str(tmp_path / "pairs.png")])
+    assert Image.open(tmp_path / "pairs.png").width < 600  # one pair's width, not four pairs' with three empty
     _assert_one_line_error(runner.invoke(app, ["split", str(data), str(tmp_path / "o"), "--strict"]),
                            "--strict goes with --check")
 
