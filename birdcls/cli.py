@@ -18,6 +18,7 @@ from .errors import BirdclsError, Terminated, interrupt_exit_code
 
 # typer re-exports BadParameter but not its base, the usage error that every parse error is raised as
 _UsageError: type[Exception] = typer.BadParameter.__mro__[1]
+_PARSING = "birdcls.parsing"  # ctx.meta key: the command path whose arguments are being parsed
 
 
 @contextmanager
@@ -34,9 +35,6 @@ def _one_line_usage(ctx: typer.Context | None = None) -> Iterator[None]:
         message = exc.format_message().rstrip(".")  # type: ignore[attr-defined]
         typer.echo(f"error: {message}: see '{where} --help'", err=True)
         raise typer.Exit(2) from None
-
-
-_PARSING = "birdcls.parsing"  # ctx.meta key: the command path whose arguments are being parsed
 
 
 class _OneLineUsageGroup(TyperGroup):
@@ -177,8 +175,7 @@ def clean(
                 raise BirdclsError(f"--undo cannot be combined with {' or '.join(clash)}: run the checks "
                                    "(--auto) and the undo (--undo) as two commands")
             n = undo_clean(data, "all" if undo_all else "run")
-            typer.echo(f"undid {n} decision{'s' if n != 1 else ''}; the files are back in place" if n else
-                       "nothing to undo")
+            typer.echo(f"undid {n} decision{'s' if n != 1 else ''}; the files are back in place")  # n >= 1
             return
         if undo_all:
             raise BirdclsError("--all only goes with --undo: birdcls clean DATA --undo --all")
@@ -382,7 +379,6 @@ def predict(
         typer.echo(f"skipped {path}: {reason}", err=True)
     if csv_path is not None:
         typer.echo(f"wrote {len(result.rows)} rows to {csv_path}", err=True)
-
 
 
 @app.command(epilog="Example: birdcls demo --out models/demo")

@@ -213,7 +213,6 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
-
 def _check_keys(values: dict[str, Any], source: str) -> None:
     for key in values:
         if key not in _FIELDS:

@@ -477,8 +477,8 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
             continue
         if resuming:
             finished = f"{', '.join(done)} finished and skipped; " if done else ""
-            start = "the best checkpoint" if (out / "checkpoints" / "best.pth").is_file() else "the start"
-            say(f"resuming {out}: {finished}{name} runs all its epochs again, from {start}")
+            origin = "the best checkpoint" if (out / "checkpoints" / "best.pth").is_file() else "the start"
+            say(f"resuming {out}: {finished}{name} runs all its epochs again, from {origin}")
             resuming = False
         start = time.perf_counter()
         with warnings.catch_warnings():
@@ -602,7 +602,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
         notes.append(f"{scan.layout.val} has no images of {', '.join(scan.missing_in_val)}: the validation scores "
                      "that pick the best epoch leave them out; re-split with more images of them")
     cfg = _resolve_auto(cfg, resolve_device(cfg.device), notes.append)
-    if not cfg.pretrained and overrides.get("epochs_head") not in (None, 0, "0"):
+    if not cfg.pretrained and "epochs_head" in overrides and cfg.epochs_head > 0:  # asked for, and not applied
         notes.append("epochs_head does not apply from scratch (there is no pretrained body to freeze): the run trains "
                      f"for epochs={cfg.epochs}; set epochs (--epochs N) to change that")
     if epoch_cap is not None:

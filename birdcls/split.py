@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._io import is_within, signals_deferred, with_default_mode, write_json_atomic
-from .data.folders import IMAGE_EXTENSIONS, list_labelled_images
+from .data.folders import IMAGE_EXTENSIONS, class_files, list_labelled_images
 from .errors import BirdclsError, describe
 
 __all__ = ["SPLITS", "SplitReport", "split_dataset"]
@@ -76,7 +76,6 @@ class SplitReport:
                     f"include it ({where})")
         return (f"{n} images in sub-folders of class folders were left out: move them up into their class folder "
                 f"to include them ({where})")
-
 
     def unreadable_note(self, src: Path) -> str:
         """One line on the files with an image suffix that do not decode ("" when none): left where they are,
@@ -157,8 +156,6 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
 def _looks_split(folder: Path) -> bool:
     """train/ and test/ holding class folders rather than images: a split dataset without split.json (one from
     `datasets get` or Kaggle). Raw classes that happen to be called train and test hold their images directly."""
-    from .data.folders import class_files
-
     return all((folder / s).is_dir() and not class_files(folder / s)[0]
                and any(p.is_dir() and not p.name.startswith(".") for p in (folder / s).iterdir())
                for s in ("train", "test"))
@@ -232,9 +229,9 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
     A class too small to give every split an image is refused before anything is copied; class folders
     without images, images in sub-folders of class folders, files that do not decode (empty, truncated or
     not really images) and hidden folders (``.quarantine`` from ``birdcls clean``) are left out, and the
-    report says so. A ``move`` that fails or is interrupted
-    part-way puts every image back in ``src`` before the error (or KeyboardInterrupt) goes on. ``progress``
-    (``auto``, ``bars``, ``lines`` or ``none``, on stderr) shows the hashing and the copying.
+    report says so. A ``move`` that fails or is interrupted part-way puts every image back in ``src``
+    before the error (or KeyboardInterrupt) goes on. ``progress`` (``auto``, ``bars``, ``lines`` or ``none``,
+    on stderr) shows the hashing and the copying.
     """
     from ._terminal import progress_mode
     from .hashing import hash_images, phash_hex

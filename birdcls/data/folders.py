@@ -78,7 +78,7 @@ def find_splits(root: str | os.PathLike, require_test: bool = True) -> SplitLayo
     if not require_test and "test/" in missing:
         missing.remove("test/")
     if missing:
-        other_case = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.lower() in ("train", "test", *VAL_NAMES)
+        other_case = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name.lower() in SPLIT_NAMES
                             and p.name != p.name.lower())
         if other_case:
             raise BirdclsError(f"{root} has {', '.join(f'{n}/' for n in other_case)} but split folder names are "
