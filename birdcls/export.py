@@ -33,8 +33,9 @@ from ._io import write_json_atomic, write_with_atomic
 from ._trust import is_trusted_pickle, register_pickle
 from .data.folders import SplitLayout, find_splits, list_labelled_images, unknown_classes
 from .errors import BirdclsError, describe
-from .predict import ModelInfo, load_model, sidecar_path, uint8_input_model
+from .predict import load_model, sidecar_path, uint8_input_model
 from .quantize import Int8Check, int8_if_it_keeps_accuracy
+from .runtime import ModelInfo
 
 __all__ = ["EXPORT_FORMATS", "export", "export_onnx", "format_for"]
 

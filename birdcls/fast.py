@@ -24,7 +24,7 @@ from .data.tensors import (
     prune_cache,
     tensor_dataloaders,
 )
-from .predict import CPU_BATCH
+from .runtime import CPU_BATCH
 
 __all__ = ["FastData", "attach_fast_data", "head_split", "train_head_on_features"]
 

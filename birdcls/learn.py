@@ -191,7 +191,7 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
 
     from .data.blocks import image_block
     from .models.backbones import build_model, splitter_for
-    from .predict import ModelInfo, resolve_device
+    from .runtime import ModelInfo, resolve_device
 
     device = resolve_device(cfg.device)
     set_seed(cfg.seed)
@@ -221,7 +221,7 @@ def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLik
     if cfg.mixed_precision and torch.device(device).type == "cuda":
         import fastai.callback.fp16  # noqa: F401 - adds Learner.to_bf16 and to_fp16
 
-        from .predict import has_fast_bf16
+        from .runtime import has_fast_bf16
 
         # fastai's autocast callback: bf16 where the GPU has it (no loss scaling), fp16 + GradScaler below 8.0
         learn.to_bf16() if has_fast_bf16(device) else learn.to_fp16()
@@ -592,7 +592,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
     if resume:
         _check_resumed_classes(out, scan.classes)
     from .models.backbones import check_arch
-    from .predict import resolve_device
+    from .runtime import resolve_device
 
     say = print if progress != "none" else (lambda _msg: None)
     if check_arch(cfg.arch) == "small":
@@ -725,7 +725,7 @@ def _write_run_onnx(learn, out: Path) -> bool:
     import copy
 
     from .export import export_onnx
-    from .predict import ModelInfo
+    from .runtime import ModelInfo
 
     (out / "model.int8.onnx").unlink(missing_ok=True)  # a stale one from an earlier run must not outlive it
     try:
@@ -747,8 +747,7 @@ def _write_run_int8(out: Path, train_items: list[Path], valid_items: list[Path],
     except Exception as exc:  # noqa: BLE001 - the quantizer raises many types; model.onnx is still there
         print(f"model.int8.onnx not written ({describe(exc)}); prediction uses model.onnx", flush=True)
         return None
-    say(check.summary() + ("; wrote model.int8.onnx" if check.kept else
-                           "; more than one point lost, so prediction uses model.onnx"))
+    say(check.summary() + ("; wrote model.int8.onnx" if check.kept else ""))  # the summary says why not
     return check.to_dict()
 
 

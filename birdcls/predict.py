@@ -18,7 +18,7 @@ import sys
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,38 +31,13 @@ from .config import check_device_name
 from .data.decode import imap_ahead, load_image, load_image_or_reason, map_ahead
 from .data.folders import IMAGE_EXTENSIONS
 from .errors import BirdclsError
+from .runtime import CPU_BATCH, GPU_BATCH, ModelInfo, check_precision, resolve_device, resolve_precision
 
-__all__ = ["CSV_HEADER", "ModelInfo", "PredictionResult", "Predictor", "check_csv_target", "gather_images", "load_image",
+__all__ = ["CSV_HEADER", "PredictionResult", "Predictor", "check_csv_target", "gather_images", "load_image",
            "load_model", "predict", "uint8_input_model"]
 
 MODEL_SUFFIXES = (".pkl", ".safetensors", ".onnx")
-PRECISIONS = ("auto", "float32", "bf16")
 BACKENDS = ("auto", "torch")
-CPU_BATCH = 8  # images per inference batch on a CPU (see Predictor.default_bs)
-GPU_BATCH = 256  # images per inference batch on a GPU; shorter batches are padded to it (pad_batch)
-
-
-@dataclass
-class ModelInfo:
-    """What preprocessing and labelling need; stored in every export."""
-
-    arch: str
-    classes: list[str]
-    size: int
-    mean: list[float]
-    std: list[float]
-    source: str = "timm"
-    in_chans: int = 3  # 1: the model takes greyscale input
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch, "classes": list(self.classes), "size": self.size, "mean": list(self.mean),
-                "std": list(self.std), "source": self.source, "in_chans": self.in_chans, **self.extra}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelInfo:
-        known = {"arch", "classes", "size", "mean", "std", "source", "in_chans"}
-        return cls(**{k: d[k] for k in known if k in d}, extra={k: v for k, v in d.items() if k not in known})
 
 
 def normalise(batch: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -196,30 +171,6 @@ def uint8_input_model(model: Any, info: ModelInfo, full_size_constants: bool = F
     return UInt8Input().eval()
 
 
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise BirdclsError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-
-
-def resolve_precision(precision: str, device: Any) -> str:
-    """``auto`` -> ``bf16`` on a CUDA GPU that has it (training there runs under bf16 autocast, and the head
-    of a pretrained body is fitted on bf16 features), ``float32`` elsewhere; a CPU's bf16 is slow where it
-    has no bf16 units, so only an explicit ``bf16`` gets it."""
-    _check_precision(precision)
-    if precision != "auto":
-        return precision
-    return "bf16" if has_fast_bf16(device) else "float32"
-
-
-def has_fast_bf16(device: Any) -> bool:
-    """Whether ``device`` is a CUDA GPU with bf16 units (compute capability 8: A100, H100, RTX 30xx and
-    later); older GPUs only emulate bf16, slower than float32 (torch's ``is_bf16_supported`` counts them)."""
-    import torch
-
-    device = torch.device(device)
-    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
-
-
 class _TorchBackend:
     """The network in channels_last (about twice the convolution speed on a CPU) behind
     :func:`uint8_input_model`, under bf16 autocast where ``precision`` resolves to it; ``model`` stays the
@@ -258,39 +209,6 @@ class _OnnxBackend:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = batch if self.takes_uint8 else normalise(batch, self.info.mean, self.info.std)
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> cuda, mps or cpu; torch is imported only when a GPU could be there (seconds at start).
-    ``cuda:N`` picks one of several GPUs."""
-    kind, index = check_device_name(device)
-    if device == "cpu" or (device == "auto" and _no_accelerator_visible()):
-        return "cpu"
-    import torch
-
-    mps = getattr(torch.backends, "mps", None)
-    mps_available = mps is not None and mps.is_available()
-    if kind == "mps" and not mps_available:
-        raise BirdclsError("device 'mps' was asked for but no Apple GPU (MPS) is available here: use --device cpu "
-                           "or auto")
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        return "mps" if mps_available else "cpu"
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise BirdclsError(f"device {device!r} was asked for but no CUDA GPU is visible: use --device cpu or auto")
-    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
-        raise BirdclsError(f"device {device!r} was asked for but {torch.cuda.device_count()} CUDA GPU(s) are "
-                           f"visible: use --device cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    return device
-
-
-def _no_accelerator_visible() -> bool:
-    """True when no GPU can be there, decided without importing torch (which costs seconds at a cold start):
-    Linux with no NVIDIA, ROCm or WSL GPU device node. Elsewhere torch is asked."""
-    return sys.platform.startswith("linux") and not any(
-        os.path.exists(node) for node in ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg"))
 
 
 def predictor_from_learner(learn: Any, device: str = "cpu", precision: str = "auto") -> Predictor:
@@ -386,7 +304,7 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
             elsewhere), ``float32`` (and for a run directory, not its int8 copy) or ``bf16``. An ONNX file
             computes as its graph says.
     """
-    _check_precision(precision)
+    check_precision(precision)
     if backend not in BACKENDS:
         raise BirdclsError(f"backend must be auto (ONNX on a CPU where the run has it) or torch, got {backend!r}")
     path = Path(path)

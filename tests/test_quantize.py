@@ -146,9 +146,9 @@ def test_predicting_from_a_run_folder_on_a_cpu_never_imports_torch(confident_run
     import subprocess
     import sys
 
-    from birdcls.predict import _no_accelerator_visible
+    from birdcls.runtime import no_accelerator_visible
 
-    if not _no_accelerator_visible():
+    if not no_accelerator_visible():
         pytest.skip("a GPU device node is visible here, so torch is asked")
     image = _images(tiny_data / "test")[0]
     code = ("import sys; from birdcls.predict import load_model, predict; "

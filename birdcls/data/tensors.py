@@ -273,7 +273,7 @@ def body_features(body: Any, images: Any, bs: int, device: Any, prepare: Any, po
     was_training = body.training
     body.eval()
     out = []
-    from ..predict import has_fast_bf16
+    from ..runtime import has_fast_bf16
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16 if has_fast_bf16(device) else torch.float16) \
         if device.type == "cuda" else nullcontext()
