@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +60,15 @@ class ImageHashes:
         mask = np.ones(len(self.paths), bool)
         mask[list(self.errors)] = False
         return mask
+
+    def exact_groups(self, indices: Iterable[int] | None = None) -> list[list[int]]:
+        """Indices with the same pixels (two or more each), keeping the order of ``indices`` (default: all)
+        inside each group; unreadable images have no pixel hash and match nothing."""
+        by_pixel: dict[str, list[int]] = {}
+        for i in range(len(self.paths)) if indices is None else indices:
+            if self.pixel[i]:
+                by_pixel.setdefault(self.pixel[i], []).append(i)
+        return [members for members in by_pixel.values() if len(members) > 1]
 
 
 def _load(path: str) -> tuple[np.ndarray | None, str, str, tuple[int, int]]:

@@ -205,11 +205,10 @@ def _duplicate_groups(paths: list[Path], hashes, max_distance: int) -> dict[Path
         if ra != rb:
             parent[max(ra, rb)] = min(ra, rb)
 
-    by_pixel: dict[str, int] = {}
-    for k, i in enumerate(local):
-        px = hashes.pixel[i]
-        if px:
-            union(k, by_pixel.setdefault(px, k))
+    position = {i: k for k, i in enumerate(local)}
+    for first, *others in hashes.exact_groups(local):
+        for i in others:
+            union(position[first], position[i])
     if max_distance >= 0 and len(local) > 1:
         for a, b, _ in near_pairs(hashes.phash[local], max_distance, valid=hashes.informative[local]):
             union(int(a), int(b))
@@ -538,12 +537,8 @@ def check_leakage(data: str | os.PathLike, max_distance: int = 4, report_png: st
     groups = np.asarray(split_ids)
     found = near_pairs(hashes.phash, max_distance, groups=groups, valid=hashes.informative)
     # Exact copies can hash far apart only if decoding failed; the pixel hash catches them regardless.
-    by_pixel: dict[str, list[int]] = {}
-    for i, px in enumerate(hashes.pixel):
-        if px:
-            by_pixel.setdefault(px, []).append(i)
     seen = {(int(a), int(b)) for a, b, _ in found}
-    extra = [(a, b, 0) for idx in by_pixel.values() for k, a in enumerate(idx) for b in idx[k + 1:]
+    extra = [(a, b, 0) for idx in hashes.exact_groups() for k, a in enumerate(idx) for b in idx[k + 1:]
              if split_ids[a] != split_ids[b] and (a, b) not in seen]
     pairs = []
     for a, b, d in [*map(tuple, found), *extra]:

@@ -24,6 +24,20 @@ def test_unreadable_files_are_marked(tmp_path):
     assert result.pixel[0] and not result.pixel[1]
 
 
+
+def test_exact_groups_hold_same_pixels_in_the_order_asked(tmp_path):
+    """Same pixels in another format are one group; an unreadable file and a lone image are in none."""
+    Image.new("RGB", (40, 40), "red").save(tmp_path / "a.png")
+    Image.new("RGB", (40, 40), "blue").save(tmp_path / "b.png")
+    Image.new("RGB", (40, 40), "red").save(tmp_path / "c.bmp")
+    (tmp_path / "d.png").write_bytes(b"nope")
+    (tmp_path / "e.png").write_bytes(b"nope")
+    result = hash_images([tmp_path / n for n in ("a.png", "b.png", "c.bmp", "d.png", "e.png")], workers=1)
+    assert result.exact_groups() == [[0, 2]]
+    assert result.exact_groups([4, 3, 2, 1, 0]) == [[2, 0]]
+    assert result.exact_groups([0, 1, 3]) == []
+
+
 @pytest.mark.parametrize("max_distance", [0, 3, 6])
 def test_near_pairs_matches_brute_force(max_distance):
     rng = np.random.default_rng(0)

@@ -213,10 +213,7 @@ def find_issues(data: str | os.PathLike, config: CleanConfig = CleanConfig(), wo
                 flag(i, "very blurry", f"Laplacian variance {look(i).sharpness:.0f} < {config.blurry:g}")
 
     order = sorted((i for i in range(len(paths)) if i not in flagged), key=lambda i: _keep_order(paths[i], data))
-    by_pixel: dict[str, list[int]] = {}
-    for i in order:
-        by_pixel.setdefault(hashes.pixel[i], []).append(i)
-    for members in by_pixel.values():
+    for members in hashes.exact_groups(order):
         stays: dict[str, int] = {}  # label -> the copy that stays, in keep order
         for i in members:
             original = stays.setdefault(labels[i], i)
