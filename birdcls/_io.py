@@ -72,18 +72,23 @@ def folder_lock(folder: str | os.PathLike, holder: str) -> Iterator[None]:
         yield
         return
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             locked = True
         except BlockingIOError:
             pid = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
             raise BirdclsError(f"{folder} is in use by another {holder}{f' (pid {pid})' if pid else ''}: wait for "
                                "it to finish or choose another folder") from None
         except OSError:  # a file system without locks (some network and FUSE mounts)
             locked = False
+        if not locked or _still_linked(fd, folder / LOCK_NAME):
+            break
+        os.close(fd)  # the holder removed the file (its folder) after we opened it: lock the one there now
+    try:
         if not locked:
             yield
             return
@@ -97,6 +102,15 @@ def folder_lock(folder: str | os.PathLike, holder: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _still_linked(fd: int, path: Path) -> bool:
+    """Whether the locked file ``fd`` is still the one at ``path``: a lock on a file its holder unlinked
+    guards nothing, since the next process creates and locks a new one."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 @contextmanager

@@ -71,6 +71,31 @@ def test_a_locked_folder_refuses_a_second_writer_until_the_first_ends(tmp_path: 
         assert (folder / LOCK_NAME).read_text() == str(os.getpid())
 
 
+def test_a_lock_file_removed_between_open_and_lock_is_not_trusted(tmp_path: Path, monkeypatch):
+    """The holder before us removed its lock file (and folder) after we opened it: our lock on that unlinked file
+    would guard nothing, since the next writer creates and locks a new file, so the lock is taken on the file
+    that is there now and the next writer is refused."""
+    import fcntl
+
+    folder = tmp_path / "run"
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_the_holder_left(fd, op):
+        if not calls:  # the first attempt: the file we opened goes away before we lock it
+            (folder / LOCK_NAME).unlink()
+            folder.rmdir()
+        calls.append(op)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_holder_left)
+    with folder_lock(folder, "`birdcls train`"):
+        monkeypatch.setattr(fcntl, "flock", real_flock)
+        assert (folder / LOCK_NAME).read_text() == str(os.getpid())
+        with pytest.raises(BirdclsError, match="in use by another `birdcls train`"):
+            with folder_lock(folder, "`birdcls train`"):
+                pass
+
+
 def test_signals_wait_for_the_end_of_a_deferred_step():
     steps = []
     with pytest.raises(KeyboardInterrupt):
