@@ -195,6 +195,7 @@ def clean(
 def split(
     src: Path = typer.Argument(..., help="folder with one sub-folder of images per class (with --check: a split dataset)"),
     dst: Path | None = typer.Argument(None, help="output folder: DST/{train,val,test}/<class>/"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="the output folder, as an option (instead of DST)"),
     ratio: tuple[float, float, float] = typer.Option((0.7, 0.15, 0.15), "--ratio",
                                                      help="train val test fractions, three numbers: --ratio 0.7 0.15 0.15"),
     seed: int = typer.Option(1337, help="random seed: same input + seed = same split"),
@@ -210,6 +211,9 @@ def split(
     from .split import check_leakage, split_dataset
 
     with _user_errors():
+        if dst is not None and out is not None:
+            raise BirdclsError(f"split got two output folders, {dst} and --out {out}: give one")
+        dst = dst if dst is not None else out
         if check and dst is not None:
             raise BirdclsError(f"--check takes one split dataset, got a second folder {dst}: e.g. birdcls split "
                                f"--check {src}")
@@ -222,7 +226,8 @@ def split(
                 raise typer.Exit(1)
             return
         if dst is None:
-            raise BirdclsError("split needs SRC and DST (or --check DIR): e.g. birdcls split data/raw data/birds")
+            raise BirdclsError("split needs SRC and DST (or --out DST, or --check DIR): e.g. birdcls split data/raw "
+                               "data/birds")
         result = split_dataset(src, dst, ratio=ratio, seed=seed, overwrite=overwrite, move=move,
                                max_distance=max_distance, progress=progress)
     typer.echo(result.table())
@@ -344,7 +349,7 @@ def predict(
     images: list[Path] = typer.Argument(..., help="image files and/or folders"),
     top_k: int = typer.Option(3, "--top-k", "-k", help="how many labels to list per image"),
     as_json: bool = typer.Option(False, "--json", help="print JSON rows to stdout"),
-    csv_path: Path | None = typer.Option(None, "--csv", help="also write the rows to this CSV file"),
+    csv_path: Path | None = typer.Option(None, "--csv", "--out", "-o", help="also write the rows to this CSV file"),
     bs: int | None = typer.Option(None, help="batch size (default: 8 on a CPU, 256 on a GPU)"),
     trust: bool = typer.Option(False, help="allow loading a .pkl you did not create (runs its code)"),
     device: str = typer.Option("auto", help="auto, cpu, cuda (or cuda:N) or mps"),

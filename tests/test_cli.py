@@ -287,6 +287,12 @@ def test_scrape_and_split_check_through_the_cli(tmp_path):
     result = runner.invoke(app, ["split", "--check", str(tmp_path / "data")])
     assert result.exit_code == 0, result.output
     assert "exact (same pixels): 0 pairs" in result.output
+    result = runner.invoke(app, ["split", str(tmp_path / "raw"), "-o", str(tmp_path / "data2"), "--progress", "none"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data2" / "split.json").read_text() == (tmp_path / "data" / "split.json").read_text()
+    _assert_one_line_error(runner.invoke(app, ["split", str(tmp_path / "raw"), str(tmp_path / "x3"), "--out",
+                                               str(tmp_path / "x4")]), "two output folders")
+    assert not (tmp_path / "x3").exists() and not (tmp_path / "x4").exists()
     _assert_one_line_error(runner.invoke(app, ["split", str(tmp_path / "raw")]), "needs SRC and DST")
     _assert_one_line_error(runner.invoke(app, ["split", "--check", str(tmp_path / "data"), str(tmp_path / "x2")]),
                            "--check takes one split dataset, got a second folder")

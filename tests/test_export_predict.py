@@ -55,7 +55,7 @@ def test_pkl_loads_with_fastai_in_a_fresh_process(exports, tiny_data):
 def test_predict_from_onnx_in_a_fresh_process(exports, tiny_data, tmp_path):
     csv_path = tmp_path / "rows.csv"
     proc = run_cli("predict", str(exports["onnx"]), str(tiny_data / "test" / "jay"), "--json", "--top-k", "3",
-                   "--csv", str(csv_path))
+                   "-o", str(csv_path))  # -o: --csv by its other name
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert len(rows) == 4 and all(len(r["top_k"]) == 3 for r in rows)
