@@ -160,13 +160,12 @@ def find_issues(data: str | os.PathLike, config: CleanConfig = CleanConfig(), wo
     under another label is reported on the later one in that order and moved nowhere.
     """
     from .._terminal import progress_mode
-    from ..hashing import hash_images, near_pairs
+    from ..hashing import hash_images
 
     mode = progress_mode(progress, sys.stderr)  # ``progress``: the hashing's, on stderr
     data = Path(data)
-    folders = class_folders(data)
     paths, labels = [], []
-    for _, label, folder in folders:
+    for _, label, folder in class_folders(data):
         files, _ = class_files(folder)
         paths += files
         labels += [label] * len(files)
@@ -174,66 +173,90 @@ def find_issues(data: str | os.PathLike, config: CleanConfig = CleanConfig(), wo
         raise BirdclsError(f"{data} holds no images: put them in {data}/<class>/ (or train/val/test/<class>/)")
     with _quiet_large_images():  # hash_images' worker processes are forked inside, with the filter
         hashes = hash_images(paths, workers=workers, progress=mode)
-    report = CheckReport(data, len(paths))
-    flagged: set[int] = set()  # has a flag: matched no further
-    gone: set[int] = set()  # flagged to be quarantined: no duplicate is flagged against it
+    flags = _Flags(data, paths, labels, CheckReport(data, len(paths)))
+    _flag_unusable(flags, hashes, config)
+    order = sorted((i for i in range(len(paths)) if i not in flags.flagged),
+                   key=lambda i: _keep_order(paths[i], data))
+    _flag_exact_duplicates(flags, hashes, order)
+    if config.near_distance >= 0:
+        _flag_near_duplicates(flags, hashes, order, config.near_distance)
+    return flags.report
 
-    def flag(i: int, reason: str, detail: str, move: bool = True) -> None:
-        report.flags.append(Flag(paths[i], reason, detail, move=move))
-        flagged.add(i)
+
+@dataclass
+class _Flags:
+    """The report being built, and which images have a flag (matched no further) or are to be quarantined
+    (no duplicate is flagged against them: the one that stays must stay)."""
+
+    data: Path
+    paths: list[Path]
+    labels: list[str]
+    report: CheckReport
+    flagged: set[int] = field(default_factory=set)
+    gone: set[int] = field(default_factory=set)
+
+    def add(self, i: int, reason: str, detail: str, move: bool = True) -> None:
+        self.report.flags.append(Flag(self.paths[i], reason, detail, move=move))
+        self.flagged.add(i)
         if move:
-            gone.add(i)
+            self.gone.add(i)
 
-    def rel(i: int) -> str:
-        return str(paths[i].relative_to(data))
+    def rel(self, i: int) -> str:
+        return str(self.paths[i].relative_to(self.data))
 
-    looks: dict[int, _Look] = {}
 
-    def look(i: int) -> _Look:
-        if i not in looks:
-            looks[i] = _look(paths[i])
-        return looks[i]
-
+def _flag_unusable(flags: _Flags, hashes, config: CleanConfig) -> None:
+    """The per-image checks, in order: unreadable, too small, extreme aspect ratio, very dark, very blurry."""
     for i, err in sorted(hashes.errors.items()):
-        flag(i, "unreadable", _error_detail(err))
+        flags.add(i, "unreadable", _error_detail(err))
     for i, (w, h) in enumerate(hashes.sizes):
-        if i in flagged:
+        if i in flags.flagged:
             continue
         if min(w, h) < config.min_size:
-            flag(i, "too small", f"{w}x{h} < {config.min_size} px")
+            flags.add(i, "too small", f"{w}x{h} < {config.min_size} px")
         elif max(w, h) / min(w, h) > config.max_aspect:
-            flag(i, "extreme aspect ratio", f"{w}x{h} > {config.max_aspect:g}:1")
-    if config.dark is not None or config.blurry is not None:
-        for i in range(len(paths)):
-            if i in flagged:
-                continue
-            if config.dark is not None and look(i).brightness < config.dark:
-                flag(i, "very dark", f"mean brightness {look(i).brightness:.0f} < {config.dark:g}")
-            elif config.blurry is not None and look(i).sharpness < config.blurry:
-                flag(i, "very blurry", f"Laplacian variance {look(i).sharpness:.0f} < {config.blurry:g}")
+            flags.add(i, "extreme aspect ratio", f"{w}x{h} > {config.max_aspect:g}:1")
+    if config.dark is None and config.blurry is None:
+        return
+    for i in range(len(flags.paths)):
+        if i in flags.flagged:
+            continue
+        look = _look(flags.paths[i])
+        if config.dark is not None and look.brightness < config.dark:
+            flags.add(i, "very dark", f"mean brightness {look.brightness:.0f} < {config.dark:g}")
+        elif config.blurry is not None and look.sharpness < config.blurry:
+            flags.add(i, "very blurry", f"Laplacian variance {look.sharpness:.0f} < {config.blurry:g}")
 
-    order = sorted((i for i in range(len(paths)) if i not in flagged), key=lambda i: _keep_order(paths[i], data))
+
+def _flag_exact_duplicates(flags: _Flags, hashes, order: list[int]) -> None:
+    """Each copy after the first of its label (in keep ``order``) is quarantined; the first copy under
+    another label is reported only."""
     for members in hashes.exact_groups(order):
         stays: dict[str, int] = {}  # label -> the copy that stays, in keep order
         for i in members:
-            original = stays.setdefault(labels[i], i)
+            original = stays.setdefault(flags.labels[i], i)
             if original != i:
-                flag(i, "exact duplicate", f"of {rel(original)}")
+                flags.add(i, "exact duplicate", f"of {flags.rel(original)}")
         first, *others = stays.values()
         for i in others:
-            flag(i, "same image, other label", f"of {rel(first)}", move=False)
-    if config.near_distance >= 0:
-        rank = {i: r for r, i in enumerate(order)}
-        valid = hashes.informative.copy()  # a flat image's hash says nothing: it makes no near pair
-        valid[list(gone)] = False
-        pairs = []
-        for a, b, d in near_pairs(hashes.phash, config.near_distance, valid=valid):
-            keep, other = sorted((int(a), int(b)), key=rank.__getitem__)
-            pairs.append((rank[keep], rank[other], keep, other, int(d)))
-        for _, _, keep, other, d in sorted(pairs):
-            if keep in gone or other in flagged:
-                continue
-            same = labels[keep] == labels[other]
-            flag(other, "near duplicate" if same else "near duplicate, other label", f"of {rel(keep)} ({d} bits)",
-                 move=same)
-    return report
+            flags.add(i, "same image, other label", f"of {flags.rel(first)}", move=False)
+
+
+def _flag_near_duplicates(flags: _Flags, hashes, order: list[int], max_distance: int) -> None:
+    """Pairs within ``max_distance`` bits, nearest in keep order first: the later image is flagged against
+    one that stays. A flat image's hash says nothing about it, so it makes no near pair."""
+    from ..hashing import near_pairs
+
+    rank = {i: r for r, i in enumerate(order)}
+    valid = hashes.informative.copy()
+    valid[list(flags.gone)] = False
+    pairs = []
+    for a, b, d in near_pairs(hashes.phash, max_distance, valid=valid):
+        keep, other = sorted((int(a), int(b)), key=rank.__getitem__)
+        pairs.append((rank[keep], rank[other], keep, other, int(d)))
+    for _, _, keep, other, d in sorted(pairs):
+        if keep in flags.gone or other in flags.flagged:
+            continue
+        same = flags.labels[keep] == flags.labels[other]
+        flags.add(other, "near duplicate" if same else "near duplicate, other label",
+                  f"of {flags.rel(keep)} ({d} bits)", move=same)
