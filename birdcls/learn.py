@@ -430,7 +430,6 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
     attach = _callback_attacher(cfg, progress, history, out)
     state_file = out / "state.json"
     seconds = prior_seconds
-    phases = []
     one_cycle = cfg.schedule == "one_cycle"
     # the head phase and training from scratch (triangle is refused with a pretrained body)
     scheduled_fit = {"one_cycle": learn.fit_one_cycle, "constant": learn.fit,
@@ -460,19 +459,17 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
                 detach()
         return phase
 
-    if cfg.pretrained and cfg.epochs_head > 0:
-        phases.append(("head", head_phase))
-    if cfg.epochs > 0:
-        if cfg.pretrained and one_cycle:
-            phases.append(("fine_tune", tune_phase("fine_tune", lambda: learn.fine_tune(
-                cfg.epochs, base_lr=cfg.lr, freeze_epochs=cfg.freeze_epochs, lr_mult=cfg.lr_mult))))
-        elif cfg.pretrained:  # constant lr: unfreeze and train with discriminative rates, no schedule
-            phases.append(("fine_tune", tune_phase("fine_tune", lambda: (learn.unfreeze(), learn.fit(
-                cfg.epochs, slice(cfg.lr / cfg.lr_mult, cfg.lr))))))
-        else:
-            phases.append(("scratch", tune_phase("scratch", lambda: (_init_from_data(learn, say),
-                                                                     scheduled_fit(cfg.epochs, _scratch_lr(cfg))))))
-    for name, run_phase in phases:
+    if one_cycle:
+        fine_tune = tune_phase("fine_tune", lambda: learn.fine_tune(
+            cfg.epochs, base_lr=cfg.lr, freeze_epochs=cfg.freeze_epochs, lr_mult=cfg.lr_mult))
+    else:  # constant lr: unfreeze and train with discriminative rates, no schedule
+        fine_tune = tune_phase("fine_tune", lambda: (learn.unfreeze(), learn.fit(cfg.epochs,
+                                                                                  slice(cfg.lr / cfg.lr_mult, cfg.lr))))
+    runs = {"head": head_phase, "fine_tune": fine_tune,
+            "scratch": tune_phase("scratch", lambda: (_init_from_data(learn, say),
+                                                      scheduled_fit(cfg.epochs, _scratch_lr(cfg))))}
+    for name in _phase_names(cfg):
+        run_phase = runs[name]
         if name in done:
             continue
         if resuming:
@@ -528,10 +525,18 @@ def _check_resumed_classes(out: Path, classes: list[str]) -> None:
                            f"{', '.join(classes)}; resume with the data it trained on, or train a new run")
 
 
+def _phase_names(cfg: TrainConfig) -> list[str]:
+    """The phases a config trains, in order: ``head`` (a pretrained body, frozen, for ``epochs_head``), then
+    ``fine_tune`` (pretrained) or ``scratch`` for ``epochs``; a phase with no epochs is left out."""
+    names = ["head"] if cfg.pretrained and cfg.epochs_head > 0 else []
+    if cfg.epochs > 0:
+        names.append("fine_tune" if cfg.pretrained else "scratch")
+    return names
+
+
 def _check_there_is_work(cfg: TrainConfig) -> None:
-    """Before the run folder is made: a config whose phases are all empty is refused, naming the right flag
-    (the phases :func:`_run_phases` builds are exactly these)."""
-    if cfg.epochs > 0 or (cfg.pretrained and cfg.epochs_head > 0):
+    """Before the run folder is made: a config with no phase to train is refused, naming the right flag."""
+    if _phase_names(cfg):
         return
     if not cfg.pretrained:
         raise BirdclsError("nothing to train: a network trained from scratch has no head phase (--epochs-head does "
