@@ -28,15 +28,6 @@ from .predict import Predictor, load_model, predict
 __all__ = ["evaluate", "evaluate_predictor", "plot_confusion_matrix", "plot_curves", "plot_top_losses"]
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _labelled_dir(path: Path) -> Path:
     """Accept a split folder (``test/``) or a dataset root, whose ``test/`` is then used (no val/ needed)."""
     if (path / "test").is_dir() and (path / "train").is_dir():
@@ -54,10 +45,12 @@ def _labelled_images(labelled_dir: Path) -> tuple[dict[str, list[Path]], list[Pa
 
 def plot_confusion_matrix(cm: np.ndarray, classes: list[str], dest: Path) -> Path:
     """Counts and row-normalised (recall) side by side."""
-    plt = _plt()
+    from ._plots import figure
+
     n = len(classes)
     side = max(4.0, 0.45 * n + 2.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1, side))
+    fig = figure(figsize=(2 * side + 1, side))
+    axes = fig.subplots(1, 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
     for ax, mat, title, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "normalised by true class", ".2f")):
@@ -73,7 +66,6 @@ def plot_confusion_matrix(cm: np.ndarray, classes: list[str], dest: Path) -> Pat
                     ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=8,
                             color="white" if mat[i, j] > 0.6 * mat.max() else "black")
     save_figure_atomic(dest, fig, tight=True, dpi=100)
-    plt.close(fig)
     return dest
 
 
@@ -88,8 +80,10 @@ def plot_top_losses(items: list[dict[str, Any]], dest: Path) -> Path:
 
 def plot_curves(history: list[dict[str, Any]], dest: Path) -> Path:
     """Loss and accuracy per epoch over both phases, with the phase boundaries marked."""
-    plt = _plt()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    from ._plots import figure
+
+    fig = figure(figsize=(11, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     x = np.arange(1, len(history) + 1)
     for key, ax, style in (("train_loss", ax_loss, "-o"), ("valid_loss", ax_loss, "-s"), ("accuracy", ax_acc, "-o")):
         ys = [row.get(key, np.nan) for row in history]
@@ -109,7 +103,6 @@ def plot_curves(history: list[dict[str, Any]], dest: Path) -> Path:
         ax.legend()
         ax.grid(alpha=0.3)
     save_figure_atomic(dest, fig, tight=True, dpi=100)
-    plt.close(fig)
     return dest
 
 

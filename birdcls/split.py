@@ -459,23 +459,19 @@ class LeakageReport:
 
 def _plot_pairs(pairs: list[dict[str, Any]], root: Path, dest: Path, per_row: int = 4) -> Path:
     """A grid of side-by-side pairs (``per_row`` pairs a row), each titled with its splits and distance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from ._io import save_figure_atomic
+    from ._plots import figure
     from .data.decode import open_image
 
     if not pairs:  # a small card, not a wide empty grid
-        fig = plt.figure(figsize=(5, 1.2))
+        fig = figure(figsize=(5, 1.2))
         fig.text(0.5, 0.5, "no duplicates across splits", ha="center", va="center", fontsize=12)
         save_figure_atomic(dest, fig, dpi=100)
-        plt.close(fig)
         return dest
     per_row = min(per_row, len(pairs))  # one pair: one pair wide, not a row of empty frames
     n_rows = -(-len(pairs) // per_row)
-    fig, axes = plt.subplots(n_rows, 2 * per_row, figsize=(2.0 * 2 * per_row, 2.3 * n_rows), squeeze=False)
+    fig = figure(figsize=(2.0 * 2 * per_row, 2.3 * n_rows))
+    axes = fig.subplots(n_rows, 2 * per_row, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for k, pair in enumerate(pairs):
@@ -487,7 +483,6 @@ def _plot_pairs(pairs: list[dict[str, Any]], root: Path, dest: Path, per_row: in
             name = f"{Path(pair[key]).parent.name}/{Path(pair[key]).name}"
             ax.set_title(f"{split} ({kind})\n{name[-26:]}" if offset == 0 else f"{split}\n{name[-26:]}", fontsize=7)
     save_figure_atomic(dest, fig, tight=True, dpi=100)
-    plt.close(fig)
     return dest
 
 

@@ -52,6 +52,32 @@ def test_plots_of_classes_named_with_emoji_print_no_font_warnings(tmp_path: Path
     assert (tmp_path / "cm.png").is_file() and [str(w.message) for w in caught] == []
 
 
+def test_plots_leave_the_users_matplotlib_backend_alone(tmp_path: Path):
+    """A notebook draws inline through its own backend: writing a run's plots must not switch it to Agg,
+    which would silence every later plot of the session."""
+    import matplotlib
+    import numpy as np
+
+    from birdcls._plots import contact_sheet
+    from birdcls.evaluate import plot_confusion_matrix, plot_curves
+    from birdcls.split import check_leakage
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["a", "b"], tmp_path / "cm.png")
+        plot_curves([{"phase": "head", "train_loss": 1.0, "valid_loss": 0.9, "accuracy": 0.5}], tmp_path / "c.png")
+        data = split_dataset(make_class_folders(tmp_path / "raw", per_class=7), tmp_path / "data").dst
+        image = next((data / "train").rglob("*.jpg"))
+        contact_sheet([(image, "caption", False)], tmp_path / "sheet.png", "title")
+        check_leakage(data, report_png=tmp_path / "pairs.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    for name in ("cm.png", "c.png", "sheet.png", "pairs.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+
+
 def test_a_locked_folder_refuses_a_second_writer_until_the_first_ends(tmp_path: Path):
     """Another process holds the lock: refused with its pid; once that process has ended, the lock is free,
     even though it never unlocked (the system drops a dead process's flock)."""
