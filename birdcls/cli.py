@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
-from .errors import BirdclsError, Terminated, interrupt_exit_code
+from .errors import BirdclsError, Interrupted, Terminated, interrupt_exit_code
 
 # typer re-exports BadParameter but not its base, the usage error that every parse error is raised as
 _UsageError: type[Exception] = typer.BadParameter.__mro__[1]
@@ -94,7 +94,7 @@ def _user_errors() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, partial(_raise_terminated, os.getpid())) if main else None
     try:
         yield
-    except BirdclsError as exc:
+    except (BirdclsError, Interrupted) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:

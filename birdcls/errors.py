@@ -2,7 +2,8 @@
 
 Library code raises :class:`BirdclsError` for anything the user can fix (a bad path, a bad value,
 missing weights). The CLI prints its message as a single line on stderr and exits with code 2, so a
-user never sees a traceback for their own mistake.
+user never sees a traceback for their own mistake. Ctrl-C in long work raises :class:`Interrupted`, a
+KeyboardInterrupt that says what was done and how to go on.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ class BirdclsError(Exception):
     exit_code = 2
 
 
-class Interrupted(BirdclsError):
-    """Ctrl-C (or SIGTERM) in long work, with what was done and how to go on or back; exits 130 (or 143)."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) in long work, with what was done and how to go on or back; exits 130 (or 143).
+
+    A KeyboardInterrupt, not an Exception: a notebook loop that catches ``Exception`` around each run must
+    still stop on Ctrl-C."""
 
     exit_code = 130
 

@@ -625,7 +625,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
             best = out / "checkpoints" / "best.pth"
             where = f"best checkpoint so far: {best}" if best.is_file() else "no epoch finished, so no checkpoint yet"
             raise TrainingInterrupted(f"training interrupted; {where}; resume with: birdcls train {data} --out {out} "
-                                      "--resume", code) from None
+                                      "--resume (in Python: train(..., resume=True))", code) from None
 
 
 def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes: list[str], resume: bool,

@@ -81,6 +81,7 @@ def test_an_interrupted_auto_clean_says_what_it_moved_and_undo_restores_it(tmp_p
     with pytest.raises(Interrupted, match=r"interrupted after quarantining 2 of 6 flagged files.*--undo") as info:
         clean_auto(data, CleanConfig(dark=20))
     assert info.value.exit_code == 130
+    assert not isinstance(info.value, Exception)  # a loop catching Exception around each call still stops
     monkeypatch.undo()
     assert undo_clean(data) == 2
     assert sorted(p.relative_to(data) for p in data.rglob("*.jpg") if ".quarantine" not in p.parts) == before
