@@ -182,6 +182,7 @@ def _num_workers(cfg: TrainConfig) -> int:
 
 def build_learner(scan: DatasetScan, cfg: TrainConfig, run_dir: str | os.PathLike = "."):
     """A fastai Learner for ``scan``'s images: pretrained body + head, DataLoaders, loss and metrics."""
+    import fastai.callback.schedule  # noqa: F401 - fit_one_cycle, fine_tune and lr_find on the Learner returned
     import torch
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import GrandparentSplitter, parent_label
@@ -666,7 +667,7 @@ def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes:
     history = _history_rows(out / "history.csv", completed=done) if resume else []
     for split, check in scan.checks.items():
         if check.bad or check.not_images:
-            print(f"{split}: {check.summary()}", flush=True)
+            say(f"{split}: {check.summary()}")
     prior = float(state.get("train_seconds", 0.0)) + (fast.decode_seconds if fast else 0.0)
     seconds = _run_phases(learn, cfg, out, done, history, progress, prior, fast=fast, say=say, resuming=resume)
     data_path = "tensor store" if fast else "fastai per-image"

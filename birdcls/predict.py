@@ -369,12 +369,14 @@ class PredictionResult:
         return f"PredictionResult({len(self.rows)} rows, {len(self.skipped)} skipped{first})"
 
     def to_csv(self, dest: str | os.PathLike) -> Path:
-        """The rows as ``path,label,prob,top_k`` (top_k as JSON), written atomically; see :func:`check_csv_target`."""
+        """The rows as ``path,label,prob,top_k`` (top_k as JSON), written atomically. ``dest`` must be new or a
+        CSV that predict wrote (:func:`check_csv_target`): a photo or a model given by mistake is never replaced."""
         import csv
         import io
 
         from ._io import write_text_atomic
 
+        check_csv_target(dest)
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(CSV_HEADER.split(","))
@@ -396,8 +398,8 @@ def check_csv_target(dest: str | os.PathLike) -> Path:
         with dest.open("rb") as f:
             first = f.readline(len(CSV_HEADER) + 2).decode("utf-8", "replace").strip()
         if first != CSV_HEADER:
-            raise BirdclsError(f"--csv {dest} exists and is not a CSV that predict wrote: refusing to replace it; "
-                               "give a new file name, e.g. --csv predictions.csv")
+            raise BirdclsError(f"{dest} exists and is not a CSV that predict wrote: refusing to replace it; "
+                               "give a new file name, e.g. predictions.csv")
     return check_writable(dest)
 
 

@@ -88,6 +88,7 @@ def test_unreadable_files_are_skipped_and_counted(tmp_path, capsys):
     assert counts["val"] == {"images": 4, "unreadable": 2, "non_images": 0}
     assert result.metrics["n_test"] == 6
     shown = capsys.readouterr()
+    assert "train: 18 images, 1 unreadable skipped, 1 non-image file skipped" in shown.out
     assert f"{data / 'val'} has no images of cardinal: the validation scores that pick the best epoch leave them out" \
         in shown.out
     # the image store's decoding and the body's feature pass show their progress on stderr, as predict's does
@@ -354,3 +355,18 @@ def test_test_images_removed_during_the_run_are_noted(tmp_path, monkeypatch, cap
     result = train(data, tmp_path / "run", **{**FAST, "progress": "lines"})
     assert result.metrics["n_test"] == 10 and result.metrics["data"]["test"]["images"] == 12
     assert "test/ held 12 readable images when training began and 10 at the test" in capsys.readouterr().out
+
+
+def test_build_learner_returns_a_learner_with_fastais_schedules(tiny_data, tmp_path):
+    """In a fresh process (other tests import fastai's schedule module): the Learner build_learner returns can
+    fit_one_cycle and fine_tune without the caller importing anything else of fastai."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom birdcls.config import resolve_config\nfrom birdcls.learn import build_learner, scan_dataset\n"
+            "learn = build_learner(scan_dataset(sys.argv[1]), resolve_config(overrides={'size': 32, 'bs': 8}), sys.argv[2])\n"
+            "learn.fit_one_cycle(1, 1e-3)\nprint(len(learn.recorder.values), callable(learn.fine_tune))")
+    proc = subprocess.run([sys.executable, "-c", code, str(tiny_data), str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[-1].split() == ["1", "True"]  # after fastai's own progress table

@@ -35,6 +35,25 @@ def test_predict_csv_replaces_only_a_csv_that_predict_wrote(trained_run, tiny_da
     assert csv_path.read_text().splitlines()[0] == "path,label,prob,top_k"
 
 
+def test_predictions_to_csv_from_python_replaces_only_a_csv_that_predict_wrote(trained_run, tiny_data, tmp_path):
+    import shutil
+
+    import pytest
+
+    from birdcls import load_model, predict
+    from birdcls.errors import BirdclsError
+
+    result = predict(load_model(trained_run.run_dir / "model.onnx"), [tiny_data / "val"])
+    photo = shutil.copy(next((tiny_data / "test" / "jay").iterdir()), tmp_path / "photo.jpg")
+    before = _digest(photo)
+    with pytest.raises(BirdclsError, match="is not a CSV that predict wrote"):
+        result.to_csv(photo)
+    assert _digest(photo) == before
+    result.to_csv(tmp_path / "rows.csv")
+    result.to_csv(tmp_path / "rows.csv")  # its own CSV is replaced
+    assert len((tmp_path / "rows.csv").read_text().splitlines()) == 1 + len(result.rows)
+
+
 def test_export_replaces_an_earlier_export_and_nothing_else(trained_run, tmp_path, monkeypatch):
     """`-o notes.onnx` over a text file, a .safetensors export's sidecar over the user's own name.json, or a
     pickle this user's birdcls did not write: refused. Exporting again to the same names replaces the exports."""
