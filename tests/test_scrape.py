@@ -139,6 +139,35 @@ def test_scrape_urls_engine_keeps_good_rejects_bad_and_resumes(server, tmp_path)
     assert len((out / "manifest.jsonl").read_text().splitlines()) == len(rows)
 
 
+def test_images_taken_out_of_the_dataset_do_not_come_back_under_another_url(server, tmp_path):
+    """An image clean quarantined (or the user deleted) is refused when a later scrape finds its pixels at a
+    new URL, as image search does; put back with undo, it counts as kept again."""
+    from birdcls.clean.quarantine import Quarantine
+
+    out = tmp_path / "raw"
+    first = UrlListEngine(_url_file(tmp_path, server, [("owl", f"/good/{i}.jpg") for i in range(3)]))
+    scrape_classes(["owl"], out, first, per_class=3, limits=FAST, delay=0)
+    manifest = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    quarantined = out / next(r["file"] for r in manifest if r["url"].endswith("/good/1.jpg"))
+    deleted = out / next(r["file"] for r in manifest if r["url"].endswith("/good/2.jpg"))
+    quarantine = Quarantine(out)
+    quarantine.quarantine(quarantined, "near duplicate")
+    deleted.unlink()
+    more = [("owl", "/dup/1.png"), ("owl", "/dup/2.png"), ("owl", "/good/5.jpg")]  # /dup/N: good N's pixels
+    again = scrape_classes(["owl"], out, UrlListEngine(_url_file(tmp_path, server, more)), per_class=3, limits=FAST,
+                           delay=0).classes[0]
+    assert (again.kept, dict(again.rejected)) == (2, {"removed earlier": 2})
+    assert not quarantined.exists() and not deleted.exists() and len(list((out / "owl").iterdir())) == 2
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()][len(manifest):]
+    assert [r["status"] for r in rows] == ["rejected", "rejected", "kept"]
+    assert rows[0]["reason"].startswith(f"removed earlier: same pixels as {quarantined.relative_to(out)}")
+    quarantine.undo()  # back in the dataset: found again, it is a plain duplicate of itself
+    third = [("owl", "/dup/1.png?again"), ("owl", "/good/6.jpg")]  # the server ignores the query: same pixels
+    last = scrape_classes(["owl"], out, UrlListEngine(_url_file(tmp_path, server, third)), per_class=4, limits=FAST,
+                          delay=0).classes[0]
+    assert (last.kept, last.duplicates, dict(last.rejected)) == (4, 1, {})
+
+
 def test_scrape_stops_at_per_class(server, tmp_path, capsys):
     engine = UrlListEngine(_url_file(tmp_path, server, [("jay", f"/good/{i}.jpg") for i in range(20, 40)]))
     report = scrape_classes(["jay"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress="lines")

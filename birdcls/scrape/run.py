@@ -114,19 +114,31 @@ class ScrapeReport:
 _TRANSIENT = ("network error", "timed out", "gave up after retries", "HTTP 5", "HTTP 429")
 
 
+REMOVED_EARLIER = "removed earlier"  # the reason a download is refused whose pixels the user took out
+
+
 class _State:
-    """What the manifest already holds: URLs tried, pixel hashes kept, kept count per label."""
+    """What the manifest already holds: URLs tried, pixel hashes kept, kept count per label, and the pixel
+    hashes of images kept once and gone since (quarantined by clean, deleted, moved by split --move): the
+    same image found again, under another URL, must not come back."""
 
     def __init__(self, manifest: Manifest, out: Path):
         self.tried: set[str] = set()
         self.pixels: dict[str, str] = {}
+        self.removed: dict[str, str] = {}
         self.kept: Counter = Counter()
         for row in manifest.rows():
             if not str(row.get("reason") or "").startswith(_TRANSIENT):
                 self.tried.add(row.get("url"))
-            if row.get("status") == "kept" and row.get("file") and (out / row["file"]).is_file():
+            if row.get("status") != "kept" or not row.get("file"):
+                continue
+            if (out / row["file"]).is_file():
                 self.pixels[row["pixel_sha256"]] = row["file"]
                 self.kept[row["label"]] += 1
+            else:
+                self.removed[row["pixel_sha256"]] = row["file"]
+        for pixel in self.pixels:  # put back (clean --undo) after being removed: kept, not refused
+            self.removed.pop(pixel, None)
 
 
 def _fetch_one(session, url: str, limits: DownloadLimits):
@@ -289,6 +301,12 @@ def _record(url: str, got: Downloaded | str, spec: ClassSpec, job: _Job, result:
     if got.pixel_sha256 in state.pixels:
         result.duplicates += 1
         manifest.append({**row, **facts, "status": "duplicate", "reason": f"same pixels as {state.pixels[got.pixel_sha256]}"})
+        return
+    if got.pixel_sha256 in state.removed:
+        result.rejected[REMOVED_EARLIER] += 1
+        manifest.append({**row, **facts, "status": "rejected",
+                         "reason": f"{REMOVED_EARLIER}: same pixels as {state.removed[got.pixel_sha256]}, no longer in "
+                                   "the dataset (clean, or deleted)"})
         return
     if result.kept >= per_class:
         manifest.append({**row, **facts, "status": "rejected", "reason": "class already full"})
