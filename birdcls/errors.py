@@ -8,7 +8,8 @@ KeyboardInterrupt that says what was done and how to go on.
 
 from __future__ import annotations
 
-__all__ = ["BirdclsError", "Interrupted", "Terminated", "TrainingInterrupted", "describe", "interrupt_exit_code"]
+__all__ = ["BirdclsError", "Interrupted", "Terminated", "TrainingInterrupted", "check_int", "describe",
+           "interrupt_exit_code"]
 
 
 class BirdclsError(Exception):
@@ -48,3 +49,19 @@ def describe(exc: BaseException) -> str:
     """``Type: first line of the message`` (cut to 120 characters): a library's exception in a one-line notice."""
     lines = str(exc).splitlines()
     return f"{type(exc).__name__}: {lines[0][:120] if lines else ''}"
+
+
+def check_int(value: object, name: str, low: int, high: int | None = None, optional: bool = False) -> int | None:
+    """``value`` as a whole number from ``low`` to ``high`` (``None`` too with ``optional``), else a BirdclsError
+    that names the argument and the value. For the library's own arguments, which a Python caller can pass
+    as a string, a float or None where the command line would have refused them."""
+    import numbers
+
+    if value is None and optional:
+        return None
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not whole or value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f"{low} or more"
+        none = " (or None)" if optional else ""
+        raise BirdclsError(f"{name} must be a whole number {span}{none}, got {value!r}")
+    return int(value)

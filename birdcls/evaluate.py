@@ -22,7 +22,7 @@ import numpy as np
 
 from ._io import check_writable, is_within, save_figure_atomic, write_json_atomic, write_text_atomic
 from .data.folders import SPLIT_NAMES, VAL_NAMES, list_labelled_images, unknown_classes
-from .errors import BirdclsError
+from .errors import BirdclsError, check_int
 from .predict import Predictor, load_model, predict
 
 __all__ = ["evaluate", "evaluate_predictor", "plot_confusion_matrix", "plot_curves", "plot_top_losses"]
@@ -121,6 +121,7 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
     as in :func:`birdcls.predict.predict`; ``seen_in_training`` (see :func:`trained_on`) goes into the report."""
     from sklearn.metrics import confusion_matrix
 
+    check_int(top_losses, "top_losses", 0)
     labelled_dir, out_dir = _labelled_dir(Path(labelled_dir)), Path(out_dir)
     by_class, not_images = _labelled_images(labelled_dir)
     unknown = unknown_classes(by_class, model.classes)

@@ -24,6 +24,7 @@ from PIL import Image
 
 from ._io import signals_deferred
 from .data.decode import UNREADABLE, pixel_sha256, to_8bit, unreadable_reason
+from .errors import check_int
 
 __all__ = ["MIN_SPREAD", "ImageHashes", "hash_images", "hamming", "near_pairs", "phash_hex"]
 
@@ -118,6 +119,7 @@ def hash_images(paths: Sequence[str | os.PathLike], workers: int | None = None, 
     from ._terminal import progress_mode, with_progress
 
     mode = progress_mode(progress, sys.stderr)
+    check_int(workers, "workers", 1, optional=True)
     paths = [Path(p) for p in paths]
     if not paths:
         return ImageHashes([], np.zeros(0, np.uint64), [], {}, np.zeros((0, 2), int), np.zeros(0))

@@ -35,7 +35,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -567,7 +567,7 @@ def _resumed_config(out: Path, recipe: str | os.PathLike | None, overrides: dict
 
 def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.PathLike | None = None, *,
           overwrite: bool = False, resume: bool = False, progress: str = "auto",
-          config: TrainConfig | None = None, epoch_cap: int | None = None, **overrides: Any) -> TrainResult:
+          config: TrainConfig | Mapping[str, Any] | None = None, epoch_cap: int | None = None, **overrides: Any) -> TrainResult:
     """Train on ``data`` (``train/``, ``val/``, ``test/`` class folders) and write a run directory ``out``.
 
     Args:
@@ -578,12 +578,18 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
         resume: continue an interrupted run from its best checkpoint (its config.yaml is used).
         progress: ``auto`` (bars in a terminal/notebook, one line per epoch otherwise), ``bars``,
             ``lines`` or ``none``.
-        config: a ready TrainConfig (then ``recipe`` and ``overrides`` must be empty).
+        config: a ready TrainConfig (then ``recipe`` and ``overrides`` must be empty), or a dict of
+            TrainConfig fields, taken as overrides.
         epoch_cap: cap every phase at this many epochs (smoke runs of long recipes).
         **overrides: any TrainConfig field, e.g. ``epochs=3, size=160``.
     """
     data, out = Path(data), Path(out)
     progress = progress_mode(progress)  # epoch lines and bars go to stdout
+    if isinstance(config, Mapping):
+        config, overrides = None, {**config, **overrides}
+    if config is not None and not isinstance(config, TrainConfig):
+        raise BirdclsError(f"config must be a TrainConfig or a dict of its fields, got {type(config).__name__}: e.g. "
+                           "train(data, out, size=160) or config=resolve_config(recipe='demo')")
     if config is not None and (recipe is not None or overrides):
         raise BirdclsError("pass either config= or recipe/overrides, not both")
     if resume and overwrite:

@@ -30,7 +30,7 @@ from ._trust import is_trusted_pickle
 from .config import check_device_name
 from .data.decode import imap_ahead, load_image, load_image_or_reason, map_ahead
 from .data.folders import IMAGE_EXTENSIONS
-from .errors import BirdclsError
+from .errors import BirdclsError, check_int
 from .runtime import CPU_BATCH, GPU_BATCH, ModelInfo, check_precision, resolve_device, resolve_precision
 
 __all__ = ["CSV_HEADER", "PredictionResult", "Predictor", "check_csv_target", "gather_images", "load_image",
@@ -535,8 +535,9 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
                            "load_model(path)")
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]  # one path, not its characters
-    if top_k < 1:
-        raise BirdclsError(f"--top-k must be at least 1, got {top_k}")
+    top_k = check_int(top_k, "top_k (--top-k)", 1)
+    check_int(bs, "bs (--bs)", 1, optional=True)
+    check_int(workers, "workers", 1, optional=True)
     bs = model.default_bs if bs is None else bs
     if bs < 1:
         raise BirdclsError(f"--bs must be at least 1, got {bs}")

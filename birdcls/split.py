@@ -35,7 +35,7 @@ import numpy as np
 
 from ._io import is_within, signals_deferred, with_default_mode, write_json_atomic
 from .data.folders import IMAGE_EXTENSIONS, class_files, list_labelled_images
-from .errors import BirdclsError, describe
+from .errors import BirdclsError, check_int, describe
 
 __all__ = ["SPLITS", "SplitReport", "split_dataset"]
 
@@ -88,7 +88,12 @@ class SplitReport:
                 f"says why): replace {'them' if n != 1 else 'it'} with good copies, or run `birdcls clean {src}`")
 
 
-def _check_ratio(ratio: tuple[float, ...]) -> tuple[float, float, float]:
+def _check_ratio(given: Any) -> tuple[float, float, float]:
+    try:
+        ratio = tuple(float(r) for r in given)
+    except (TypeError, ValueError):
+        raise BirdclsError(f"ratio takes three numbers (train val test), got {given!r}: e.g. ratio=(0.7, 0.15, 0.15) "
+                           "or --ratio 0.7 0.15 0.15") from None
     if len(ratio) != 3:
         raise BirdclsError(f"--ratio takes three numbers (train val test), got {len(ratio)}: e.g. --ratio 0.7 0.15 0.15")
     if any(r < 0 for r in ratio):
@@ -237,7 +242,9 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
 
     mode = progress_mode(progress, sys.stderr)
     src, dst = Path(src), Path(dst)
-    ratio = _check_ratio(tuple(float(r) for r in ratio))
+    ratio = _check_ratio(ratio)
+    check_int(seed, "seed (--seed)", 0)
+    check_int(max_distance, "max_distance (--max-distance)", -1, 16)
     _check_paths(src, dst, overwrite)
     by_class, others = list_labelled_images(src)
     nested = _nested_images(src, sorted(by_class))
@@ -245,8 +252,6 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
     by_class = {c: files for c, files in by_class.items() if files}
     if not by_class:
         raise BirdclsError(f"{src} has class folders but no images in them: add .jpg/.png files")
-    if not -1 <= max_distance <= 16:
-        raise BirdclsError(f"--max-distance must be between -1 and 16 bits, got {max_distance}: e.g. 4")
     hashes = hash_images([p for files in by_class.values() for p in files], workers=workers, progress=mode)
     readable, unreadable = _readable(by_class, hashes, src)
     empty = sorted(empty + [c for c in by_class if c not in readable])  # all its images unreadable
@@ -508,8 +513,8 @@ def check_leakage(data: str | os.PathLike, max_distance: int = 4, report_png: st
 
     mode = progress_mode(progress, sys.stderr)
 
-    if not 0 <= max_distance <= 16:
-        raise BirdclsError(f"--max-distance must be between 0 and 16 bits, got {max_distance}: e.g. 4")
+    check_int(max_distance, "max_distance (--max-distance)", 0, 16)
+    check_int(examples, "examples", 0)
     root = Path(data)
     if not root.is_dir():
         raise BirdclsError(f"{root} is not a folder: pass a dataset with train/, val/ and/or test/ folders")

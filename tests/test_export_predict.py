@@ -114,6 +114,11 @@ def test_bad_predict_inputs(exports, tmp_path):
         predict(model, [tmp_path / "empty"])
     with pytest.raises(BirdclsError, match="top-k"):
         predict(model, [tmp_path], top_k=0)
+    for bad, match in (({"top_k": "3"}, r"top_k \(--top-k\) must be a whole number 1 or more, got '3'"),
+                       ({"bs": 2.5}, r"bs \(--bs\) must be a whole number 1 or more \(or None\), got 2.5"),
+                       ({"workers": 0}, "workers must be")):
+        with pytest.raises(BirdclsError, match=match):
+            predict(model, [tmp_path], **bad)
     (tmp_path / "a.jpg").write_text("<html>not an image</html>")
     (tmp_path / "b.png").write_bytes(b"")
     with pytest.raises(BirdclsError, match=r"none of the 2 image file\(s\) could be read \(.*a.jpg: unreadable"):
@@ -508,3 +513,11 @@ def test_a_cpu_model_leaves_the_network_most_cores_and_onnx_threads_do_not_spin(
     for model in (onnx_model, torch_model):
         assert [default_workers(model, False, cpus) for cpus in (1, 2, 8)] == [1, 1, 4]
         assert [default_workers(model, True, cpus) for cpus in (4, 32)] == [4, 16]
+
+
+def test_evaluate_refuses_a_negative_gallery_size_before_any_work(exports, tiny_data, tmp_path):
+    from birdcls import evaluate
+
+    with pytest.raises(BirdclsError, match="top_losses must be a whole number 0 or more, got -1"):
+        evaluate(exports["onnx"], tiny_data, out=tmp_path / "report", top_losses=-1)
+    assert not (tmp_path / "report").exists()

@@ -370,3 +370,11 @@ def test_build_learner_returns_a_learner_with_fastais_schedules(tiny_data, tmp_p
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines()[-1].split() == ["1", "True"]  # after fastai's own progress table
+
+
+def test_config_as_a_dict_is_overrides_and_anything_else_is_refused(tiny_data, tmp_path):
+    with pytest.raises(BirdclsError, match="did you mean 'epochs'"):
+        train(tiny_data, tmp_path / "run", config={"epochz": 3})
+    with pytest.raises(BirdclsError, match="config must be a TrainConfig or a dict of its fields, got int"):
+        train(tiny_data, tmp_path / "run", config=3)
+    assert not (tmp_path / "run").exists()

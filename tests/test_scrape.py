@@ -425,6 +425,11 @@ def test_scrape_input_errors(tmp_path, server):
         scrape_classes(["Owl", "owl"], tmp_path / "o", engine, progress="none")
     with pytest.raises(BirdclsError, match="per-class"):
         scrape_classes(["owl"], tmp_path / "o", engine, per_class=0, progress="none")
+    for bad, match in (({"per_class": "10"}, r"per_class \(--per-class\) must be a whole number 1 or more, got '10'"),
+                       ({"workers": 0}, "workers"), ({"delay": -1}, r"delay \(--delay\) must be 0 or more")):
+        with pytest.raises(BirdclsError, match=match):
+            scrape_classes(["owl"], tmp_path / "o", engine, progress="none", **bad)
+    assert not (tmp_path / "o").exists()
     with pytest.raises(BirdclsError, match="does not exist"):
         UrlListEngine(tmp_path / "nope.csv")
     (tmp_path / "empty.txt").write_text("# nothing\n")

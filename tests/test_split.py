@@ -145,6 +145,21 @@ def test_bad_ratios(tmp_path: Path, ratio, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"ratio": 0.7}, r"ratio takes three numbers \(train val test\), got 0.7"),
+    ({"ratio": ("a", 0.2, 0.1)}, "ratio takes three numbers"),
+    ({"seed": None}, r"seed \(--seed\) must be a whole number 0 or more, got None"),
+    ({"seed": "abc"}, "seed"),
+    ({"max_distance": "4"}, r"max_distance \(--max-distance\) must be a whole number from -1 to 16, got '4'"),
+    ({"workers": -1}, "workers must be a whole number 1 or more"),
+])
+def test_bad_arguments_from_python_are_refused_before_any_work(tmp_path: Path, bad, message):
+    raw = make_class_folders(tmp_path / "raw", per_class=7)
+    with pytest.raises(BirdclsError, match=message):
+        split_dataset(raw, tmp_path / "out", **bad)
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_paths(tmp_path: Path):
     src = make_class_folders(tmp_path / "raw", per_class=7)
     with pytest.raises(BirdclsError, match="does not exist"):

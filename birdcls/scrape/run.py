@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_path
-from ..errors import BirdclsError
+from ..errors import BirdclsError, check_int
 from .download import Downloaded, DownloadFailed, DownloadLimits, decode_image, fetch_bytes, make_session
 from .engines import EngineError, ImageSearchEngine, UrlListEngine
 from .manifest import MANIFEST_NAME, Manifest
@@ -165,8 +165,11 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
     if isinstance(progress, bool):  # the earlier API's on/off
         progress = "auto" if progress else "none"
     mode = progress_mode(progress, sys.stderr)
-    if per_class < 1:
-        raise BirdclsError(f"--per-class must be at least 1, got {per_class}")
+    check_int(per_class, "per_class (--per-class)", 1)
+    check_int(workers, "workers (--workers)", 1)
+    check_int(max_pages, "max_pages", 1)
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0:
+        raise BirdclsError(f"delay (--delay) must be 0 or more seconds, got {delay!r}")
     specs = [c if isinstance(c, ClassSpec) else parse_class_spec(c) for c in classes]
     if not specs:
         raise BirdclsError("name at least one class, e.g. birdcls scrape \"cockatoo\" \"black-kite=black kite bird\"")
