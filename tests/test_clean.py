@@ -280,7 +280,10 @@ def test_widget_shows_errors_instead_of_raising(tmp_path):
     from birdcls.clean import Cleaner
 
     missing = Cleaner(tmp_path / "nope")
-    assert "does not exist" in missing.message.value
+    assert "does not exist" in missing.message.value and "does not exist" in repr(missing)
+    with pytest.raises(BirdclsError, match="does not exist"):  # from Python: the reason, not a StopIteration
+        missing.images()
+    assert missing.delete(tmp_path / "x.jpg") is None and "does not exist" in missing.message.value
     data = make_split_dataset(tmp_path / "d", counts=(3, 1, 1), size=64)
     cleaner = Cleaner(data)
     cleaner.undo_button.click()
@@ -289,3 +292,18 @@ def test_widget_shows_errors_instead_of_raising(tmp_path):
     path.unlink()  # deleted behind the widget's back
     cleaner.tiles[0]["delete"].click()
     assert "already moved" in cleaner.message.value
+
+
+def test_widget_actions_from_python_take_strings_and_return_the_decision(tmp_path):
+    from birdcls.clean import Cleaner
+
+    data = make_split_dataset(tmp_path / "d", counts=(4, 1, 1), size=64)
+    cleaner = Cleaner(data, page_size=4)
+    assert repr(cleaner) == f"Cleaner({str(data)!r}: 3 classes in train, val, test, showing train/cardinal; 0 actions applied)"
+    first, second = (str(p) for p in cleaner.images()[:2])
+    decision = cleaner.delete(first)
+    assert decision.action == "quarantine" and (data / ".quarantine" / "train" / "cardinal" / Path(first).name).is_file()
+    assert cleaner.keep(second).action == "keep"
+    assert cleaner.delete(first) is None and "already moved" in cleaner.message.value  # refused: None, and why
+    undone = cleaner.undo()
+    assert [d.action for d in undone] == ["keep"] and cleaner.applied == 3

@@ -23,7 +23,7 @@ from typing import Any
 from ..data.folders import class_files
 from ..errors import BirdclsError
 from .checks import CleanConfig, _quiet_large_images, class_folders, find_issues
-from .quarantine import Quarantine
+from .quarantine import Decision, Quarantine
 
 __all__ = ["Cleaner"]
 
@@ -62,6 +62,7 @@ class Cleaner:
         self._flags: dict[Path, Any] | None = None
         self._predictions: dict[Path, tuple[str, float, float]] = {}
         self.tiles: list[dict[str, Any]] = []
+        self.problem: str | None = None  # why this Cleaner cannot work (a bad folder or model), shown in place of it
         try:
             self.folders = class_folders(self.data)
             if not self.folders:
@@ -69,7 +70,7 @@ class Cleaner:
             self.quarantine = Quarantine(self.data, source="widget")
             self.model = self._load_model(model, trust)
         except BirdclsError as exc:
-            self.folders, self.model = [], None
+            self.folders, self.model, self.problem = [], None, str(exc)
             self._error(str(exc))
             self.widget = w.VBox([self.message])
             return
@@ -91,8 +92,7 @@ class Cleaner:
             box.observe(lambda _: self._goto(0), names="value")
         self.prev_button.on_click(lambda _: self._goto(self.page - 1))
         self.next_button.on_click(lambda _: self._goto(self.page + 1))
-        self.undo_button.on_click(lambda _: self._act(lambda: self.quarantine.undo("action"), "undid the last action",
-                                                                files_return=True))
+        self.undo_button.on_click(lambda _: self.undo())
         controls = w.HBox([self.split_box, self.class_box, self.filter_box, self.sort_box])
         paging = w.HBox([self.prev_button, self.page_label, self.next_button, self.undo_button, self.counter])
         self.widget = w.VBox([controls, paging, self.message, self.grid])
@@ -101,6 +101,16 @@ class Cleaner:
     # -- display ---------------------------------------------------------------------------------
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        if self.problem:
+            return f"Cleaner({str(self.data)!r}: {self.problem})"
+        classes = len({c for _, c, _ in self.folders})
+        splits = [s for s in dict.fromkeys(s for s, _, _ in self.folders) if s]
+        where = f" in {', '.join(splits)}" if splits else ""
+        model = f", model {self.model.path or 'in memory'}" if self.model is not None else ""
+        return (f"Cleaner({str(self.data)!r}: {classes} classes{where}, showing {self.split or ''}"
+                f"{'/' if self.split else ''}{self.class_box.value}{model}; {self.applied} actions applied)")
 
     def _error(self, text: str) -> None:
         import html
@@ -159,6 +169,8 @@ class Cleaner:
 
     def images(self) -> list[Path]:
         """The current class folder's images after the filter and sort."""
+        if self.problem:
+            raise BirdclsError(self.problem)
         files, _ = class_files(self.folder)
         if self.filter_box.value != "all":
             flags = self.flags()
@@ -172,28 +184,45 @@ class Cleaner:
         return files
 
     # -- actions ---------------------------------------------------------------------------------
-    def _act(self, fn, done: str, files_return: bool = False) -> None:
-        """Apply one decision; ``files_return`` (an undo) brings files back, so the checks' flags are stale."""
+    def _act(self, fn, done: str, files_return: bool = False) -> Any:
+        """Apply one decision and return what it returned, or None when it was refused: the widget's message
+        says why (a click has nowhere else to show it). ``files_return`` (an undo) brings files back, so the
+        checks' flags are stale."""
+        if self.problem:
+            self._error(self.problem)
+            return None
         try:
-            fn()
+            result = fn()
         except BirdclsError as exc:
             self._error(str(exc))
-            return
+            return None
         self.applied += 1
         if files_return:
             self._flags = None
         self._info(done)
         self.render(keep_message=True)
+        return result
 
-    def delete(self, path: Path) -> None:
-        self._act(lambda: self.quarantine.quarantine(path, "deleted in the cleaner"), f"moved {path.name} to quarantine")
+    def delete(self, path: str | os.PathLike) -> Decision | None:
+        """Move ``path`` to the quarantine (logged; undo brings it back)."""
+        path = Path(path)
+        return self._act(lambda: self.quarantine.quarantine(path, "deleted in the cleaner"),
+                         f"moved {path.name} to quarantine")
 
-    def keep(self, path: Path) -> None:
-        self._act(lambda: self.quarantine.keep(path), f"kept {path.name}")
+    def keep(self, path: str | os.PathLike) -> Decision | None:
+        """Mark ``path`` as reviewed and kept."""
+        path = Path(path)
+        return self._act(lambda: self.quarantine.keep(path), f"kept {path.name}")
 
-    def move(self, path: Path, new_class: str) -> None:
-        self._act(lambda: self.quarantine.move(path, new_class, f"moved to {new_class} in the cleaner"),
-                  f"moved {path.name} to {new_class}")
+    def move(self, path: str | os.PathLike, new_class: str) -> Decision | None:
+        """Move ``path`` into the folder of ``new_class`` (a relabelling, logged)."""
+        path = Path(path)
+        return self._act(lambda: self.quarantine.move(path, new_class, f"moved to {new_class} in the cleaner"),
+                         f"moved {path.name} to {new_class}")
+
+    def undo(self) -> list[Decision] | None:
+        """Revert the last action (what the undo button does); returns the decisions reverted."""
+        return self._act(lambda: self.quarantine.undo("action"), "undid the last action", files_return=True)
 
     def _goto(self, page: int) -> None:
         if not hasattr(self, "class_box") or not self.class_box.options:
