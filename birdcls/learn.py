@@ -67,13 +67,26 @@ class DatasetScan:
         return {split: {"images": len(check.good), "unreadable": len(check.bad), "non_images": len(check.not_images)}
                 for split, check in self.checks.items()}
 
+    def __repr__(self) -> str:  # the dataclass's own lists every image path
+        sizes = ", ".join(f"{split} {len(check.good)}" for split, check in self.checks.items())
+        return f"DatasetScan({str(self.layout.root)!r}, {len(self.classes)} classes, images: {sizes})"
+
 
 @dataclass
 class TrainResult:
+    """A finished run: its folder, its metrics.json as a dict, the resolved config, and the fastai Learner
+    (still in memory, for more work in the same session)."""
+
     run_dir: Path
     metrics: dict[str, Any]
     config: TrainConfig
     learner: Any = None
+
+    def __repr__(self) -> str:  # the dataclass's own prints every metric, every setting and the network
+        m = self.metrics
+        return (f"TrainResult({str(self.run_dir)!r}, {self.config.arch} at {self.config.size} px, test accuracy "
+                f"{m.get('test_accuracy', float('nan')):.4f} on {m.get('n_test', 0)} images, "
+                f"{m.get('train_seconds', 0.0):.1f}s)")
 
     def summary(self) -> list[str]:
         """What ``birdcls train`` prints at the end: the test score, the run folder's files, and why

@@ -44,6 +44,8 @@ def test_the_summary_names_the_score_the_files_and_a_missing_int8_model(trained_
     assert "model.onnx" in lines[1] and "model.int8.onnx" not in lines[1] and len(lines) == 2
     dropped = {"kept": False, "images": 40, "max_accuracy_drop": 0.01, "int8_accuracy": 0.9, "fp32_accuracy": 0.95}
     lost = dataclasses.replace(trained_run, metrics={**m, "int8": dropped}).summary()
+    assert repr(trained_run) == (f"TrainResult({str(trained_run.run_dir)!r}, tf_efficientnet_lite0 at 32 px, test accuracy "
+                                 f"{m['test_accuracy']:.4f} on 12 images, {m['train_seconds']:.1f}s)")
     assert lost[2] == ("model.int8.onnx not written: it lost more than 1 point(s) of accuracy on val/ (0.9000 against "
                        "0.9500 for float32); predict uses model.onnx")
 
@@ -378,3 +380,9 @@ def test_config_as_a_dict_is_overrides_and_anything_else_is_refused(tiny_data, t
     with pytest.raises(BirdclsError, match="config must be a TrainConfig or a dict of its fields, got int"):
         train(tiny_data, tmp_path / "run", config=3)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_scan_reads_as_its_counts_not_its_paths(tiny_data):
+    from birdcls.learn import scan_dataset
+
+    assert repr(scan_dataset(tiny_data)) == f"DatasetScan({str(tiny_data)!r}, 3 classes, images: train 36, val 12, test 12)"
