@@ -119,10 +119,21 @@ class Predictor:
     def probabilities(self, batch: Any) -> np.ndarray:
         """Softmax probabilities for a uint8 NHWC batch of images already at ``info.size`` (a numpy array, or
         for a torch model also a tensor, on its device or not)."""
+        self._check_batch(batch)
         logits = self._backend(batch)
         logits = logits - logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)
+
+    def _check_batch(self, batch: Any) -> None:
+        """One shape and dtype for every backend: ONNX refused a wrong batch in its own words, torch could run
+        one at the wrong size and answer."""
+        want = (self.info.size, self.info.size, self.info.in_chans)
+        shape, dtype = tuple(batch.shape), str(batch.dtype).removeprefix("torch.")
+        if len(shape) != 4 or shape[1:] != want or dtype != "uint8":
+            raise BirdclsError(f"probabilities() takes a uint8 batch of N x {want[0]} x {want[1]} x {want[2]} images "
+                               f"(N, height, width, channels), got {dtype} {shape}: pass files or PIL images to "
+                               "predict(), which resizes them")
 
 
 def uint8_input_model(model: Any, info: ModelInfo, full_size_constants: bool = False) -> Any:
@@ -517,10 +528,43 @@ def _default_workers(model: Predictor, processes: bool, cpus: int) -> int:
     return min(8, cpus * 2) if model.on_gpu else max(1, cpus // 2)
 
 
-def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 3, bs: int | None = None,
+def _is_in_memory(item: Any) -> bool:
+    from PIL import Image
+
+    return isinstance(item, (Image.Image, np.ndarray))
+
+
+def _in_memory_image(item: Any, i: int, size: int, channels: int) -> np.ndarray:
+    """A PIL image or a uint8 array (height x width, or x 1, 3 or 4 channels) as ``size x size x channels``
+    uint8, resized like a file (:func:`load_image`)."""
+    from PIL import Image
+
+    from .data.decode import to_8bit
+
+    if isinstance(item, np.ndarray):
+        ok = item.dtype == np.uint8 and (item.ndim == 2 or (item.ndim == 3 and item.shape[2] in (1, 3, 4)))
+        if not ok:
+            raise BirdclsError(f"image {i} is a {item.dtype} array of shape {item.shape}: pass uint8 height x width "
+                               "(x 3 for colour), e.g. np.asarray(PIL.Image.open(path).convert('RGB'))")
+        item = Image.fromarray(item[:, :, 0] if item.ndim == 3 and item.shape[2] == 1 else item)
+    im = to_8bit(item).convert("RGB" if channels == 3 else "L")
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
+
+
+def _in_memory_batches(images: list[Any], size: int, bs: int, channels: int) -> Iterator[tuple[list[str], Any, dict]]:
+    for start in range(0, len(images), bs):
+        chunk = images[start:start + bs]
+        names = [f"<image {start + j}>" for j in range(len(chunk))]
+        yield names, np.stack([_in_memory_image(x, start + j, size, channels) for j, x in enumerate(chunk)]), {}
+
+
+def predict(model: Predictor, inputs: Iterable[str | os.PathLike | Any], top_k: int = 3, bs: int | None = None,
             workers: int | None = None, processes: bool | None = None,
             decode_on_device: bool = False, progress: str = "none") -> PredictionResult:
-    """Classify every image in ``inputs`` (files or folders), ``bs`` at a time (default: the model's
+    """Classify every image in ``inputs`` (files or folders; or images in memory, PIL images or uint8 arrays,
+    whose rows are named ``<image N>`` in the order given), ``bs`` at a time (default: the model's
     ``default_bs`` for its device). Images are decoded in ``workers`` threads, or worker processes with
     ``processes`` (default: on a GPU with 4 or more cores, where threads cannot decode as fast as it predicts).
     ``decode_on_device`` (torch models only) decodes JPEGs where the model runs instead, nvJPEG on a GPU
@@ -533,22 +577,29 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike], top_k: int = 
     if not isinstance(model, Predictor):
         raise BirdclsError(f"predict() takes a loaded model, got {type(model).__name__} {model!r:.80}: pass "
                            "load_model(path)")
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]  # one path, not its characters
+    if isinstance(inputs, (str, os.PathLike)) or (_is_in_memory(inputs) and getattr(inputs, "ndim", 3) <= 3):
+        inputs = [inputs]  # one path, not its characters; one image, not its rows
     top_k = check_int(top_k, "top_k (--top-k)", 1)
     check_int(bs, "bs (--bs)", 1, optional=True)
     check_int(workers, "workers", 1, optional=True)
     bs = model.default_bs if bs is None else bs
-    if bs < 1:
-        raise BirdclsError(f"--bs must be at least 1, got {bs}")
     mode = progress_mode(progress, sys.stderr)  # stdout carries the answers
-    paths = gather_images(inputs)
+    inputs = list(inputs)
+    in_memory = [x for x in inputs if _is_in_memory(x)]
+    if in_memory and len(in_memory) < len(inputs):
+        raise BirdclsError("predict() takes files and folders, or images in memory (PIL images, uint8 arrays), not "
+                           "both in one call: make two calls")
+    if in_memory and decode_on_device:
+        raise BirdclsError("decode_on_device decodes JPEG files: images in memory are decoded already")
+    paths = [f"<image {i}>" for i in range(len(inputs))] if in_memory else gather_images(inputs)
     k = min(top_k, len(model.classes))
     if processes is None:
         processes = _use_processes(model, len(paths), bs)
     cpus = os.cpu_count() or 1
     workers = workers or _default_workers(model, processes, cpus)
-    if decode_on_device:
+    if in_memory:
+        batches = _in_memory_batches(in_memory, model.info.size, bs, model.info.in_chans)
+    elif decode_on_device:
         if model.device is None:
             raise BirdclsError("decoding on the device needs a torch model (.pkl, .safetensors or a run folder "
                                "with backend 'torch'); an ONNX model decodes on the host")

@@ -521,3 +521,33 @@ def test_evaluate_refuses_a_negative_gallery_size_before_any_work(exports, tiny_
     with pytest.raises(BirdclsError, match="top_losses must be a whole number 0 or more, got -1"):
         evaluate(exports["onnx"], tiny_data, out=tmp_path / "report", top_losses=-1)
     assert not (tmp_path / "report").exists()
+
+
+def test_predict_takes_images_in_memory_and_answers_as_for_their_files(exports, tiny_data):
+    from PIL import Image
+
+    files = sorted((tiny_data / "test" / "jay").iterdir())[:3]
+    model = load_model(exports["onnx"])
+    from_files = predict(model, files)
+    images = [Image.open(f) for f in files]
+    from_memory = predict(model, images)
+    assert [r["path"] for r in from_memory.rows] == ["<image 0>", "<image 1>", "<image 2>"]
+    np.testing.assert_allclose(from_memory.probs, from_files.probs, atol=1e-6)
+    arrays = [np.asarray(im.convert("RGB")) for im in images]
+    np.testing.assert_allclose(predict(model, arrays, bs=2).probs, from_files.probs, atol=1e-6)
+    assert predict(model, arrays[0]).rows[0]["label"] == from_files.rows[0]["label"]  # one image, not its rows
+    with pytest.raises(BirdclsError, match=r"image 1 is a float64 array of shape \(8, 8, 3\): pass uint8"):
+        predict(model, [arrays[0], np.zeros((8, 8, 3))])
+    with pytest.raises(BirdclsError, match="files and folders, or images in memory"):
+        predict(model, [files[0], images[0]])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "safetensors"])
+def test_probabilities_refuses_a_batch_of_the_wrong_shape_or_type_in_one_way(exports, fmt):
+    model = load_model(exports[fmt], device="cpu")
+    size = model.info.size
+    for batch in (np.zeros((2, size // 2, size // 2, 3), np.uint8), np.zeros((2, size, size, 3), np.float32),
+                  np.zeros((size, size, 3), np.uint8)):
+        with pytest.raises(BirdclsError, match=f"takes a uint8 batch of N x {size} x {size} x 3 images"):
+            model.probabilities(batch)
+    assert model.probabilities(np.zeros((2, size, size, 3), np.uint8)).shape == (2, 3)
