@@ -173,8 +173,8 @@ def _locked_run_dir(out: Path, data_root: Path, overwrite: bool, resume: bool) -
     with folder_lock(out, "`birdcls train`"):  # a run in progress here is the first thing to know
         if not resume and _run_files(out):
             if not overwrite:
-                raise BirdclsError(f"run folder {out} already exists: pass --overwrite to replace it, "
-                                   "--resume to continue it, or choose another --out")
+                raise BirdclsError(f"run folder {out} already exists: pass --overwrite to replace it, --resume to "
+                                   "continue it (in Python: overwrite=True, resume=True), or choose another --out")
             for old in _run_files(out):
                 shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
         yield

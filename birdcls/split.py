@@ -155,7 +155,8 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
         raise BirdclsError(f"output {dst} is not empty and is not a split dataset (no {MANIFEST}): refusing to "
                            "overwrite it; choose another output folder")
     if not overwrite:
-        raise BirdclsError(f"output {dst} already exists: pass --overwrite to replace it or choose another folder")
+        raise BirdclsError(f"output {dst} already exists: pass --overwrite (overwrite=True) to replace it or choose "
+                           "another folder")
 
 
 def _looks_split(folder: Path) -> bool:

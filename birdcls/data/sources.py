@@ -445,7 +445,7 @@ def get_dataset(name: str, dest: str | os.PathLike, source: str | os.PathLike | 
         raise BirdclsError(f"{dest} is a file: choose a folder for the dataset")
     if dest.exists() and any(dest.iterdir()):
         if not overwrite:
-            raise BirdclsError(f"{dest} already exists: pass --overwrite or choose another folder")
+            raise BirdclsError(f"{dest} already exists: pass --overwrite (overwrite=True) or choose another folder")
         if not ((dest / "dataset.json").is_file() or (dest / "split.json").is_file()):  # a user's own files
             raise BirdclsError(f"{dest} is not a dataset that birdcls wrote (no dataset.json or split.json): "
                                "refusing to replace it; choose another folder")
