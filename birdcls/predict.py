@@ -18,7 +18,7 @@ import sys
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -374,6 +374,7 @@ class PredictionResult:
     rows: list[dict[str, Any]]
     skipped: dict[str, str]
     probs: np.ndarray  # (n_rows, n_classes), in the order of ``rows``
+    classes: list[str] = field(default_factory=list)  # the columns of ``probs``
 
     def __repr__(self) -> str:
         first = f", first: {self.rows[0]['path']} -> {self.rows[0]['label']} {self.rows[0]['prob']:.3f}" if self.rows else ""
@@ -628,4 +629,4 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike | Any], top_k: 
         path, reason = next(iter(skipped.items()))
         raise BirdclsError(f"none of the {len(paths)} image file(s) could be read ({path}: {reason}): "
                            "check that they are images (.jpg, .png, ...)")
-    return PredictionResult(rows, skipped, np.concatenate(all_probs))
+    return PredictionResult(rows, skipped, np.concatenate(all_probs), list(model.classes))

@@ -532,6 +532,7 @@ def test_predict_takes_images_in_memory_and_answers_as_for_their_files(exports, 
     images = [Image.open(f) for f in files]
     from_memory = predict(model, images)
     assert [r["path"] for r in from_memory.rows] == ["<image 0>", "<image 1>", "<image 2>"]
+    assert from_memory.classes == ["cardinal", "jay", "parrot"]  # the columns of probs
     np.testing.assert_allclose(from_memory.probs, from_files.probs, atol=1e-6)
     arrays = [np.asarray(im.convert("RGB")) for im in images]
     np.testing.assert_allclose(predict(model, arrays, bs=2).probs, from_files.probs, atol=1e-6)
