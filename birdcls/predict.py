@@ -535,30 +535,31 @@ def _is_in_memory(item: Any) -> bool:
     return isinstance(item, (Image.Image, np.ndarray))
 
 
-def _in_memory_image(item: Any, i: int, size: int, channels: int) -> np.ndarray:
-    """A PIL image or a uint8 array (height x width, or x 1, 3 or 4 channels) as ``size x size x channels``
-    uint8, resized like a file (:func:`load_image`)."""
-    from PIL import Image
-
-    from .data.decode import to_8bit
-
-    if isinstance(item, np.ndarray):
-        ok = item.dtype == np.uint8 and (item.ndim == 2 or (item.ndim == 3 and item.shape[2] in (1, 3, 4)))
-        if not ok:
+def _check_in_memory(images: list[Any]) -> None:
+    """Before any prediction: every array is uint8, height x width (x 1, 3 or 4 channels)."""
+    for i, item in enumerate(images):
+        if isinstance(item, np.ndarray) and not (
+                item.dtype == np.uint8 and (item.ndim == 2 or (item.ndim == 3 and item.shape[2] in (1, 3, 4)))):
             raise BirdclsError(f"image {i} is a {item.dtype} array of shape {item.shape}: pass uint8 height x width "
                                "(x 3 for colour), e.g. np.asarray(PIL.Image.open(path).convert('RGB'))")
+
+
+def _in_memory_image(item: Any, size: int, channels: int) -> np.ndarray:
+    """A PIL image or a checked uint8 array as ``size x size x channels`` uint8, resized as a file is."""
+    from PIL import Image
+
+    from .data.decode import image_array, to_8bit
+
+    if isinstance(item, np.ndarray):
         item = Image.fromarray(item[:, :, 0] if item.ndim == 3 and item.shape[2] == 1 else item)
-    im = to_8bit(item).convert("RGB" if channels == 3 else "L")
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.BILINEAR)
-    return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
+    return image_array(to_8bit(item).convert("RGB" if channels == 3 else "L"), size, channels)
 
 
-def _in_memory_batches(images: list[Any], size: int, bs: int, channels: int) -> Iterator[tuple[list[str], Any, dict]]:
+def _in_memory_batches(images: list[Any], names: list[str], size: int, bs: int,
+                       channels: int) -> Iterator[tuple[list[str], Any, dict]]:
     for start in range(0, len(images), bs):
         chunk = images[start:start + bs]
-        names = [f"<image {start + j}>" for j in range(len(chunk))]
-        yield names, np.stack([_in_memory_image(x, start + j, size, channels) for j, x in enumerate(chunk)]), {}
+        yield names[start:start + bs], np.stack([_in_memory_image(x, size, channels) for x in chunk]), {}
 
 
 def predict(model: Predictor, inputs: Iterable[str | os.PathLike | Any], top_k: int = 3, bs: int | None = None,
@@ -592,6 +593,7 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike | Any], top_k: 
                            "both in one call: make two calls")
     if in_memory and decode_on_device:
         raise BirdclsError("decode_on_device decodes JPEG files: images in memory are decoded already")
+    _check_in_memory(in_memory)
     paths = [f"<image {i}>" for i in range(len(inputs))] if in_memory else gather_images(inputs)
     k = min(top_k, len(model.classes))
     if processes is None:
@@ -599,7 +601,7 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike | Any], top_k: 
     cpus = os.cpu_count() or 1
     workers = workers or _default_workers(model, processes, cpus)
     if in_memory:
-        batches = _in_memory_batches(in_memory, model.info.size, bs, model.info.in_chans)
+        batches = _in_memory_batches(in_memory, paths, model.info.size, bs, model.info.in_chans)
     elif decode_on_device:
         if model.device is None:
             raise BirdclsError("decoding on the device needs a torch model (.pkl, .safetensors or a run folder "

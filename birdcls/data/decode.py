@@ -30,8 +30,8 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["UNREADABLE", "exif_orientation", "imap_ahead", "load_image", "load_image_or_reason", "map_ahead", "open_image",
-           "pixel_sha256", "to_8bit", "unreadable_reason"]
+__all__ = ["UNREADABLE", "exif_orientation", "image_array", "imap_ahead", "load_image", "load_image_or_reason", "map_ahead",
+           "open_image", "pixel_sha256", "to_8bit", "unreadable_reason"]
 
 T, R = TypeVar("T"), TypeVar("R")
 _ORIENTATION = 0x0112  # EXIF tag: 1 = stored upright; 2-8 = mirrored and/or rotated
@@ -119,7 +119,12 @@ def to_8bit(im: Image.Image) -> Image.Image:
 
 def load_image(path: str | os.PathLike, size: int, channels: int = 3) -> np.ndarray:
     """An image as ``size x size x channels`` uint8, squish-resized like the training pipeline's ``Resize``."""
-    im = open_image(path, size, channels)
+    return image_array(open_image(path, size, channels), size, channels)
+
+
+def image_array(im: Image.Image, size: int, channels: int = 3) -> np.ndarray:
+    """A loaded RGB or ``L`` image as ``size x size x channels`` uint8, squish-resized: what every image a
+    model sees goes through, from a file (:func:`load_image`) or already in memory."""
     if im.size != (size, size):
         im = im.resize((size, size), Image.BILINEAR)
     return np.asarray(im, dtype=np.uint8).reshape(size, size, channels)
