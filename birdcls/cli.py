@@ -383,7 +383,8 @@ def predict(
     for path, reason in result.skipped.items():
         typer.echo(f"skipped {path}: {reason}", err=True)
     if csv_path is not None:
-        typer.echo(f"wrote {len(result.rows)} rows to {csv_path}", err=True)
+        also = f" and {len(result.skipped)} skipped" if result.skipped else ""
+        typer.echo(f"wrote {len(result.rows)} rows{also} to {csv_path}", err=True)
 
 
 @app.command(epilog="Example: birdcls demo --out models/demo")

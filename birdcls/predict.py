@@ -33,7 +33,7 @@ from .data.folders import IMAGE_EXTENSIONS
 from .errors import BirdclsError, check_int
 from .runtime import CPU_BATCH, GPU_BATCH, ModelInfo, check_precision, resolve_device, resolve_precision
 
-__all__ = ["CSV_HEADER", "PredictionResult", "Predictor", "check_csv_target", "gather_images", "load_image",
+__all__ = ["PredictionResult", "Predictor", "check_csv_target", "csv_header", "gather_images", "load_image",
            "load_model", "predict", "uint8_input_model"]
 
 MODEL_SUFFIXES = (".pkl", ".safetensors", ".onnx")
@@ -381,23 +381,42 @@ class PredictionResult:
         return f"PredictionResult({len(self.rows)} rows, {len(self.skipped)} skipped{first})"
 
     def to_csv(self, dest: str | os.PathLike) -> Path:
-        """The rows as ``path,label,prob,top_k`` (top_k as JSON), written atomically. ``dest`` must be new or a
-        CSV that predict wrote (:func:`check_csv_target`): a photo or a model given by mistake is never replaced."""
+        """Every image as a row, written atomically: ``path,label,prob``, then ``label_2,prob_2`` ... up to
+        ``top_k``, then ``skipped``: empty for a predicted image, the reason for an unreadable one (those rows
+        come last, without labels), so a spreadsheet or ``pandas.read_csv`` sees each answer in its own cell and
+        no image goes missing. ``dest`` must be new or a CSV that predict wrote (:func:`check_csv_target`): a
+        photo or a model given by mistake is never replaced."""
         import csv
         import io
 
         from ._io import write_text_atomic
 
         check_csv_target(dest)
+        k = max((len(row["top_k"]) for row in self.rows), default=1)
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(CSV_HEADER.split(","))
+        writer.writerow(csv_header(k))
         for row in self.rows:
-            writer.writerow([row["path"], row["label"], row["prob"], json.dumps(row["top_k"])])
+            ranked = [cell for label_prob in row["top_k"] for cell in label_prob]
+            writer.writerow([row["path"], *ranked, *[""] * (2 * k - len(ranked)), ""])
+        for path, reason in self.skipped.items():
+            writer.writerow([path, *[""] * (2 * k), reason])
         return write_text_atomic(dest, buf.getvalue())
 
 
-CSV_HEADER = "path,label,prob,top_k"
+def csv_header(k: int) -> list[str]:
+    """The columns of predict's CSV for ``k`` labels an image."""
+    ranked = [name for i in range(2, k + 1) for name in (f"label_{i}", f"prob_{i}")]
+    return ["path", "label", "prob", *ranked, "skipped"]
+
+
+#: The headers of CSVs predict wrote before the flat columns (replaced like the current ones).
+_EARLIER_CSV_HEADERS = ("path,label,prob,top_k",)
+
+
+def _is_predict_csv_header(line: str) -> bool:
+    fields = line.split(",")
+    return line in _EARLIER_CSV_HEADERS or (len(fields) >= 4 and fields == csv_header((len(fields) - 2) // 2))
 
 
 def check_csv_target(dest: str | os.PathLike) -> Path:
@@ -408,8 +427,8 @@ def check_csv_target(dest: str | os.PathLike) -> Path:
     dest = Path(dest)
     if dest.is_file():
         with dest.open("rb") as f:
-            first = f.readline(len(CSV_HEADER) + 2).decode("utf-8", "replace").strip()
-        if first != CSV_HEADER:
+            first = f.readline(1 << 20).decode("utf-8", "replace").strip()
+        if not _is_predict_csv_header(first):
             raise BirdclsError(f"{dest} exists and is not a CSV that predict wrote: refusing to replace it; "
                                "give a new file name, e.g. predictions.csv")
     return check_writable(dest)

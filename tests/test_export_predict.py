@@ -61,8 +61,58 @@ def test_predict_from_onnx_in_a_fresh_process(exports, tiny_data, tmp_path):
     assert len(rows) == 4 and all(len(r["top_k"]) == 3 for r in rows)
     in_process = predict(load_model(exports["onnx"]), [tiny_data / "test" / "jay"]).rows
     assert [r["label"] for r in rows] == [r["label"] for r in in_process]
-    assert csv_path.read_text().splitlines()[0] == "path,label,prob,top_k"
+    assert csv_path.read_text().splitlines()[0] == "path,label,prob,label_2,prob_2,label_3,prob_3,skipped"
     assert proc.stderr.strip().splitlines()[-1] == f"wrote 4 rows to {csv_path}"
+
+
+def test_predict_csv_has_a_cell_per_answer_and_a_row_per_image(exports, tiny_data, tmp_path):
+    """Each ranked label and probability in its own column, as a spreadsheet reads it; unreadable files get a
+    row that names the reason instead of going missing."""
+    import csv
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for image in sorted((tiny_data / "test" / "jay").iterdir())[:2]:
+        shutil.copy(image, photos / image.name)
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "notes.jpg").write_text("not a picture")
+    csv_path = tmp_path / "rows.csv"
+    proc = run_cli("predict", str(exports["onnx"]), str(photos), "--json", "--top-k", "2", "--csv", str(csv_path))
+    assert proc.returncode == 0, proc.stderr
+    answers = {r["path"]: r for r in json.loads(proc.stdout)}
+    with csv_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["path", "label", "prob", "label_2", "prob_2", "skipped"]
+        rows = list(reader)
+    assert [r["path"] for r in rows[:2]] == sorted(answers) and len(rows) == 4
+    for row in rows[:2]:
+        (label, prob), (label_2, prob_2) = answers[row["path"]]["top_k"]
+        assert (row["label"], float(row["prob"]), row["label_2"], float(row["prob_2"]), row["skipped"]) == (
+            label, prob, label_2, prob_2, "")
+    skipped = {Path(r["path"]).name: r for r in rows[2:]}
+    assert skipped["empty.jpg"]["skipped"] == "unreadable (empty file)"
+    assert skipped["notes.jpg"]["skipped"].startswith("unreadable")
+    assert all(r["label"] == r["prob"] == r["label_2"] == "" for r in skipped.values())
+    assert proc.stderr.strip().splitlines()[-1] == f"wrote 2 rows and 2 skipped to {csv_path}"
+
+
+def test_predict_csv_replaces_its_own_earlier_layouts_only(exports, tiny_data, tmp_path):
+    """A CSV predict wrote, with another top-k or the earlier JSON-cell layout, is replaced; a CSV that merely
+    looks alike is not."""
+    result = predict(load_model(exports["onnx"]), [tiny_data / "test" / "jay"], top_k=1)
+    for header in ("path,label,prob,top_k", "path,label,prob,label_2,prob_2,label_3,prob_3,skipped",
+                   "path,label,prob,skipped"):
+        target = tmp_path / "earlier.csv"
+        target.write_text(header + "\nx.jpg,jay,0.9\n")
+        result.to_csv(target)
+        assert target.read_text().splitlines()[0] == "path,label,prob,skipped"
+    for header in ("path,label,prob,notes,skipped", "path,label,prob,label_3,prob_3,skipped", "path,label,prob"):
+        other = tmp_path / "other.csv"
+        other.write_text(header + "\n")
+        with pytest.raises(BirdclsError, match="is not a CSV that predict wrote"):
+            result.to_csv(other)
+        assert other.read_text() == header + "\n"
 
 
 def test_foreign_pickle_needs_trust(exports, tmp_path):

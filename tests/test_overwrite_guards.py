@@ -32,7 +32,7 @@ def test_predict_csv_replaces_only_a_csv_that_predict_wrote(trained_run, tiny_da
     for _ in range(2):  # its own CSV is replaced by the next run
         result = runner.invoke(app, ["predict", str(model), "--csv", str(csv_path), str(tiny_data / "val")])
         assert result.exit_code == 0, result.output
-    assert csv_path.read_text().splitlines()[0] == "path,label,prob,top_k"
+    assert csv_path.read_text().splitlines()[0] == "path,label,prob,label_2,prob_2,label_3,prob_3,skipped"
 
 
 def test_predictions_to_csv_from_python_replaces_only_a_csv_that_predict_wrote(trained_run, tiny_data, tmp_path):
