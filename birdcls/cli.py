@@ -307,18 +307,12 @@ def evaluate(
 ) -> None:
     """Re-run the test report (metrics, confusion matrix, top losses) on any labelled folder."""
     from .evaluate import evaluate as evaluate_model
+    from .evaluate import report_lines
 
     with _user_errors():
         report = evaluate_model(model, data, out, trust=trust, device=device, progress=progress,
                                 precision=precision)
-    typer.echo(f"accuracy {report['test_accuracy']:.4f} on {report['n_test']} images, macro F1 {report['macro_f1']:.4f}")
-    for name, row in report["per_class"].items():
-        if name in report["classes_absent"]:
-            typer.echo(f"  {name:<20} (no images of this class here)")
-            continue
-        typer.echo(f"  {name:<20} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  "
-                   f"n={row['support']}")
-    typer.echo(f"wrote the report to {report['report_dir']} (metrics.json, confusion matrix, top losses, predictions)")
+    typer.echo("\n".join(report_lines(report)))
     if report.get("seen_in_training"):
         typer.echo(f"note: {report['seen_in_training']}", err=True)
 

@@ -92,8 +92,10 @@ class TrainResult:
         """What ``birdcls train`` prints at the end: the test score, the run folder's files, and why
         model.int8.onnx is missing where it is."""
         m = self.metrics
+        from .evaluate import mistakes_line
+
         lines = [f"test accuracy {m['test_accuracy']:.4f} on {m['n_test']} images; trained in "
-                 f"{m['train_seconds']:.1f}s"]
+                 f"{m['train_seconds']:.1f}s", *mistakes_line(m)]
         names = ("metrics.json", "history.csv", "curves.png", "confusion_matrix.png", "top_losses.png",
                  "predictions.csv", "config.yaml", "model.pkl", "model.onnx", "model.int8.onnx")
         lines.append(f"run folder: {self.run_dir} ({', '.join(n for n in names if (self.run_dir / n).is_file())})")

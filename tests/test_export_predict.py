@@ -214,6 +214,9 @@ def test_evaluate_any_format_on_a_labelled_folder(exports, tiny_data, tmp_path):
 
     report = evaluate(exports["safetensors"], tiny_data / "val", out=tmp_path / "eval")
     assert report["n_test"] == 12
+    cm = np.array(report["confusion_matrix"])  # 3 classes: at most 6 kinds of mistake, all listed
+    assert sum(m["count"] for m in report["most_confused"]) == cm.sum() - np.trace(cm)
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["most_confused"] == report["most_confused"]
     for name in ("metrics.json", "confusion_matrix.png", "top_losses.png", "predictions.csv"):
         assert (tmp_path / "eval" / name).is_file()
     from_root = evaluate(exports["onnx"], tiny_data, out=tmp_path / "eval2")  # a dataset root: its test/

@@ -37,8 +37,8 @@ def test_run_folder_is_complete(trained_run):
 def test_the_summary_names_the_score_the_files_and_a_missing_int8_model(trained_run):
     import dataclasses
 
-    m = trained_run.metrics
-    lines = trained_run.summary()
+    m = {**trained_run.metrics, "most_confused": []}  # a perfect score: no line of mistakes
+    lines = dataclasses.replace(trained_run, metrics=m).summary()
     assert lines[0] == f"test accuracy {m['test_accuracy']:.4f} on 12 images; trained in {m['train_seconds']:.1f}s"
     assert lines[1].startswith(f"run folder: {trained_run.run_dir} (metrics.json, history.csv, curves.png, ")
     assert "model.onnx" in lines[1] and "model.int8.onnx" not in lines[1] and len(lines) == 2
@@ -48,6 +48,10 @@ def test_the_summary_names_the_score_the_files_and_a_missing_int8_model(trained_
                                  f"{m['test_accuracy']:.4f} on 12 images, {m['train_seconds']:.1f}s)")
     assert lost[2] == ("model.int8.onnx not written: it lost more than 1 point(s) of accuracy on val/ (0.9000 against "
                        "0.9500 for float32); predict uses model.onnx")
+    mistakes = [{"actual": "jay", "predicted": "cardinal", "count": 3}, {"actual": "parrot", "predicted": "jay", "count": 1}]
+    confused = dataclasses.replace(trained_run, metrics={**m, "most_confused": mistakes}).summary()
+    assert confused[1] == "most confused (actual -> predicted): jay -> cardinal (3), parrot -> jay (1)"
+    assert confused[2].startswith("run folder: ")
 
 
 def test_history_has_both_phases(trained_run):

@@ -1,0 +1,66 @@
+"""The test report's parts that do not need a model: the confusion matrix plot at any number of classes, the
+list of most frequent mistakes, and what `birdcls evaluate` prints of a report."""
+
+import numpy as np
+from PIL import Image
+
+from birdcls.evaluate import most_confused, plot_confusion_matrix, report_lines
+
+
+def _matrix(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.diag(rng.integers(5, 20, n)) + rng.integers(0, 2, (n, n))
+
+
+def test_most_confused_lists_the_largest_mistakes_first_and_never_a_right_answer():
+    classes = ["cardinal", "jay", "parrot"]
+    cm = np.array([[9, 0, 1], [3, 7, 0], [1, 1, 8]])
+    assert most_confused(cm, classes) == [
+        {"actual": "jay", "predicted": "cardinal", "count": 3},
+        {"actual": "cardinal", "predicted": "parrot", "count": 1},  # ties: by actual, then predicted
+        {"actual": "parrot", "predicted": "cardinal", "count": 1},
+        {"actual": "parrot", "predicted": "jay", "count": 1},
+    ]
+    assert most_confused(cm, classes, top=1) == [{"actual": "jay", "predicted": "cardinal", "count": 3}]
+    assert most_confused(np.diag([4, 5, 6]), classes) == []
+
+
+def test_the_confusion_matrix_stops_growing_past_30_classes(tmp_path):
+    """Grown with the classes, a 200-class matrix was 18,600 px wide; past 30 classes the figure keeps one size
+    (one normalised panel, small labels) whatever the count."""
+    sizes = {}
+    for n in (3, 30, 40, 60):
+        dest = plot_confusion_matrix(_matrix(n), [f"species_{i:03d}" for i in range(n)], tmp_path / f"cm{n}.png")
+        sizes[n] = Image.open(dest).size
+    assert sizes[3][0] > 2 * sizes[3][1]  # counts and normalised side by side
+    assert sizes[30][0] > 2 * sizes[30][1] > 2_000
+    assert sizes[40] == sizes[60] and max(sizes[60]) <= 3_600  # one panel, the same size for 40 and 60 classes
+    assert abs(sizes[60][0] - sizes[60][1]) < 0.2 * sizes[60][0]
+
+
+def _report(n: int, absent: tuple[str, ...] = ()) -> dict:
+    names = [f"c{i:02d}" for i in range(n)]
+    per_class = {name: {"precision": 1.0, "recall": 1.0, "f1": round(1 - i / 100, 4), "support": 3}
+                 for i, name in enumerate(names)}
+    for name in absent:
+        per_class[name] = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    return {"test_accuracy": 0.9, "n_test": 3 * n, "macro_f1": 0.88, "per_class": per_class,
+            "classes_absent": list(absent), "report_dir": "r",
+            "most_confused": [{"actual": "c01", "predicted": "c02", "count": 2}]}
+
+
+def test_evaluate_prints_every_class_of_a_small_report_in_order():
+    lines = report_lines(_report(3, absent=("c01",)))
+    assert lines[0] == "accuracy 0.9000 on 9 images, macro F1 0.8800"
+    assert [line.split()[0] for line in lines[1:4]] == ["c00", "c01", "c02"]
+    assert lines[2].endswith("(no images of this class here)")
+    assert lines[4] == "most confused (actual -> predicted): c01 -> c02 (2)"
+    assert lines[5].startswith("wrote the report to r ")
+
+
+def test_evaluate_prints_the_weakest_20_of_many_classes():
+    lines = report_lines(_report(25, absent=("c03",)))
+    assert lines[1] == "the 20 classes with the lowest F1 (all 25 are in metrics.json):"
+    listed = [line.split()[0] for line in lines[2:22]]
+    assert listed == [f"c{i:02d}" for i in range(24, 4, -1)]  # lowest F1 first; the absent class is not scored
+    assert lines[22] == "no images here of 1 class(es): c03"
