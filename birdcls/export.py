@@ -16,7 +16,7 @@ Without a format, the output file's name says which: ``.pkl``, ``.safetensors``,
 
 Example:
     >>> export("models/birds", "onnx", "models/birds.onnx")  # doctest: +SKIP
-    >>> export("models/birds", None, "models/birds.int8.onnx")  # doctest: +SKIP
+    >>> export("models/birds", dest="models/birds.int8.onnx")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -294,16 +294,20 @@ def _current_run_onnx(source: Path) -> Path | None:
     return None
 
 
-def export(run: str | os.PathLike, fmt: str | None, dest: str | os.PathLike, trust: bool = False,
+def export(run: str | os.PathLike, fmt: str | None = None, dest: str | os.PathLike | None = None, trust: bool = False,
            data: str | os.PathLike | None = None) -> Path:
     """Write the model of ``run`` (a run directory or its ``.pkl``) to ``dest`` in format ``fmt``.
 
     ``fmt=None`` takes the format from ``dest``'s name (see :data:`SUFFIX_FORMATS`), so a user names the
-    file once; a format given explicitly must agree with that name. An earlier export at ``dest`` is replaced
+    file once (``export(run, dest="models/birds.onnx")``); a format given explicitly must agree with that
+    name. An earlier export at ``dest`` is replaced
     (atomically: a failed export leaves it whole); any other file there is refused.
     ``onnx-int8`` calibrates on ``data``'s train/ (default: the dataset the run trained on) and is
     written only if, on its val/, it stays within one point of the float32 model's accuracy.
     """
+    if dest is None:
+        raise BirdclsError("export() needs dest, the file to write: e.g. export(run, dest='models/birds.onnx') "
+                           "(its name gives the format)")
     dest = Path(dest)
     if dest.is_dir():
         example = "model" + (".onnx" if fmt == "onnx-int8" else f".{fmt or 'onnx'}")

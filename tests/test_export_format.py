@@ -28,6 +28,15 @@ def test_no_format_means_the_output_names_it(trained_run, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["M.ONNX", "m.json", "m.pkl", "m.safetensors"]
 
 
+def test_python_callers_name_only_the_file(trained_run, tmp_path):
+    """From Python the format is optional like the CLI's --format: ``export(run, dest=...)``."""
+    pkl = export(trained_run.run_dir, dest=tmp_path / "m.pkl")
+    assert pkl.read_bytes() == (trained_run.run_dir / "model.pkl").read_bytes()
+    with pytest.raises(BirdclsError, match=r"export\(\) needs dest, the file to write: e\.g\. export\(run, dest="):
+        export(trained_run.run_dir, "onnx")
+    assert list(tmp_path.iterdir()) == [pkl]
+
+
 def test_int8_onnx_name_means_onnx_int8(trained_run, tmp_path, capsys):
     """``.int8.onnx`` asks for onnx-int8, not float32 onnx: the int8 check runs. This one-epoch run may fail
     the check (then nothing is written); either way the check's summary says int8 was made."""
