@@ -313,8 +313,6 @@ def evaluate(
         report = evaluate_model(model, data, out, trust=trust, device=device, progress=progress,
                                 precision=precision)
     typer.echo("\n".join(report_lines(report)))
-    if report.get("seen_in_training"):
-        typer.echo(f"note: {report['seen_in_training']}", err=True)
 
 
 @app.command(epilog="Example: birdcls export models/birds --format safetensors -o models/birds.safetensors")

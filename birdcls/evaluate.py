@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -275,6 +276,8 @@ def evaluate(model: str | os.PathLike | Predictor, data: str | os.PathLike, out:
     if out is None:
         out = default_report_dir(model if not isinstance(model, Predictor) else predictor.path, data)
     seen = trained_on(predictor.path, _labelled_dir(data)) if predictor.path else None
+    if seen:  # said before the work, from Python as from the command line; the report keeps it too
+        print(f"note: {seen}", file=sys.stderr, flush=True)
     made = [p for p in (Path(out), *Path(out).absolute().parents) if not p.exists()]  # out first, then parents
     check_writable(Path(out) / "metrics.json")  # before the predictions, not after them
     try:

@@ -265,12 +265,20 @@ def test_a_refused_or_interrupted_evaluation_leaves_no_new_empty_folder(exports,
     assert (tmp_path / "kept").is_dir()  # a folder the user had is theirs
 
 
-def test_evaluate_says_when_the_images_are_ones_the_model_trained_on(trained_run, tiny_data, tmp_path):
+def test_evaluate_says_when_the_images_are_ones_the_model_trained_on(trained_run, tiny_data, tmp_path, capsys):
     import sys
 
     ev = sys.modules["birdcls.evaluate"]
     report = ev.evaluate(trained_run.run_dir, tiny_data / "train", out=tmp_path / "on-train")
     assert report["seen_in_training"].startswith(f"{tiny_data / 'train'} is the train/ split this model trained on")
+    assert capsys.readouterr().err == f"note: {report['seen_in_training']}\n"  # from Python too, not only the dict
+    from typer.testing import CliRunner
+
+    from birdcls.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", str(trained_run.run_dir), str(tiny_data / "train"), "-o",
+                                      str(tmp_path / "cli"), "--progress", "none"])
+    assert result.exit_code == 0 and result.stderr == f"note: {report['seen_in_training']}\n"  # once, on stderr
     assert json.loads((tmp_path / "on-train" / "metrics.json").read_text())["seen_in_training"] == \
         report["seen_in_training"]
     assert "seen_in_training" not in ev.evaluate(trained_run.run_dir / "model.onnx", tiny_data, out=tmp_path / "t")
