@@ -164,11 +164,11 @@ def _locked_run_dir(out: Path, data_root: Path, overwrite: bool, resume: bool) -
     """Check ``out`` for this run and hold the run folder's lock while the block trains in it: a second
     `birdcls train` into the same folder (even with --overwrite or --resume) is refused, not mixed in."""
     if is_within(out, data_root):
-        raise BirdclsError(f"--out {out} is inside the dataset {data_root}: put runs elsewhere, e.g. models/<name>")
+        raise BirdclsError(f"out (--out) {out} is inside the dataset {data_root}: put runs elsewhere, e.g. models/<name>")
     if resume and not (out / "config.yaml").is_file():
-        raise BirdclsError(f"cannot resume: {out} is not a birdcls run (no config.yaml); drop --resume")
+        raise BirdclsError(f"cannot resume: {out} is not a birdcls run (no config.yaml); drop --resume (resume=True)")
     if out.exists() and not out.is_dir():
-        raise BirdclsError(f"--out {out} is a file: choose a folder for the run")
+        raise BirdclsError(f"out (--out) {out} is a file: choose a folder for the run")
     if not resume and _run_files(out) and not (out / "config.yaml").is_file():  # no lock file left in it either
         raise BirdclsError(f"{out} is not empty and is not a birdcls run folder: refusing to write into it; "
                            "choose another --out")

@@ -95,16 +95,17 @@ def _check_ratio(given: Any) -> tuple[float, float, float]:
         raise BirdclsError(f"ratio takes three numbers (train val test), got {given!r}: e.g. ratio=(0.7, 0.15, 0.15) "
                            "or --ratio 0.7 0.15 0.15") from None
     if len(ratio) != 3:
-        raise BirdclsError(f"--ratio takes three numbers (train val test), got {len(ratio)}: e.g. --ratio 0.7 0.15 0.15")
+        raise BirdclsError(f"ratio (--ratio) takes three numbers (train val test), got {len(ratio)}: e.g. --ratio 0.7 0.15 0.15 "
+                           "(ratio=(0.7, 0.15, 0.15))")
     if any(r < 0 for r in ratio):
-        raise BirdclsError(f"--ratio values must not be negative, got {' '.join(map(str, ratio))}: e.g. 0.7 0.15 0.15")
+        raise BirdclsError(f"ratio (--ratio) values must not be negative, got {' '.join(map(str, ratio))}: e.g. 0.7 0.15 0.15")
     if not math.isclose(sum(ratio), 1.0, abs_tol=1e-6):
-        raise BirdclsError(f"--ratio must sum to 1, got {' '.join(map(str, ratio))} = {sum(ratio):g}: e.g. 0.7 0.15 0.15")
+        raise BirdclsError(f"ratio (--ratio) must sum to 1, got {' '.join(map(str, ratio))} = {sum(ratio):g}: e.g. 0.7 0.15 0.15")
     for share, name, why in zip(ratio, SPLITS, ("every class needs training images",
                                                 "training needs validation images (early stopping, best epoch)",
                                                 "the test report needs test images")):
         if share == 0:
-            raise BirdclsError(f"--ratio gives {name} 0: {why}; e.g. --ratio 0.7 0.15 0.15")
+            raise BirdclsError(f"ratio (--ratio) gives {name} 0: {why}; e.g. --ratio 0.7 0.15 0.15")
     return ratio  # type: ignore[return-value]
 
 

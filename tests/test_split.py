@@ -133,7 +133,7 @@ def _copy(src: Path, dst: Path) -> Path:
 @pytest.mark.parametrize("ratio, message", [
     ((0.7, 0.2, 0.2), "must sum to 1"),
     ((1.2, -0.1, -0.1), "must not be negative"),
-    ((0.7, 0.3), "three numbers"),
+    ((0.7, 0.3), r"ratio \(--ratio\) takes three numbers"),
     ((0.0, 0.5, 0.5), "train 0"),
     ((1.0, 0.0, 0.0), "val 0"),
     ((0.8, 0.2, 0.0), "test 0"),
