@@ -56,8 +56,9 @@ def attach_fast_data(learn: Any, train_items: list[Path], valid_items: list[Path
                      cfg: TrainConfig, batch_tfms: list, say: Callable[[str], None] = print,
                      progress: str = "none") -> FastData | None:
     """Swap ``learn.dls`` for DataLoaders over decoded tensors, with ``batch_tfms`` (uint8 batches in; see
-    :func:`birdcls.learn.store_batch_transforms`) after each batch. Returns None, after one line through
-    ``say``, when the store cannot be built; the Learner then keeps fastai's per-image pipeline."""
+    :func:`birdcls.learn.store_batch_transforms`) after each batch. Returns None, after a line saying why,
+    when the store cannot be built; the Learner then keeps fastai's per-image pipeline. ``say`` shows progress
+    notes (none with ``progress="none"``)."""
     import numpy as np
     import torch
 
@@ -68,13 +69,13 @@ def attach_fast_data(learn: Any, train_items: list[Path], valid_items: list[Path
         check_cache_fits(len(train_items) + len(valid_items), cfg.size, channels, cfg.cache_max_gb)
         arrays = [decode_cached(items, cfg.size, channels, cfg.cache_max_gb, progress=progress)
                   for items in (train_items, valid_items)]
-    except CacheRefused as exc:
-        say(f"fast data path off: {exc}; using fastai's per-image pipeline")
+    except CacheRefused as exc:  # a fallback is said however quiet the progress
+        print(f"fast data path off: {exc}; using fastai's per-image pipeline", flush=True)
         return None
     removed, freed = prune_cache(cfg.cache_keep_gb, in_use=[Path(a.filename) for a in arrays])
-    if removed:
-        say(f"removed {removed} cached image store(s) used longest ago ({freed / 1e9:.2f} GB): the cache keeps "
-            f"cache_keep_gb={cfg.cache_keep_gb:g}")
+    if removed:  # files deleted: said however quiet the progress
+        print(f"removed {removed} cached image store(s) used longest ago ({freed / 1e9:.2f} GB): the cache keeps "
+              f"cache_keep_gb={cfg.cache_keep_gb:g}", flush=True)
     # np.array: one copy of the cached store into memory, where random batches are cheap to cut
     train, valid = (TensorSplit(torch.from_numpy(np.array(x)), _labels(items, classes), split_idx)
                     for x, items, split_idx in zip(arrays, (train_items, valid_items), (0, 1)))

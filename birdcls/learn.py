@@ -159,10 +159,68 @@ def _fit_small_arch(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, **changes)
 
 
+#: What ``train`` writes into a run folder. ``--overwrite`` replaces these and the reports ``evaluate`` wrote in
+#: it (they describe the model replaced), and leaves anything else there, the user's notes or exports, as it is.
+RUN_FILES = frozenset({"config.yaml", "history.csv", "curves.png", "metrics.json", "confusion_matrix.png",
+                       "top_losses.png", "predictions.csv", "model.pkl", "model.onnx", "model.int8.onnx", "state.json",
+                       "checkpoints"})
+_SET_ASIDE = ".replaced.partial"
+
+
+def _replaced_by_a_new_run(path: Path) -> bool:
+    """One of the run's own files, a report of ``evaluate``'s, or what an atomic write of either left behind."""
+    if path.name in RUN_FILES or path.name.endswith((".partial", ".tmp")):
+        return True
+    try:
+        return path.is_dir() and "evaluated_on" in json.loads((path / "metrics.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 @contextmanager
-def _locked_run_dir(out: Path, data_root: Path, overwrite: bool, resume: bool) -> Iterator[None]:
+def _old_run_set_aside(out: Path) -> Iterator[Callable[[], None]]:
+    """Move the earlier run's files into a hidden folder of ``out`` while the new run sets up, and yield the
+    function that removes them, which the new run calls once its learner is built. A refusal or Ctrl-C before
+    that (weights that do not load, an architecture without them) puts the earlier run back whole: deleted
+    first, it had been lost to a retrain that never started."""
+    aside = out / _SET_ASIDE
+    if aside.exists():  # a run killed while setting up: its predecessor goes with --overwrite as the rest does
+        shutil.rmtree(aside)
+    old = [p for p in _run_files(out) if _replaced_by_a_new_run(p)]
+    kept = sorted(p.name for p in _run_files(out) if p not in old)
+    aside.mkdir()
+    for path in old:
+        os.replace(path, aside / path.name)
+    if kept:
+        print(f"note: --overwrite replaces the run in {out} and keeps {len(kept)} file(s) that train did not write: "
+              f"{', '.join(kept[:5])}{', ...' if len(kept) > 5 else ''}", flush=True)
+    discarded = False
+
+    def discard() -> None:
+        nonlocal discarded
+        shutil.rmtree(aside, ignore_errors=True)
+        discarded = True
+
+    try:
+        yield discard
+    finally:
+        if not discarded and aside.is_dir():
+            for path in aside.iterdir():
+                target = out / path.name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+                os.replace(path, target)
+            aside.rmdir()
+
+
+@contextmanager
+def _locked_run_dir(out: Path, data_root: Path, overwrite: bool, resume: bool) -> Iterator[Callable[[], None]]:
     """Check ``out`` for this run and hold the run folder's lock while the block trains in it: a second
-    `birdcls train` into the same folder (even with --overwrite or --resume) is refused, not mixed in."""
+    `birdcls train` into the same folder (even with --overwrite or --resume) is refused, not mixed in. Yields
+    the function the run calls once it is set up, after which an earlier run that --overwrite replaces is gone
+    (see :func:`_old_run_set_aside`)."""
     if is_within(out, data_root):
         raise BirdclsError(f"out (--out) {out} is inside the dataset {data_root}: put runs elsewhere, e.g. models/<name>")
     if resume and not (out / "config.yaml").is_file():
@@ -177,9 +235,10 @@ def _locked_run_dir(out: Path, data_root: Path, overwrite: bool, resume: bool) -
             if not overwrite:
                 raise BirdclsError(f"run folder {out} already exists: pass --overwrite to replace it, --resume to "
                                    "continue it (in Python: overwrite=True, resume=True), or choose another --out")
-            for old in _run_files(out):
-                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
-        yield
+            with _old_run_set_aside(out) as discard_old_run:
+                yield discard_old_run
+            return
+        yield lambda: None
 
 
 def _run_files(out: Path) -> list[Path]:
@@ -636,9 +695,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
         cfg = dataclasses.replace(cfg, epochs_head=min(cfg.epochs_head, epoch_cap), epochs=min(cfg.epochs, epoch_cap),
                                   freeze_epochs=min(cfg.freeze_epochs, epoch_cap))
     _check_there_is_work(cfg)
-    with _locked_run_dir(out, scan.layout.root, overwrite, resume):
+    with _locked_run_dir(out, scan.layout.root, overwrite, resume) as set_up:
         try:
-            return _train_in(out, data, scan, cfg, notes, resume, progress, say)
+            return _train_in(out, data, scan, cfg, notes, resume, progress, say, set_up)
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM, wherever it came: the run can go on from here
             code = interrupt_exit_code(exc)
             if not (out / "config.yaml").is_file():
@@ -651,8 +710,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
 
 
 def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes: list[str], resume: bool,
-              progress: str, say: Callable[[str], None]) -> TrainResult:
-    """The run itself, in its checked and locked folder ``out``: set up, the phases, then test and export."""
+              progress: str, say: Callable[[str], None], set_up: Callable[[], None]) -> TrainResult:
+    """The run itself, in its checked and locked folder ``out``: set up, the phases, then test and export.
+    ``set_up()`` is called once the learner is built (see :func:`_locked_run_dir`)."""
     write_text_atomic(out / "config.yaml", cfg.to_yaml())
     try:
         learn = build_learner(scan, cfg, out)
@@ -664,8 +724,9 @@ def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes:
                 with contextlib.suppress(OSError):
                     out.rmdir()
         raise
-    for note in notes:
-        say(note)
+    set_up()
+    for note in notes:  # what is wrong with the data or the settings: said however quiet the progress
+        print(note, flush=True)
     fast = None
     if cfg.fast_data:
         from .fast import attach_fast_data
@@ -688,7 +749,7 @@ def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes:
     history = _history_rows(out / "history.csv", completed=done) if resume else []
     for split, check in scan.checks.items():
         if check.bad or check.not_images:
-            say(f"{split}: {check.summary()}")
+            print(f"{split}: {check.summary()}", flush=True)
     prior = float(state.get("train_seconds", 0.0)) + (fast.decode_seconds if fast else 0.0)
     seconds = _run_phases(learn, cfg, out, done, history, progress, prior, fast=fast, say=say, resuming=resume)
     data_path = "tensor store" if fast else "fastai per-image"

@@ -99,6 +99,11 @@ def test_unreadable_files_are_skipped_and_counted(tmp_path, capsys):
         in shown.out
     # the image store's decoding and the body's feature pass show their progress on stderr, as predict's does
     assert "features (train): 18/18 images" in shown.err and "features (val): 4/4 images" in shown.err
+    train(data, tmp_path / "quiet", **{**FAST, "progress": "none"})  # quiet progress, not quiet warnings
+    quiet = capsys.readouterr()
+    assert "train: 18 images, 1 unreadable skipped, 1 non-image file skipped" in quiet.out
+    assert f"{data / 'val'} has no images of cardinal" in quiet.out
+    assert "head epoch" not in quiet.out and quiet.err == ""
 
 
 def test_existing_run_needs_overwrite(trained_run, tiny_data):
@@ -115,6 +120,48 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, tiny_data):
         train(tiny_data, tmp_path / "precious", overwrite=True, **FAST)
     assert [p.name for p in (tmp_path / "precious").iterdir()] == ["thesis.tex"]  # not even a lock file
     assert (tmp_path / "precious" / "thesis.tex").read_text() == "years of work"
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in folder.rglob("*") if p.is_file() and p.name != ".birdcls.lock"}
+
+
+def _run_with_the_users_files(trained_run, tmp_path: Path) -> Path:
+    """A copy of a trained run holding the user's notes and export, and a report of evaluate's."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run, ignore=shutil.ignore_patterns(".birdcls.lock"))
+    (run / "NOTES.txt").write_text("what I tried")
+    (run / "deploy.onnx").write_bytes((run / "model.onnx").read_bytes())
+    (run / "eval-other").mkdir()
+    (run / "eval-other" / "metrics.json").write_text(json.dumps({"evaluated_on": "other", "test_accuracy": 1.0}))
+    return run
+
+
+def test_an_overwrite_that_cannot_start_leaves_the_earlier_run_whole(trained_run, tiny_data, tmp_path):
+    """Weights that do not load are found after the run folder is checked: the earlier run, deleted first, had
+    been lost to a retrain that never started. It is set aside and put back."""
+    run = _run_with_the_users_files(trained_run, tmp_path)
+    before = _digests(run)
+    (tmp_path / "junk.pth").write_bytes(b"not weights")
+    with pytest.raises(BirdclsError, match="junk.pth"):
+        train(tiny_data, run, overwrite=True, **{**FAST, "weights": str(tmp_path / "junk.pth")})
+    assert _digests(run) == before
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".birdcls.lock"]
+
+
+def test_overwrite_replaces_the_run_and_keeps_the_users_files(trained_run, tiny_data, tmp_path, capsys):
+    run = _run_with_the_users_files(trained_run, tmp_path)
+    old_model = (run / "model.pkl").read_bytes()
+    train(tiny_data, run, overwrite=True, **{**FAST, "seed": 7})
+    assert (run / "model.pkl").read_bytes() != old_model and (run / "metrics.json").is_file()
+    assert (run / "NOTES.txt").read_text() == "what I tried" and (run / "deploy.onnx").is_file()
+    assert not (run / "eval-other").exists()  # a report of the model replaced
+    assert not any(p.name.endswith(".partial") for p in run.iterdir())
+    assert (f"note: --overwrite replaces the run in {run} and keeps 2 file(s) that train did not write: "
+            "NOTES.txt, deploy.onnx") in capsys.readouterr().out
 
 
 def _dataset(tmp_path: Path) -> Path:
