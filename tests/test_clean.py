@@ -33,6 +33,28 @@ def _dirty(tmp_path: Path) -> Path:
     return data
 
 
+def test_auto_clean_takes_symlinked_class_folders_and_images_as_the_datasets(tmp_path):
+    """A class folder linked in from elsewhere, and a linked image, are where the dataset links them: their
+    duplicates are quarantined (the link itself for a linked image), logged and undone. They had stopped the run
+    part-way, with some files moved and the rest not, as "not inside the dataset"."""
+    data = make_class_folders(tmp_path / "raw", per_class=6, size=96)
+    elsewhere = make_class_folders(tmp_path / "elsewhere", per_class=6, size=96, classes={"owl": (90, 90, 90)}, seed=5)
+    (data / "owl").symlink_to(elsewhere / "owl", target_is_directory=True)
+    owl_copy = elsewhere / "owl" / "copy.jpg"
+    shutil.copyfile(sorted((elsewhere / "owl").iterdir())[0], owl_copy)
+    jay_first = sorted((data / "jay").iterdir())[0]
+    (data / "jay" / "zz-link.jpg").symlink_to(jay_first)  # the same pixels again, through a link
+    shutil.copyfile(sorted((data / "parrot").iterdir())[0], data / "parrot" / "copy.jpg")
+    result = clean_auto(data, CleanConfig())
+    assert result.moved == 3
+    assert (data / ".quarantine" / "owl" / "copy.jpg").is_file() and not owl_copy.exists()
+    assert (data / ".quarantine" / "jay" / "zz-link.jpg").is_symlink() and jay_first.is_file()
+    log = [json.loads(x) for x in (data / ".quarantine" / "decisions.jsonl").read_text().splitlines()]
+    assert sorted(row["file"] for row in log) == ["jay/zz-link.jpg", "owl/copy.jpg", "parrot/copy.jpg"]
+    assert undo_clean(data) == 3
+    assert owl_copy.is_file() and (data / "jay" / "zz-link.jpg").is_symlink() and (data / "parrot" / "copy.jpg").is_file()
+
+
 def test_checks_find_every_problem(tmp_path):
     data = _dirty(tmp_path)
     report = find_issues(data, CleanConfig(dark=20))

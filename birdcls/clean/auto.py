@@ -76,13 +76,15 @@ def clean_auto(data: str | os.PathLike, config: CleanConfig = CleanConfig(), rep
     data = Path(data)
     check = find_issues(data, config, progress=progress)
     quarantine = Quarantine(data, source="auto")
+    to_move = [flag for flag in check.flags if flag.move and flag.path.is_file()]
+    for flag in to_move:  # a file that cannot be logged is refused before any moves, not half-way
+        quarantine.relative(flag.path)
     moved = 0
     try:
-        for flag in check.flags:
-            if flag.move and flag.path.is_file():
-                if not dry_run:
-                    quarantine.quarantine(flag.path, f"{flag.reason} ({flag.detail})")
-                moved += 1
+        for flag in to_move:
+            if not dry_run:
+                quarantine.quarantine(flag.path, f"{flag.reason} ({flag.detail})")
+            moved += 1
     except KeyboardInterrupt as exc:
         if dry_run or not moved:
             raise

@@ -9,6 +9,7 @@ Nothing is ever deleted: undo moves files back and logs that it did.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -68,11 +69,17 @@ class Quarantine:
         return {d.file for d in self.active() if d.action == "keep"}
 
     # -- making decisions ------------------------------------------------------------------------
-    def _rel(self, path: Path) -> str:
-        try:
-            return str(Path(path).resolve().relative_to(self.data.resolve()))
-        except ValueError:
-            raise BirdclsError(f"{path} is not inside the dataset {self.data}") from None
+    def relative(self, path: str | os.PathLike) -> str:
+        """``path`` relative to the dataset, as the log records it. A class folder or an image that is a
+        symlink counts as where it is linked in, not where it points: found through the dataset, it is the
+        dataset's (and moving it moves the link of a linked image, never its target)."""
+        for inside, root in ((Path(os.path.abspath(path)), Path(os.path.abspath(self.data))),
+                             (Path(path).resolve(), self.data.resolve())):
+            try:
+                return str(inside.relative_to(root))
+            except ValueError:
+                continue
+        raise BirdclsError(f"{path} is not inside the dataset {self.data}: pass images found under {self.data}")
 
     def _record(self, file: str, action: str, reason: str, dest: str | None, undoes: str | None = None) -> Decision:
         d = Decision(uuid.uuid4().hex[:12], self.run, file, action, reason, dest, time.time(), self.source, undoes)
@@ -92,7 +99,7 @@ class Quarantine:
     def _move(self, src: Path, dst: Path) -> Path:
         dst = self._free(dst)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dst)
+        shutil.move(src, dst)  # a rename; a copy where a linked class folder is on another file system
         return dst
 
     def quarantine(self, path: str | os.PathLike, reason: str) -> Decision:
@@ -100,26 +107,26 @@ class Quarantine:
         path = Path(path)
         if not path.is_file():
             raise BirdclsError(f"{path} does not exist (already moved?): refresh the view")
-        rel = self._rel(path)
+        rel = self.relative(path)
         with signals_deferred():  # an interrupt never leaves a move that the log (and so undo) misses
             dest = self._move(path, self.data / QUARANTINE_DIR / rel)
-            return self._record(rel, "quarantine", reason, self._rel(dest))
+            return self._record(rel, "quarantine", reason, self.relative(dest))
 
     def move(self, path: str | os.PathLike, new_class: str, reason: str = "relabelled") -> Decision:
         """Move ``path`` into the sibling class folder ``new_class`` (same split) and log it."""
         path = Path(path)
         if not path.is_file():
             raise BirdclsError(f"{path} does not exist (already moved?): refresh the view")
-        rel = self._rel(path)
+        rel = self.relative(path)
         target_dir = path.parent.parent / new_class
         if not target_dir.is_dir():
             raise BirdclsError(f"class folder {target_dir} does not exist: pick one of the existing classes")
         with signals_deferred():
             dest = self._move(path, target_dir / path.name)
-            return self._record(rel, "move", reason or f"relabelled as {new_class}", self._rel(dest))
+            return self._record(rel, "move", reason or f"relabelled as {new_class}", self.relative(dest))
 
     def keep(self, path: str | os.PathLike, reason: str = "reviewed") -> Decision:
-        return self._record(self._rel(Path(path)), "keep", reason, None)
+        return self._record(self.relative(Path(path)), "keep", reason, None)
 
     # -- undoing ---------------------------------------------------------------------------------
     def _undo_one(self, d: Decision) -> None:
@@ -131,7 +138,7 @@ class Quarantine:
             original.parent.mkdir(parents=True, exist_ok=True)
         with signals_deferred():  # a file moved back is logged as undone, or not moved at all
             if moves_back:
-                os.replace(moved, original)
+                shutil.move(moved, original)
             self._record(d.file, "undo", f"undo {d.action}", d.dest, undoes=d.id)
 
     def undo(self, scope: str = "run") -> list[Decision]:
