@@ -256,15 +256,47 @@ def sidecar_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def _load_safetensors(path: Path, device: str, precision: str) -> Predictor:
-    side = sidecar_path(path)
-    if not side.is_file():
-        raise BirdclsError(f"{path} has no sidecar {side.name} (arch, classes, size): export it again with "
-                           "`birdcls export RUN --format safetensors`")
+#: What a model's answers depend on besides its weights: a sidecar that differs in one of these is another model's.
+_ANSWER_FIELDS = ("arch", "classes", "size", "mean", "std", "in_chans", "tta", "tta_shift")
+
+
+def _embedded_info(path: Path) -> dict[str, Any] | None:
+    """The metadata export writes into the .safetensors file itself (None when it holds none)."""
+    from safetensors import safe_open
+
     try:
-        info = ModelInfo.from_dict(json.loads(side.read_text()))
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta["birdcls"]) if "birdcls" in meta else None
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a bad header
+        raise _corrupt(path, exc) from None
+
+
+def _safetensors_info(path: Path) -> ModelInfo:
+    """The model's arch, classes and input from its sidecar JSON, checked against the copy inside the file:
+    a sidecar copied from another export of the same network would label every answer with its classes.
+    Without a sidecar the copy inside does."""
+    embedded, side = _embedded_info(path), sidecar_path(path)
+    if not side.is_file():
+        if embedded is None:
+            raise BirdclsError(f"{path} has no sidecar {side.name} (arch, classes, size): export it again with "
+                               "`birdcls export RUN --format safetensors`")
+        return ModelInfo.from_dict(embedded)
+    try:
+        sidecar = json.loads(side.read_text())
+        info = ModelInfo.from_dict(sidecar)
     except (json.JSONDecodeError, TypeError, KeyError) as exc:
         raise _corrupt(side, exc) from None
+    differ = [k for k in _ANSWER_FIELDS if embedded is not None and sidecar.get(k) != embedded.get(k)]
+    if differ:
+        raise BirdclsError(f"{side} does not describe {path.name} (its {', '.join(differ)} differ from the ones saved "
+                           f"inside the model): it belongs to another export; remove it (the model's own are used) "
+                           "or export again")
+    return info
+
+
+def _load_safetensors(path: Path, device: str, precision: str) -> Predictor:
+    info = _safetensors_info(path)
     from safetensors.torch import load_file
 
     from .models.backbones import build_model

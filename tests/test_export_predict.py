@@ -30,6 +30,21 @@ def test_all_formats_agree(exports, tiny_data):
     assert row["top_k"][0] == [row["label"], row["prob"]]
 
 
+def test_a_sidecar_of_another_export_is_refused_not_believed(exports, tiny_data, tmp_path):
+    """The same network with other class names beside it would have labelled every answer wrongly."""
+    import shutil
+
+    model = Path(shutil.copyfile(exports["safetensors"], tmp_path / "m.safetensors"))
+    side = json.loads(exports["safetensors"].with_suffix(".json").read_text())
+    model.with_suffix(".json").write_text(json.dumps({**side, "classes": ["crow", "dove", "wren"]}))
+    with pytest.raises(BirdclsError, match=r"m\.json does not describe m\.safetensors \(its classes differ from the ones "
+                                           r"saved inside the model\): it belongs to another export"):
+        load_model(model)
+    model.with_suffix(".json").write_text(json.dumps({**side, "versions": {"torch": "0.0"}}))  # not an answer's
+    rows = predict(load_model(model), [tiny_data / "test" / "jay"]).rows
+    assert rows == predict(load_model(exports["safetensors"]), [tiny_data / "test" / "jay"]).rows
+
+
 def test_safetensors_sidecar_and_no_pickle(exports):
     side = json.loads(exports["safetensors"].with_suffix(".json").read_text())
     assert side["arch"] == "tf_efficientnet_lite0" and side["classes"] == ["cardinal", "jay", "parrot"]
@@ -137,8 +152,13 @@ def test_corrupt_and_missing_models(tmp_path, exports):
     import shutil
 
     alone = Path(shutil.copyfile(exports["safetensors"], tmp_path / "alone.safetensors"))
+    assert load_model(alone).classes == ["cardinal", "jay", "parrot"]  # the metadata saved inside the file
+    from safetensors.torch import load_file, save_file
+
+    bare = tmp_path / "bare.safetensors"  # weights and nothing else
+    save_file(load_file(str(alone)), str(bare))
     with pytest.raises(BirdclsError, match="has no sidecar"):
-        load_model(alone)
+        load_model(bare)
     with pytest.raises(BirdclsError, match="does not exist"):
         load_model(tmp_path / "missing.onnx")
     with pytest.raises(BirdclsError, match="not a model file"):
