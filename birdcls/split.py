@@ -258,6 +258,10 @@ def split_dataset(src: str | os.PathLike, dst: str | os.PathLike, ratio: tuple[f
     readable, unreadable = _readable(by_class, hashes, src)
     empty = sorted(empty + [c for c in by_class if c not in readable])  # all its images unreadable
     by_class = readable
+    if len(by_class) < 2:  # train refuses it: say so before copying, not after
+        left_out = f" ({', '.join(empty[:5])} {'has' if len(empty) == 1 else 'have'} none)" if empty else ""
+        raise BirdclsError(f"{src} has readable images in 1 class folder ({next(iter(by_class))}){left_out}: a "
+                           f"classifier needs at least 2; add a folder of images for each class to {src}")
     group_of: dict[Path, tuple[Path, ...]] = {}
     for files in by_class.values():
         group_of.update(_duplicate_groups(files, hashes, max_distance))

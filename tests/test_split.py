@@ -78,6 +78,26 @@ def test_a_dataset_of_only_unreadable_files_is_refused_before_copying(tmp_path: 
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".*partial"))
 
 
+def test_jpegs_named_jfif_jpe_or_jif_are_images(tmp_path: Path):
+    """Windows saves a photo from a web page as .jfif: a class of them had been left out as "without readable
+    images", leaving a one-class split."""
+    src = make_class_folders(tmp_path / "raw", per_class=8)
+    for i, image in enumerate(sorted((src / "jay").iterdir())):
+        image.rename(image.with_suffix((".jfif", ".JFIF", ".jpe", ".jif")[i % 4]))
+    report = split_dataset(src, tmp_path / "out", seed=1)
+    assert report.empty_classes == [] and sum(report.counts["jay"].values()) == 8
+
+
+def test_a_single_class_with_readable_images_is_refused_before_copying(tmp_path: Path):
+    src = make_class_folders(tmp_path / "raw", per_class=8, classes={"jay": (30, 60, 200), "owl": (90, 90, 90)})
+    for image in (src / "owl").iterdir():
+        image.write_bytes(b"")
+    with pytest.raises(BirdclsError, match=r"has readable images in 1 class folder \(jay\) \(owl has none\): a "
+                                           "classifier needs at least 2"):
+        split_dataset(src, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
 def test_raw_classes_called_train_and_test_are_split_not_refused_as_already_split(tmp_path: Path):
     src = make_class_folders(tmp_path / "raw", per_class=7, classes={"train": (200, 30, 30), "test": (30, 60, 200),
                                                                      "bus": (30, 170, 40)})

@@ -31,8 +31,9 @@ from .decode import UNREADABLE, unreadable_reason  # importing decode registers 
 __all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "VAL_NAMES", "ImageCheck", "SplitLayout", "check_cache_for",
            "class_files", "find_splits", "list_labelled_images", "no_class_folders", "unknown_classes", "verify_images"]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif", ".heic",
-                              ".heif"})
+#: .jfif, .jpe and .jif are JPEGs too (.jfif is what Windows names a photo saved from a web page).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".jif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+                              ".avif", ".heic", ".heif"})
 VAL_NAMES = ("val", "valid")  # what a validation folder may be called
 SPLIT_NAMES = ("train", *VAL_NAMES, "test")
 
