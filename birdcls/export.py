@@ -33,7 +33,7 @@ from ._io import write_json_atomic, write_with_atomic
 from ._trust import is_trusted_pickle, register_pickle
 from .data.folders import SplitLayout, find_splits, list_labelled_images, unknown_classes
 from .errors import BirdclsError, describe
-from .predict import load_model, sidecar_path, uint8_input_model
+from .predict import load_model, run_onnx_is_current, sidecar_path, uint8_input_model
 from .quantize import Int8Check, int8_if_it_keeps_accuracy
 from .runtime import ModelInfo
 
@@ -285,9 +285,9 @@ def _current_run_onnx(source: Path) -> Path | None:
     """The run's own model.onnx when it is this model's export as export would write it now: written after
     model.pkl (so not left from before a resume or a failed export) and taking uint8 images (older runs'
     took floats). None otherwise."""
-    made, pickle = source / "model.onnx", source / "model.pkl"
+    made = source / "model.onnx"
     try:
-        if made.stat().st_mtime >= pickle.stat().st_mtime and _onnx_export_input(made) == 2:
+        if run_onnx_is_current(made) and _onnx_export_input(made) == 2:
             return made
     except Exception:  # noqa: BLE001 - missing or unreadable: export it afresh
         pass

@@ -812,12 +812,15 @@ def _write_run_onnx(learn, out: Path) -> bool:
     """model.onnx beside model.pkl, for fast CPU prediction; a model ONNX cannot express keeps only the pkl."""
     import copy
 
+    from ._trust import file_sha256
     from .export import export_onnx
-    from .runtime import ModelInfo
+    from .runtime import PKL_DIGEST, ModelInfo
 
     (out / "model.int8.onnx").unlink(missing_ok=True)  # a stale one from an earlier run must not outlive it
+    # the pickle's digest tells a copy of the run whose files lost their times that this is its network
+    info = ModelInfo.from_dict({**learn.birdcls_info, PKL_DIGEST: file_sha256(out / "model.pkl")})
     try:
-        export_onnx(copy.deepcopy(learn.model), ModelInfo.from_dict(learn.birdcls_info), out / "model.onnx")
+        export_onnx(copy.deepcopy(learn.model), info, out / "model.onnx")
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; the pkl is still there
         print(f"model.onnx not written ({describe(exc)}); prediction uses model.pkl", flush=True)
         return False

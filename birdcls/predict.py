@@ -31,7 +31,7 @@ from .config import check_device_name
 from .data.decode import imap_ahead, load_image, load_image_or_reason, map_ahead
 from .data.folders import IMAGE_EXTENSIONS
 from .errors import BirdclsError, check_int
-from .runtime import CPU_BATCH, GPU_BATCH, ModelInfo, check_precision, resolve_device, resolve_precision
+from .runtime import CPU_BATCH, GPU_BATCH, PKL_DIGEST, ModelInfo, check_precision, resolve_device, resolve_precision
 
 __all__ = ["PredictionResult", "Predictor", "check_csv_target", "csv_header", "gather_images", "load_image",
            "load_model", "predict", "uint8_input_model"]
@@ -330,6 +330,25 @@ def _load_onnx(path: Path) -> Predictor:
     return Predictor(info, _OnnxBackend(session, info), path)
 
 
+def run_onnx_is_current(onnx: Path) -> bool:
+    """Whether a run folder's ``model.onnx`` / ``model.int8.onnx`` is the network of its ``model.pkl`` (not one
+    left from before a resume or a failed export): written after the pickle, or, where a copy of the run did not
+    keep the files' times (``scp -r``, ``rsync`` without ``-t``, an archive unpacked with ``--touch``), recording
+    the pickle's SHA-256, which training writes into it."""
+    pkl = onnx.parent / "model.pkl"
+    try:
+        if onnx.stat().st_mtime >= pkl.stat().st_mtime:
+            return True
+        import onnx as onnx_lib
+
+        from ._trust import file_sha256
+
+        props = {p.key: p.value for p in onnx_lib.load(str(onnx), load_external_data=False).metadata_props}
+        return json.loads(props.get("birdcls", "{}")).get(PKL_DIGEST) == file_sha256(pkl)
+    except Exception:  # noqa: BLE001 - missing, unreadable or not a birdcls export: not this run's
+        return False
+
+
 def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto", backend: str = "auto",
                int8: bool = True, precision: str = "auto") -> Predictor:
     """Load a run directory or an export for prediction.
@@ -356,10 +375,9 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
             raise BirdclsError(f"{path} is a folder without model.pkl: pass a run directory from `birdcls train` "
                                "or an exported model file")
         if backend == "auto" and precision != "bf16" and resolve_device(device) == "cpu":
-            pkl_time = (path / "model.pkl").stat().st_mtime
             full = not int8 or precision == "float32"  # float32 asked for: not the int8 copy
             for onnx in (path / "model.int8.onnx", path / "model.onnx")[1 if full else 0:]:
-                if onnx.is_file() and onnx.stat().st_mtime >= pkl_time:
+                if run_onnx_is_current(onnx):
                     return _load_onnx(onnx)
         path = path / "model.pkl"
     if not path.is_file():

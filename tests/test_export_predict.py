@@ -45,6 +45,27 @@ def test_a_sidecar_of_another_export_is_refused_not_believed(exports, tiny_data,
     assert rows == predict(load_model(exports["safetensors"]), [tiny_data / "test" / "jay"]).rows
 
 
+def test_a_run_copied_without_its_files_times_still_predicts_from_its_onnx(trained_run, tmp_path):
+    """Copies that do not keep times (scp -r, rsync without -t) can leave model.onnx older than model.pkl, which
+    had passed it over for the pickle (and, on another machine, asked for --trust). The digest of the pickle
+    that training records in it tells the run's own ONNX from a stale one."""
+    import os
+    import shutil
+
+    import onnx
+
+    run = Path(shutil.copytree(trained_run.run_dir, tmp_path / "run", ignore=shutil.ignore_patterns(".birdcls.lock")))
+    pkl_time = (run / "model.pkl").stat().st_mtime
+    os.utime(run / "model.onnx", (pkl_time - 60, pkl_time - 60))
+    assert load_model(run).path == run / "model.onnx"
+    proto = onnx.load(str(run / "model.onnx"))
+    meta = next(p for p in proto.metadata_props if p.key == "birdcls")
+    meta.value = json.dumps({**json.loads(meta.value), "pkl_sha256": "0" * 64})  # another pickle's network
+    onnx.save(proto, str(run / "model.onnx"))
+    os.utime(run / "model.onnx", (pkl_time - 60, pkl_time - 60))
+    assert load_model(run).path == run / "model.pkl"
+
+
 def test_safetensors_sidecar_and_no_pickle(exports):
     side = json.loads(exports["safetensors"].with_suffix(".json").read_text())
     assert side["arch"] == "tf_efficientnet_lite0" and side["classes"] == ["cardinal", "jay", "parrot"]
