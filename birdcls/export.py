@@ -330,7 +330,7 @@ def export(run: str | os.PathLike, fmt: str | None = None, dest: str | os.PathLi
     if fmt == "onnx-int8":
         check = export_int8(model, predictor.info, dest, layout)
         if not check.kept:
-            why = "" if not check.images else ": int8 loses more than one point"
+            why = f": {check.why_not_kept()}" if check.images else ""
             float_name = dest.name[:-len(".int8.onnx")] + ".onnx" if dest.name.lower().endswith(".int8.onnx") else dest.name
             raise BirdclsError(f"{check.summary()}{why}, so nothing was written; export float32 instead: "
                                f"--format onnx -o {dest.with_name(float_name)}")

@@ -101,10 +101,10 @@ class TrainResult:
         lines.append(f"run folder: {self.run_dir} ({', '.join(n for n in names if (self.run_dir / n).is_file())})")
         int8 = m.get("int8")
         if isinstance(int8, dict) and not int8.get("kept", True):
-            why = (f"it lost more than {int8['max_accuracy_drop'] * 100:g} point(s) of accuracy on val/ "
-                   f"({int8['int8_accuracy']:.4f} against {int8['fp32_accuracy']:.4f} for float32)"
-                   if int8.get("images") else "no readable val/ images to check it against")
-            lines.append(f"model.int8.onnx not written: {why}; predict uses model.onnx")
+            from .quantize import Int8Check
+
+            check = Int8Check(**{k: int8[k] for k in Int8Check.__dataclass_fields__ if k in int8})
+            lines.append(f"model.int8.onnx not written: {check.why_not_kept()}; predict uses model.onnx")
         return lines
 
 

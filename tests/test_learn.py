@@ -42,7 +42,8 @@ def test_the_summary_names_the_score_the_files_and_a_missing_int8_model(trained_
     assert lines[0] == f"test accuracy {m['test_accuracy']:.4f} on 12 images; trained in {m['train_seconds']:.1f}s"
     assert lines[1].startswith(f"run folder: {trained_run.run_dir} (metrics.json, history.csv, curves.png, ")
     assert "model.onnx" in lines[1] and "model.int8.onnx" not in lines[1] and len(lines) == 2
-    dropped = {"kept": False, "images": 40, "max_accuracy_drop": 0.01, "int8_accuracy": 0.9, "fp32_accuracy": 0.95}
+    dropped = {"kept": False, "images": 40, "max_accuracy_drop": 0.01, "int8_accuracy": 0.9, "fp32_accuracy": 0.95,
+               "agreement": 0.9}
     lost = dataclasses.replace(trained_run, metrics={**m, "int8": dropped}).summary()
     assert repr(trained_run) == (f"TrainResult({str(trained_run.run_dir)!r}, tf_efficientnet_lite0 at 32 px, test accuracy "
                                  f"{m['test_accuracy']:.4f} on 12 images, {m['train_seconds']:.1f}s)")

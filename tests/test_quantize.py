@@ -71,7 +71,13 @@ def test_int8_that_loses_accuracy_is_not_kept(confident_run, tiny_data: Path, tm
 def test_an_empty_check_keeps_nothing():
     assert not Int8Check(0, 0.0, 0.0, 0.0).kept
     assert "no readable validation images" in Int8Check(0, 0.0, 0.0, 0.0).summary()
-    assert Int8Check(10, 0.9, 0.89, 0.95).kept and not Int8Check(10, 0.9, 0.85, 0.9).kept
+    assert Int8Check(200, 0.9, 0.89, 0.995).kept and not Int8Check(10, 0.9, 0.85, 0.9).kept
+    # answers that change both ways keep the accuracy: 1 of 3 changed is not "within one point"
+    changed = Int8Check(3, 0.6667, 0.6667, 0.6667)
+    assert not changed.kept
+    assert changed.why_not_kept() == "it changed 1 of 3 answers on val/, more than 1% (top-1 agreement 0.6667)"
+    assert Int8Check(10, 0.9, 0.85, 1.0).why_not_kept().startswith("it lost more than 1 point(s) of accuracy on val/")
+    assert Int8Check(200, 0.9, 0.9, 0.995).why_not_kept() == ""
 
 
 def test_export_onnx_int8_from_the_cli(confident_run, tmp_path: Path):
