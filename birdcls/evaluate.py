@@ -326,6 +326,24 @@ def _check_report_dir(out: Path, data: Path) -> None:
                            "(by default the report goes to RUN/eval-<data>)")
     if is_within(out, data):
         raise BirdclsError(f"-o {out} is inside the dataset {data}: put the report elsewhere")
+    taken = [name for name in REPORT_FILES if (out / name).exists()]
+    if taken and not is_report_folder(out):
+        raise BirdclsError(f"-o {out} holds {', '.join(taken)} that evaluate did not write: the report would replace "
+                           "them; choose a new folder for the report")
+
+
+#: What a report folder holds; evaluate replaces them only in a folder that holds an earlier report.
+REPORT_FILES = ("metrics.json", "confusion_matrix.png", "top_losses.png", "predictions.csv")
+
+
+def is_report_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a report that evaluate wrote (its metrics.json names what it evaluated)."""
+    import json
+
+    try:
+        return "evaluated_on" in json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def default_report_dir(model: str | os.PathLike | None, data: str | os.PathLike) -> Path:

@@ -169,12 +169,9 @@ _SET_ASIDE = ".replaced.partial"
 
 def _replaced_by_a_new_run(path: Path) -> bool:
     """One of the run's own files, a report of ``evaluate``'s, or what an atomic write of either left behind."""
-    if path.name in RUN_FILES or path.name.endswith((".partial", ".tmp")):
-        return True
-    try:
-        return path.is_dir() and "evaluated_on" in json.loads((path / "metrics.json").read_text())
-    except (OSError, ValueError, TypeError):
-        return False
+    from .evaluate import is_report_folder
+
+    return path.name in RUN_FILES or path.name.endswith((".partial", ".tmp")) or is_report_folder(path)
 
 
 @contextmanager

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from ._io import is_within, signals_deferred, with_default_mode, write_json_atomic
-from .data.folders import IMAGE_EXTENSIONS, class_files, list_labelled_images
+from ._io import LOCK_NAME, is_within, signals_deferred, with_default_mode, write_json_atomic
+from .data.folders import IMAGE_EXTENSIONS, SPLIT_NAMES, class_files, list_labelled_images
 from .errors import BirdclsError, check_int, describe
 
 __all__ = ["SPLITS", "SplitReport", "split_dataset"]
@@ -132,6 +132,10 @@ def _check_class_sizes(groups_per_class: dict[str, int], ratio: tuple[float, flo
                            "and test get one each; add images or remove the folder(s)")
 
 
+#: What a split dataset's folder holds of birdcls's own: --overwrite replaces these (with the folder) and no more.
+_SPLIT_OWN = frozenset({*SPLIT_NAMES, MANIFEST, "leakage_pairs.png", LOCK_NAME, ".DS_Store"})
+
+
 def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
     """Refuse, before any work, a source or output that the split would fail on or destroy."""
     if src.is_file():
@@ -158,6 +162,11 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
     if not overwrite:
         raise BirdclsError(f"output {dst} already exists: pass --overwrite (overwrite=True) to replace it or choose "
                            "another folder")
+    others = sorted(p.name + ("/" if p.is_dir() else "") for p in dst.iterdir() if p.name not in _SPLIT_OWN)
+    if others:  # the swap replaces the whole folder: the user's notes or photos in it would go with the old split
+        listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise BirdclsError(f"output {dst} also holds what split did not write ({listed}): move that out before "
+                           "--overwrite replaces the folder, or choose another output folder")
 
 
 def _looks_split(folder: Path) -> bool:

@@ -120,6 +120,33 @@ def test_evaluate_keeps_off_a_run_the_dataset_and_files(trained_run, tiny_data, 
                            "is a file")
     assert _digest(run / "metrics.json") == metrics and (tmp_path / "afile").read_text() == "x"
     assert not list((tiny_data / "test").glob("*.json"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "predictions.csv").write_text("my own results\n")
+    _assert_one_line_error(runner.invoke(app, ["evaluate", str(run), str(tiny_data), "-o", str(mine)]),
+                           "holds predictions.csv that evaluate did not write")
+    assert [p.name for p in mine.iterdir()] == ["predictions.csv"]
+    for _ in range(2):  # a folder holding evaluate's own report is replaced
+        result = runner.invoke(app, ["evaluate", str(run), str(tiny_data), "-o", str(tmp_path / "report")])
+        assert result.exit_code == 0, result.output
+
+
+def test_split_overwrite_refuses_to_take_the_users_files_with_the_old_split(tmp_path):
+    """--overwrite swaps in a whole new folder: notes or photos the user put beside train/ val/ test/ went with
+    the old split."""
+    from fixtures import make_class_folders
+
+    raw = make_class_folders(tmp_path / "raw", per_class=8)
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["split", str(raw), str(out)]).exit_code == 0
+    (out / "leakage_pairs.png").write_bytes(b"a report split --check wrote")
+    assert runner.invoke(app, ["split", str(raw), str(out), "--overwrite", "--seed", "2"]).exit_code == 0
+    (out / "NOTES.md").write_text("where the photos came from")
+    (out / "extra_test_photos").mkdir()
+    before = {p: _digest(p) for p in out.rglob("*") if p.is_file()}
+    _assert_one_line_error(runner.invoke(app, ["split", str(raw), str(out), "--overwrite"]),
+                           "also holds what split did not write (NOTES.md, extra_test_photos/): move that out")
+    assert {p: _digest(p) for p in out.rglob("*") if p.is_file()} == before
 
 
 def test_an_unwritable_output_is_one_line_not_a_traceback(trained_run, tiny_data):
