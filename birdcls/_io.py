@@ -214,7 +214,13 @@ def save_figure_atomic(dest: str | os.PathLike, fig: Any, tight: bool = False, *
         # a class named with an emoji draws as a box in the default font; matplotlib warns for every glyph
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
         if tight:
-            fig.tight_layout()
+            # long class names can leave tight_layout no room (it warns and does nothing): then the saved image is
+            # cut to what was drawn instead, so that no label is cut off
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fig.tight_layout()
+            if caught:
+                kwargs.setdefault("bbox_inches", "tight")
         fig.savefig(tmp, format=fmt, **kwargs)
     return Path(dest)
 

@@ -51,6 +51,15 @@ _ANNOTATED_CLASSES = 30
 _MAX_SIDE = 0.45 * _ANNOTATED_CLASSES + 2.5
 
 
+def _short_label(name: str, most: int = 32) -> str:
+    """A class name cut in the middle to ``most`` characters: a 200-character folder name would push the matrix
+    off its own figure, and the two ends are what tell long names apart."""
+    if len(name) <= most:
+        return name
+    keep = (most - 1) // 2
+    return f"{name[:keep]}…{name[-(most - 1 - keep):]}"
+
+
 def plot_confusion_matrix(cm: np.ndarray, classes: list[str], dest: Path) -> Path:
     """Counts and row-normalised (recall) side by side, each cell numbered. Past 30 classes the numbers would not
     fit: only the normalised matrix is drawn, at a fixed size and a higher resolution, with labels small enough
@@ -59,9 +68,12 @@ def plot_confusion_matrix(cm: np.ndarray, classes: list[str], dest: Path) -> Pat
     from ._plots import figure
 
     n = len(classes)
-    side = min(max(4.0, 0.45 * n + 2.5), _MAX_SIDE)
-    label_pt = min(10.0, max(2.0, 0.8 * 72 * (side - 2.5) / n))  # 80% of a row's height, in points
+    matrix_side = min(max(4.0, 0.45 * n + 2.5), _MAX_SIDE)
+    label_pt = min(10.0, max(2.0, 0.8 * 72 * (matrix_side - 2.5) / n))  # 80% of a row's height, in points
     annotated = n <= _ANNOTATED_CLASSES
+    labels = [_short_label(name) for name in classes]
+    longest = max(map(len, labels))
+    side = matrix_side + 0.07 * max(0, longest - 10) * label_pt / 10  # room for long names beside the matrix
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
     panels = [(cm, "counts", "d"), (norm, "normalised by true class", ".2f")][0 if annotated else 1:]
@@ -69,8 +81,8 @@ def plot_confusion_matrix(cm: np.ndarray, classes: list[str], dest: Path) -> Pat
     for ax, (mat, title, fmt) in zip(fig.subplots(1, len(panels), squeeze=False).flat, panels):
         ax.imshow(mat, cmap="Blues", vmin=0, vmax=mat.max() if mat.max() > 0 else 1, interpolation="nearest")
         ax.set_title(title)
-        ax.set_xticks(range(n), classes, rotation=90 if n > 6 else 0, fontsize=label_pt)
-        ax.set_yticks(range(n), classes, fontsize=label_pt)
+        ax.set_xticks(range(n), labels, rotation=90 if n > 6 or longest > 10 else 0, fontsize=label_pt)
+        ax.set_yticks(range(n), labels, fontsize=label_pt)
         ax.set_xlabel("predicted")
         ax.set_ylabel("actual")
         if annotated:

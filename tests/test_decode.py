@@ -181,3 +181,22 @@ def test_imap_ahead_keeps_order_and_a_bounded_number_of_calls_ahead():
                 break
         results.close()
     assert len(started) <= 20 + 5  # the cancelled rest never ran
+
+
+def test_a_palette_image_with_a_transparent_colour_decodes_without_a_warning(tmp_path):
+    """PIL warns on stderr for every such GIF or PNG converted straight to RGB; the colours stay the same."""
+    import warnings
+
+    from birdcls.hashing import hash_images
+
+    im = Image.fromarray((np.arange(48 * 48) % 8).astype(np.uint8).reshape(48, 48)).convert("P")
+    im.putpalette([v for c in range(256) for v in (c * 30 % 256, 255 - c * 30 % 256, c * 7 % 256)])
+    im.save(tmp_path / "pal.png", transparency=bytes([0, 64, 128, 255]))  # an alpha for each of 4 colours
+    im.save(tmp_path / "pal.gif", transparency=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        arrays = [load_image(tmp_path / name, 48) for name in ("pal.png", "pal.gif")]
+        assert hash_images([tmp_path / "pal.png", tmp_path / "pal.gif"]).errors == {}
+    expected = np.asarray(im.convert("RGB"))
+    for array in arrays:
+        np.testing.assert_array_equal(array, expected)

@@ -64,3 +64,24 @@ def test_evaluate_prints_the_weakest_20_of_many_classes():
     listed = [line.split()[0] for line in lines[2:22]]
     assert listed == [f"c{i:02d}" for i in range(24, 4, -1)]  # lowest F1 first; the absent class is not scored
     assert lines[22] == "no images here of 1 class(es): c03"
+
+
+def test_class_names_too_long_for_the_layout_are_drawn_without_a_warning(tmp_path):
+    """tight_layout gives up on labels longer than the figure (and warns on stderr); the image is cut to what
+    was drawn instead, every label whole."""
+    import warnings
+
+    names = [f"{'very ' * 40}long name {i}" for i in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dest = plot_confusion_matrix(_matrix(3), names, tmp_path / "cm.png")
+    width, height = Image.open(dest).size
+    assert width < 1_500 and height < 1_000  # names cut in the middle: the matrices keep their size
+
+
+def test_long_class_names_are_cut_in_the_middle():
+    from birdcls.evaluate import _short_label
+
+    assert _short_label("jay") == "jay"
+    cut = _short_label("very " * 40 + "long name 0")
+    assert len(cut) == 32 and cut.startswith("very very very") and cut.endswith("long name 0") and "…" in cut

@@ -103,7 +103,11 @@ def open_image(path: str | os.PathLike, size: int | None = None, channels: int =
 def to_8bit(im: Image.Image) -> Image.Image:
     """A 16-bit (``I;16*``), 32-bit integer (``I``) or float (``F``) greyscale image as 8-bit ``L``, scaled
     rather than clipped: 16-bit range to 0-255; ``I`` as 16-bit when any value is above 255, else as is;
-    ``F`` from 0-1 when no value is above 1, else clipped to 0-255. Any other image comes back as it is."""
+    ``F`` from 0-1 when no value is above 1, else clipped to 0-255. A palette image with a transparent colour
+    comes back as RGBA, the same colours (PIL warns on stderr, for every such GIF or PNG, when one is converted
+    straight to RGB). Any other image comes back as it is."""
+    if im.mode == "P" and "transparency" in im.info:
+        return im.convert("RGBA")
     if not (im.mode.startswith("I") or im.mode == "F"):
         return im
     arr = np.asarray(im)
