@@ -62,6 +62,6 @@ def check_int(value: object, name: str, low: int, high: int | None = None, optio
     whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not whole or value < low or (high is not None and value > high):
         span = f"from {low} to {high}" if high is not None else f"{low} or more"
-        none = " (or None)" if optional else ""
+        none = " (or left out, for the default)" if optional else ""
         raise BirdclsError(f"{name} must be a whole number {span}{none}, got {value!r}")
     return int(value)

@@ -177,6 +177,9 @@ def _calibration_data(run: Path, data: str | os.PathLike | None) -> SplitLayout:
         except (OSError, ValueError, KeyError):
             raise BirdclsError("--format onnx-int8 calibrates on the training images and checks on the validation "
                                f"images, and {run} does not record its dataset: pass --data DATASET") from None
+        if not Path(data).is_dir():
+            raise BirdclsError(f"--format onnx-int8 calibrates on the dataset {run} trained on, and {data} is not there "
+                               "any more: pass --data DATASET (its train/ calibrates, its val/ checks)")
     return find_splits(data, require_test=False)
 
 

@@ -206,7 +206,7 @@ def test_bad_predict_inputs(exports, tmp_path):
     with pytest.raises(BirdclsError, match="top-k"):
         predict(model, [tmp_path], top_k=0)
     for bad, match in (({"top_k": "3"}, r"top_k \(--top-k\) must be a whole number 1 or more, got '3'"),
-                       ({"bs": 2.5}, r"bs \(--bs\) must be a whole number 1 or more \(or None\), got 2.5"),
+                       ({"bs": 2.5}, r"bs \(--bs\) must be a whole number 1 or more \(or left out, for the default\), got 2.5"),
                        ({"workers": 0}, "workers must be")):
         with pytest.raises(BirdclsError, match=match):
             predict(model, [tmp_path], **bad)

@@ -107,6 +107,11 @@ def test_int8_export_of_a_run_that_does_not_record_its_data(confident_run, tiny_
     assert result.exit_code == 2
     assert "does not record its dataset: pass --data DATASET" in result.output
     assert not (tmp_path / "m.onnx").exists()
+    (lone / "metrics.json").write_text(json.dumps({"data_root": str(tmp_path / "moved-away")}))
+    result = CliRunner().invoke(app, ["export", str(lone), "--format", "onnx-int8", "-o", str(tmp_path / "m.onnx"),
+                                      "--trust"])
+    assert result.exit_code == 2 and "moved-away is not there any more: pass --data DATASET" in result.output
+    assert not (tmp_path / "m.onnx").exists()
     with pytest.raises(BirdclsError, match="should end in .onnx for --format onnx-int8"):
         export(confident_run.run_dir, "onnx-int8", tmp_path / "m.int8")
     # a dataset with files training would skip as unreadable: calibration and check skip them too
