@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._io import check_writable, is_within, save_figure_atomic, write_json_atomic, write_text_atomic
-from .data.folders import SPLIT_NAMES, VAL_NAMES, list_labelled_images, unknown_classes
+from .data.folders import SPLIT_NAMES, VAL_NAMES, class_key, list_labelled_images, unknown_classes
 from .errors import BirdclsError, check_int
 from .predict import Predictor, load_model, predict
 
@@ -205,8 +205,8 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
     paths = [p for files in by_class.values() for p in files]
     label_of = {str(p): c for c, files in by_class.items() for p in files}
     result = predict(model, paths, top_k=min(3, len(model.classes)), bs=bs, progress=progress)
-    index = {c: i for i, c in enumerate(model.classes)}
-    y_true = np.array([index[label_of[r["path"]]] for r in result.rows])
+    index = {class_key(c): i for i, c in enumerate(model.classes)}
+    y_true = np.array([index[class_key(label_of[r["path"]])] for r in result.rows])
     y_pred = result.probs.argmax(axis=1)
     true_prob = result.probs[np.arange(len(y_true)), y_true]
     losses = -np.log(np.clip(true_prob, 1e-12, None))

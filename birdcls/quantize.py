@@ -153,6 +153,7 @@ def check_int8(fp32: str | os.PathLike, int8: str | os.PathLike, images: Sequenc
                labels: Sequence[str]) -> Int8Check:
     """Accuracy of both graphs on the same labelled ``images`` (their class names in ``labels``; a seeded
     ``CHECK_IMAGES`` of them when there are more)."""
+    from .data.folders import class_key
     from .predict import load_model
 
     models = [load_model(fp32), load_model(int8)]
@@ -160,7 +161,7 @@ def check_int8(fp32: str | os.PathLike, int8: str | os.PathLike, images: Sequenc
     if len(images) > CHECK_IMAGES:
         keep = sorted(random.Random(0).sample(range(len(images)), CHECK_IMAGES))
         images, labels = [images[i] for i in keep], [labels[i] for i in keep]
-    index = {c: i for i, c in enumerate(info.classes)}
+    index = {class_key(c): i for i, c in enumerate(info.classes)}
     preds: list[list[np.ndarray]] = [[], []]
     read: list[int] = []
     for batch, kept in _batches([Path(p) for p in images], info.size, info.in_chans, models[0].default_bs):
@@ -169,7 +170,7 @@ def check_int8(fp32: str | os.PathLike, int8: str | os.PathLike, images: Sequenc
             out.append(model.probabilities(batch))
     if not read:
         return Int8Check(0, 0.0, 0.0, 0.0)
-    truth = np.array([index.get(labels[i], -1) for i in read])
+    truth = np.array([index.get(class_key(labels[i]), -1) for i in read])
     pa, pb = (np.concatenate(p) for p in preds)
     a, b, gap = pa.argmax(1), pb.argmax(1), np.abs(pa - pb)
     return Int8Check(len(truth), round(float((a == truth).mean()), 6), round(float((b == truth).mean()), 6),

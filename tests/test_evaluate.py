@@ -85,3 +85,28 @@ def test_long_class_names_are_cut_in_the_middle():
     assert _short_label("jay") == "jay"
     cut = _short_label("very " * 40 + "long name 0")
     assert len(cut) == 32 and cut.startswith("very very very") and cut.endswith("long name 0") and "…" in cut
+
+
+def test_class_names_match_however_their_accents_are_encoded(tmp_path):
+    """A folder copied from a Mac spells "é" as e + a combining accent where the run's folders had one code point:
+    the same class, not one the model does not know."""
+    import shutil
+    import unicodedata
+
+    from birdcls.data.folders import unknown_classes
+    from birdcls.evaluate import evaluate
+    from birdcls.learn import train
+
+    from conftest import FAST
+    from fixtures import make_split_dataset
+
+    composed = unicodedata.normalize("NFC", "Chat é noir")
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert composed != decomposed and unknown_classes({decomposed: [tmp_path]}, [composed]) == []
+    data = make_split_dataset(tmp_path / "data", counts=(6, 2, 2), classes={composed: (30, 30, 30), "jay": (30, 60, 200)})
+    run = train(data, tmp_path / "run", **{**FAST, "export_onnx": True, "export_int8": False}).run_dir
+    mac = tmp_path / "from-a-mac"
+    shutil.copytree(data / "test" / composed, mac / decomposed)
+    shutil.copytree(data / "test" / "jay", mac / "jay")
+    report = evaluate(run / "model.onnx", mac, out=tmp_path / "report")
+    assert report["n_test"] == 4 and report["per_class"][composed]["support"] == 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ from ..errors import BirdclsError
 from .decode import UNREADABLE, unreadable_reason  # importing decode registers the HEIC/HEIF opener too
 
 __all__ = ["IMAGE_EXTENSIONS", "SPLIT_NAMES", "VAL_NAMES", "ImageCheck", "SplitLayout", "check_cache_for",
-           "class_files", "find_splits", "list_labelled_images", "no_class_folders", "unknown_classes", "verify_images"]
+           "class_files", "class_key", "find_splits", "list_labelled_images", "no_class_folders", "unknown_classes",
+           "verify_images"]
 
 #: .jfif, .jpe and .jif are JPEGs too (.jfif is what Windows names a photo saved from a web page).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jfif", ".jpe", ".jif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff",
@@ -129,10 +131,17 @@ def list_labelled_images(split_dir: str | os.PathLike) -> tuple[dict[str, list[P
     return found, others
 
 
+def class_key(name: str) -> str:
+    """A class name as compared with a model's: Unicode-normalised (NFC), since the same "é" can be one code
+    point or two, and a folder copied from a Mac spells it with two where Linux kept one."""
+    return unicodedata.normalize("NFC", name)
+
+
 def unknown_classes(by_class: dict[str, list[Path]], known: Sequence[str]) -> list[str]:
     """The class folders holding images under a name not in ``known`` (a model's classes), sorted: scoring
     them would compare answers with labels the model cannot give. Empty folders do not matter."""
-    return sorted(c for c, files in by_class.items() if files and c not in known)
+    keys = {class_key(k) for k in known}
+    return sorted(c for c, files in by_class.items() if files and class_key(c) not in keys)
 
 
 def _check_one(path: Path) -> str | None:
