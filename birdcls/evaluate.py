@@ -26,8 +26,8 @@ from .data.folders import SPLIT_NAMES, VAL_NAMES, class_key, list_labelled_image
 from .errors import BirdclsError, check_int
 from .predict import Predictor, load_model, predict
 
-__all__ = ["evaluate", "evaluate_predictor", "most_confused", "plot_confusion_matrix", "plot_curves",
-           "plot_top_losses", "report_lines"]
+__all__ = ["REPORT_FILES", "evaluate", "evaluate_predictor", "is_report_folder", "mistakes_line", "most_confused",
+           "plot_confusion_matrix", "plot_curves", "plot_top_losses", "report_lines"]
 
 
 def _labelled_dir(path: Path) -> Path:
