@@ -116,12 +116,15 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     if len(per_class) > _LISTED_CLASSES:
         present = sorted(present, key=lambda name: (per_class[name]["f1"], name))[:_LISTED_CLASSES]
         lines.append(f"the {len(present)} classes with the lowest F1 (all {len(per_class)} are in metrics.json):")
-    for name in per_class if len(per_class) <= _LISTED_CLASSES else present:
+    listed = list(per_class) if len(per_class) <= _LISTED_CLASSES else present
+    width = max([20, *(len(_short_label(name)) for name in listed)])  # one column, whatever the names' lengths
+    for name in listed:
+        shown = f"{_short_label(name):<{width}}"
         if name in absent:
-            lines.append(f"  {name:<20} (no images of this class here)")
+            lines.append(f"  {shown} (no images of this class here)")
             continue
         row = per_class[name]
-        lines.append(f"  {name:<20} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  "
+        lines.append(f"  {shown} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  "
                      f"n={row['support']}")
     if absent and len(per_class) > _LISTED_CLASSES:
         lines.append(f"no images here of {len(absent)} class(es): {', '.join(sorted(absent)[:10])}"

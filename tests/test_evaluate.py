@@ -110,3 +110,12 @@ def test_class_names_match_however_their_accents_are_encoded(tmp_path):
     shutil.copytree(data / "test" / "jay", mac / "jay")
     report = evaluate(run / "model.onnx", mac, out=tmp_path / "report")
     assert report["n_test"] == 4 and report["per_class"][composed]["support"] == 2
+
+
+def test_evaluate_prints_the_scores_in_one_column_whatever_the_names_lengths():
+    report = _report(3)
+    long_name = "species with a name far longer than twenty letters, " * 2
+    report["per_class"] = {"jay": report["per_class"]["c00"], long_name: report["per_class"]["c01"]}
+    rows = [line for line in report_lines(report) if "precision" in line]
+    assert len(rows) == 2 and len({line.index("precision") for line in rows}) == 1
+    assert "…" in rows[1] and len(rows[1]) < 100  # a long name is cut in the middle, as on the plots
