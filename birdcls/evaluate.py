@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._io import check_writable, is_within, save_figure_atomic, write_json_atomic, write_text_atomic
+from ._text import middle_cut
 from .data.folders import SPLIT_NAMES, VAL_NAMES, class_key, list_labelled_images, unknown_classes
 from .errors import BirdclsError, check_int
 from .predict import Predictor, load_model, predict
@@ -51,15 +52,6 @@ _ANNOTATED_CLASSES = 30
 _MAX_SIDE = 0.45 * _ANNOTATED_CLASSES + 2.5
 
 
-def _short_label(name: str, most: int = 32) -> str:
-    """A class name cut in the middle to ``most`` characters: a 200-character folder name would push the matrix
-    off its own figure, and the two ends are what tell long names apart."""
-    if len(name) <= most:
-        return name
-    keep = (most - 1) // 2
-    return f"{name[:keep]}…{name[-(most - 1 - keep):]}"
-
-
 def plot_confusion_matrix(cm: np.ndarray, classes: list[str], dest: Path) -> Path:
     """Counts and row-normalised (recall) side by side, each cell numbered. Past 30 classes the numbers would not
     fit: only the normalised matrix is drawn, at a fixed size and a higher resolution, with labels small enough
@@ -71,7 +63,7 @@ def plot_confusion_matrix(cm: np.ndarray, classes: list[str], dest: Path) -> Pat
     matrix_side = min(max(4.0, 0.45 * n + 2.5), _MAX_SIDE)
     label_pt = min(10.0, max(2.0, 0.8 * 72 * (matrix_side - 2.5) / n))  # 80% of a row's height, in points
     annotated = n <= _ANNOTATED_CLASSES
-    labels = [_short_label(name) for name in classes]
+    labels = [middle_cut(name) for name in classes]  # a 200-character name would push the matrix off its figure
     longest = max(map(len, labels))
     side = matrix_side + 0.07 * max(0, longest - 10) * label_pt / 10  # room for long names beside the matrix
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -117,9 +109,9 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         present = sorted(present, key=lambda name: (per_class[name]["f1"], name))[:_LISTED_CLASSES]
         lines.append(f"the {len(present)} classes with the lowest F1 (all {len(per_class)} are in metrics.json):")
     listed = list(per_class) if len(per_class) <= _LISTED_CLASSES else present
-    width = max([20, *(len(_short_label(name)) for name in listed)])  # one column, whatever the names' lengths
+    width = max([20, *(len(middle_cut(name)) for name in listed)])  # one column, whatever the names' lengths
     for name in listed:
-        shown = f"{_short_label(name):<{width}}"
+        shown = f"{middle_cut(name):<{width}}"
         if name in absent:
             lines.append(f"  {shown} (no images of this class here)")
             continue

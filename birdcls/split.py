@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._io import LOCK_NAME, is_within, signals_deferred, with_default_mode, write_json_atomic
+from ._text import middle_cut
 from .data.folders import IMAGE_EXTENSIONS, SPLIT_NAMES, class_files, list_labelled_images
 from .errors import BirdclsError, check_int, describe
 
@@ -56,10 +57,10 @@ class SplitReport:
     unreadable: dict[str, str] = field(default_factory=dict)  # "class/name" -> why it did not decode: left out
 
     def table(self) -> str:
-        width = max([len(c) for c in self.counts] + [5])
+        width = max([len(middle_cut(c)) for c in self.counts] + [5])
         lines = [f"{'class':<{width}}  " + "  ".join(f"{s:>5}" for s in SPLITS)]
         for cls, per in self.counts.items():
-            lines.append(f"{cls:<{width}}  " + "  ".join(f"{per[s]:>5}" for s in SPLITS))
+            lines.append(f"{middle_cut(cls):<{width}}  " + "  ".join(f"{per[s]:>5}" for s in SPLITS))
         totals = {s: sum(per[s] for per in self.counts.values()) for s in SPLITS}
         lines.append(f"{'total':<{width}}  " + "  ".join(f"{totals[s]:>5}" for s in SPLITS))
         return "\n".join(lines)

@@ -80,10 +80,10 @@ def test_class_names_too_long_for_the_layout_are_drawn_without_a_warning(tmp_pat
 
 
 def test_long_class_names_are_cut_in_the_middle():
-    from birdcls.evaluate import _short_label
+    from birdcls._text import middle_cut
 
-    assert _short_label("jay") == "jay"
-    cut = _short_label("very " * 40 + "long name 0")
+    assert middle_cut("jay") == "jay"
+    cut = middle_cut("very " * 40 + "long name 0")
     assert len(cut) == 32 and cut.startswith("very very very") and cut.endswith("long name 0") and "…" in cut
 
 

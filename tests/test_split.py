@@ -508,3 +508,12 @@ def test_an_interrupt_as_the_hashing_ends_exits_promptly(tmp_path: Path, signame
             raise AssertionError(f"split hung after {signame} (try {attempt + 1})") from None
         assert code in (0, 128 + sig)  # 0: the signal came after the split was in place
         assert not list(tmp_path.glob(".out*partial"))
+
+
+def test_the_split_table_keeps_its_columns_for_long_class_names(tmp_path: Path):
+    long_name = "a species named after a very long place name " * 4
+    src = make_class_folders(tmp_path / "raw", per_class=8, classes={"jay": (30, 60, 200), long_name: (90, 90, 90)})
+    lines = split_dataset(src, tmp_path / "out").table().splitlines()
+    assert max(map(len, lines)) < 60 and len({len(line) for line in lines}) == 1
+    cut = next(line for line in lines if "…" in line)
+    assert cut.startswith("a species named") and cut.endswith("5      1      2")  # 8 images: 5/1/2
