@@ -217,9 +217,9 @@ def save_figure_atomic(dest: str | os.PathLike, fig: Any, tight: bool = False, *
             # long class names can leave tight_layout no room (it warns and does nothing): then the saved image is
             # cut to what was drawn instead, so that no label is cut off
             with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+                warnings.filterwarnings("always", message="Tight layout not applied")
                 fig.tight_layout()
-            if caught:
+            if any(str(w.message).startswith("Tight layout not applied") for w in caught):
                 kwargs.setdefault("bbox_inches", "tight")
         fig.savefig(tmp, format=fmt, **kwargs)
     return Path(dest)

@@ -231,7 +231,7 @@ def evaluate_predictor(model: Predictor, labelled_dir: str | os.PathLike, out_di
     with _staged_report(Path(out_dir)) as staging:
         plot_confusion_matrix(cm, model.classes, staging / "confusion_matrix.png")
         plot_top_losses(gallery, staging / "top_losses.png")
-        _write_predictions(result.rows, label_of, losses, staging / "predictions.csv")
+        _write_predictions(result.rows, [model.classes[i] for i in y_true], losses, staging / "predictions.csv")
         write_json_atomic(staging / "metrics.json", report)
     return report
 
@@ -254,12 +254,14 @@ def _staged_report(out_dir: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_predictions(rows: list[dict], label_of: dict[str, str], losses: np.ndarray, dest: Path) -> None:
+def _write_predictions(rows: list[dict], actual: list[str], losses: np.ndarray, dest: Path) -> None:
+    """``actual``: each row's class as the model names it, so that a right answer reads as one even where the
+    folder spells the name otherwise (see :func:`birdcls.data.folders.class_key`)."""
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["path", "actual", "predicted", "prob", "loss"])
-    for row, loss in zip(rows, losses):
-        writer.writerow([row["path"], label_of[row["path"]], row["label"], row["prob"], round(float(loss), 6) + 0.0])
+    for row, label, loss in zip(rows, actual, losses):
+        writer.writerow([row["path"], label, row["label"], row["prob"], round(float(loss), 6) + 0.0])
     write_text_atomic(dest, buf.getvalue())
 
 
@@ -344,9 +346,12 @@ REPORT_FILES = ("metrics.json", "confusion_matrix.png", "top_losses.png", "predi
 
 
 def is_report_folder(folder: Path) -> bool:
-    """Whether ``folder`` holds a report that evaluate wrote (its metrics.json names what it evaluated)."""
+    """Whether ``folder`` holds a report that evaluate wrote: its metrics.json names what it evaluated, and it is
+    not a training run (whose metrics.json, the test report's, does too) nor a copy of one."""
     import json
 
+    if (folder / "config.yaml").exists() or (folder / "model.pkl").exists():
+        return False
     try:
         return "evaluated_on" in json.loads((folder / "metrics.json").read_text())
     except (OSError, ValueError, TypeError):

@@ -164,14 +164,15 @@ def _fit_small_arch(cfg: TrainConfig) -> TrainConfig:
 RUN_FILES = frozenset({"config.yaml", "history.csv", "curves.png", "metrics.json", "confusion_matrix.png",
                        "top_losses.png", "predictions.csv", "model.pkl", "model.onnx", "model.int8.onnx", "state.json",
                        "checkpoints"})
-_SET_ASIDE = ".replaced.partial"
 
 
 def _replaced_by_a_new_run(path: Path) -> bool:
-    """One of the run's own files, a report of ``evaluate``'s, or what an atomic write of either left behind."""
+    """One of the run's own files, a report of ``evaluate``'s, or what an atomic write of either left behind
+    (hidden, ending in .partial: see :func:`birdcls._io.atomic_path`)."""
     from .evaluate import is_report_folder
 
-    return path.name in RUN_FILES or path.name.endswith((".partial", ".tmp")) or is_report_folder(path)
+    return (path.name in RUN_FILES or (path.name.startswith(".") and path.name.endswith(".partial"))
+            or is_report_folder(path))
 
 
 @contextmanager
@@ -180,9 +181,11 @@ def _old_run_set_aside(out: Path) -> Iterator[Callable[[], None]]:
     function that removes them, which the new run calls once its learner is built. A refusal or Ctrl-C before
     that (weights that do not load, an architecture without them) puts the earlier run back whole: deleted
     first, it had been lost to a retrain that never started."""
-    aside = out / _SET_ASIDE
-    if aside.exists():  # a run killed while setting up: its predecessor goes with --overwrite as the rest does
-        shutil.rmtree(aside)
+    from .runtime import SET_ASIDE
+
+    aside = out / SET_ASIDE
+    if aside.is_dir():  # a run killed while setting up left the last whole run here: it is the one to replace
+        _put_back(aside, out)
     old = [p for p in _run_files(out) if _replaced_by_a_new_run(p)]
     kept = sorted(p.name for p in _run_files(out) if p not in old)
     aside.mkdir()
@@ -202,14 +205,19 @@ def _old_run_set_aside(out: Path) -> Iterator[Callable[[], None]]:
         yield discard
     finally:
         if not discarded and aside.is_dir():
-            for path in aside.iterdir():
-                target = out / path.name
-                if target.is_dir() and not target.is_symlink():
-                    shutil.rmtree(target)
-                elif target.exists() or target.is_symlink():
-                    target.unlink()
-                os.replace(path, target)
-            aside.rmdir()
+            _put_back(aside, out)
+
+
+def _put_back(aside: Path, out: Path) -> None:
+    """Move an earlier run set aside back into ``out``, over whatever a new run wrote under the same names."""
+    for path in aside.iterdir():
+        target = out / path.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(path, target)
+    aside.rmdir()
 
 
 @contextmanager
@@ -693,10 +701,19 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
                                   freeze_epochs=min(cfg.freeze_epochs, epoch_cap))
     _check_there_is_work(cfg)
     with _locked_run_dir(out, scan.layout.root, overwrite, resume) as set_up:
+        started: list[bool] = []  # whether the new run is set up, and an earlier one it replaces gone
+
+        def set_up_and_note() -> None:
+            set_up()
+            started.append(True)
+
         try:
-            return _train_in(out, data, scan, cfg, notes, resume, progress, say, set_up)
+            return _train_in(out, data, scan, cfg, notes, resume, progress, say, set_up_and_note)
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM, wherever it came: the run can go on from here
             code = interrupt_exit_code(exc)
+            if overwrite and not started:  # the earlier run is put back as this goes up: nothing to resume
+                raise TrainingInterrupted(f"training interrupted before the new run started: {out} holds the earlier "
+                                          "run as it was; run the same command again", code) from None
             if not (out / "config.yaml").is_file():
                 raise TrainingInterrupted("training interrupted before anything was written; run the same command "
                                           "again", code) from None

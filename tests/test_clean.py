@@ -1,6 +1,7 @@
 """Automatic checks, quarantine + log + undo, and the widget driven by its own buttons."""
 
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -53,6 +54,20 @@ def test_auto_clean_takes_symlinked_class_folders_and_images_as_the_datasets(tmp
     assert sorted(row["file"] for row in log) == ["jay/zz-link.jpg", "owl/copy.jpg", "parrot/copy.jpg"]
     assert undo_clean(data) == 3
     assert owl_copy.is_file() and (data / "jay" / "zz-link.jpg").is_symlink() and (data / "parrot" / "copy.jpg").is_file()
+
+
+def test_a_relative_symlink_still_reaches_its_image_in_quarantine_and_back(tmp_path):
+    """Moved as it is, a link to ``000.jpg`` would point at ``.quarantine/jay/000.jpg``: nothing (the widget could not
+    show it). It is made again relative to where it goes."""
+    data = make_class_folders(tmp_path / "raw", per_class=6, size=96)
+    link = data / "jay" / "zz-link.jpg"
+    link.symlink_to("000.jpg")
+    quarantine = Quarantine(data)
+    decision = quarantine.quarantine(link, "duplicate")
+    moved = data / decision.dest
+    assert moved.is_symlink() and moved.exists() and moved.resolve() == (data / "jay" / "000.jpg").resolve()
+    quarantine.undo("action")
+    assert link.is_symlink() and os.readlink(link) == "000.jpg"
 
 
 def test_checks_find_every_problem(tmp_path):

@@ -110,6 +110,12 @@ def test_class_names_match_however_their_accents_are_encoded(tmp_path):
     shutil.copytree(data / "test" / "jay", mac / "jay")
     report = evaluate(run / "model.onnx", mac, out=tmp_path / "report")
     assert report["n_test"] == 4 and report["per_class"][composed]["support"] == 2
+    import csv
+
+    with (tmp_path / "report" / "predictions.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["actual"] for r in rows} == {composed, "jay"}  # named as the model names them
+    assert sum(r["actual"] == r["predicted"] for r in rows) == round(report["test_accuracy"] * 4)
 
 
 def test_evaluate_prints_the_scores_in_one_column_whatever_the_names_lengths():
@@ -119,3 +125,22 @@ def test_evaluate_prints_the_scores_in_one_column_whatever_the_names_lengths():
     rows = [line for line in report_lines(report) if "precision" in line]
     assert len(rows) == 2 and len({line.index("precision") for line in rows}) == 1
     assert "…" in rows[1] and len(rows[1]) < 100  # a long name is cut in the middle, as on the plots
+
+
+def test_a_figure_tight_layout_cannot_fit_is_cut_to_what_was_drawn(tmp_path):
+    """Labels longer than the figure: tight_layout gives up (with a warning on stderr); the saved image then
+    takes in the whole label instead. A layout that fits is saved at the figure's own size."""
+    import warnings
+
+    from birdcls._io import save_figure_atomic
+    from birdcls._plots import figure
+
+    for name, label in (("long.png", "x" * 300), ("short.png", "jay"), ("emoji.png", "\N{BIRD} jay")):
+        fig = figure(figsize=(2, 2))
+        fig.subplots().set_yticks([0], [label])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            save_figure_atomic(tmp_path / name, fig, tight=True, dpi=50)
+    assert Image.open(tmp_path / "long.png").size[0] > 500  # the whole label, not the figure's 100 px
+    assert Image.open(tmp_path / "short.png").size == (100, 100)
+    assert Image.open(tmp_path / "emoji.png").size == (100, 100)  # a glyph the font lacks is no layout failure

@@ -37,6 +37,19 @@ class Decision:
     undoes: str | None = None
 
 
+def _relocate(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst``: a rename, or a copy where a linked class folder is on another file system. A
+    relative symlink is made again relative to its new folder, so that it still reaches its image there (moved
+    as it is, ``a.jpg`` would point at ``.quarantine/jay/a.jpg``)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_symlink() and not os.path.isabs(os.readlink(src)):
+        target = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(src)), os.readlink(src)))
+        os.symlink(os.path.relpath(target, os.path.dirname(os.path.abspath(dst))), dst)
+        src.unlink()
+        return
+    shutil.move(src, dst)
+
+
 class Quarantine:
     """Moves, keeps and undoes for one dataset folder, all logged."""
 
@@ -98,8 +111,7 @@ class Quarantine:
 
     def _move(self, src: Path, dst: Path) -> Path:
         dst = self._free(dst)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(src, dst)  # a rename; a copy where a linked class folder is on another file system
+        _relocate(src, dst)
         return dst
 
     def quarantine(self, path: str | os.PathLike, reason: str) -> Decision:
@@ -138,7 +150,7 @@ class Quarantine:
             original.parent.mkdir(parents=True, exist_ok=True)
         with signals_deferred():  # a file moved back is logged as undone, or not moved at all
             if moves_back:
-                shutil.move(moved, original)
+                _relocate(moved, original)
             self._record(d.file, "undo", f"undo {d.action}", d.dest, undoes=d.id)
 
     def undo(self, scope: str = "run") -> list[Decision]:
