@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -216,10 +217,11 @@ def save_figure_atomic(dest: str | os.PathLike, fig: Any, tight: bool = False, *
         if tight:
             # long class names can leave tight_layout no room (it warns and does nothing): then the saved image is
             # cut to what was drawn instead, so that no label is cut off
+            gave_up = r"tight[ _]layout not applied"  # matplotlib words it both ways
             with warnings.catch_warnings(record=True) as caught:
-                warnings.filterwarnings("always", message="Tight layout not applied")
+                warnings.filterwarnings("always", message=gave_up)
                 fig.tight_layout()
-            if any(str(w.message).startswith("Tight layout not applied") for w in caught):
+            if any(re.match(gave_up, str(w.message), re.IGNORECASE) for w in caught):
                 kwargs.setdefault("bbox_inches", "tight")
         fig.savefig(tmp, format=fmt, **kwargs)
     return Path(dest)

@@ -353,7 +353,8 @@ def is_report_folder(folder: Path) -> bool:
     if (folder / "config.yaml").exists() or (folder / "model.pkl").exists():
         return False
     try:
-        return "evaluated_on" in json.loads((folder / "metrics.json").read_text())
+        metrics = json.loads((folder / "metrics.json").read_text())
+        return "evaluated_on" in metrics and "train_seconds" not in metrics  # train's has both
     except (OSError, ValueError, TypeError):
         return False
 

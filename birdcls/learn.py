@@ -175,57 +175,23 @@ def _replaced_by_a_new_run(path: Path) -> bool:
             or is_report_folder(path))
 
 
-@contextmanager
-def _old_run_set_aside(out: Path) -> Iterator[Callable[[], None]]:
-    """Move the earlier run's files into a hidden folder of ``out`` while the new run sets up, and yield the
-    function that removes them, which the new run calls once its learner is built. A refusal or Ctrl-C before
-    that (weights that do not load, an architecture without them) puts the earlier run back whole: deleted
-    first, it had been lost to a retrain that never started."""
-    from .runtime import SET_ASIDE
-
-    aside = out / SET_ASIDE
-    if aside.is_dir():  # a run killed while setting up left the last whole run here: it is the one to replace
-        _put_back(aside, out)
+def _clear_old_run(out: Path) -> None:
+    """Remove what ``--overwrite`` replaces (see :data:`RUN_FILES`), saying which of the user's files stay."""
     old = [p for p in _run_files(out) if _replaced_by_a_new_run(p)]
     kept = sorted(p.name for p in _run_files(out) if p not in old)
-    aside.mkdir()
     for path in old:
-        os.replace(path, aside / path.name)
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     if kept:
-        print(f"note: --overwrite replaces the run in {out} and keeps {len(kept)} file(s) that train did not write: "
+        print(f"note: --overwrite replaced the run in {out} and kept {len(kept)} file(s) that train did not write: "
               f"{', '.join(kept[:5])}{', ...' if len(kept) > 5 else ''}", flush=True)
-    discarded = False
-
-    def discard() -> None:
-        nonlocal discarded
-        shutil.rmtree(aside, ignore_errors=True)
-        discarded = True
-
-    try:
-        yield discard
-    finally:
-        if not discarded and aside.is_dir():
-            _put_back(aside, out)
-
-
-def _put_back(aside: Path, out: Path) -> None:
-    """Move an earlier run set aside back into ``out``, over whatever a new run wrote under the same names."""
-    for path in aside.iterdir():
-        target = out / path.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        os.replace(path, target)
-    aside.rmdir()
 
 
 @contextmanager
 def _locked_run_dir(out: Path, data_root: Path, overwrite: bool, resume: bool) -> Iterator[Callable[[], None]]:
     """Check ``out`` for this run and hold the run folder's lock while the block trains in it: a second
     `birdcls train` into the same folder (even with --overwrite or --resume) is refused, not mixed in. Yields
-    the function the run calls once it is set up, after which an earlier run that --overwrite replaces is gone
-    (see :func:`_old_run_set_aside`)."""
+    the function the run calls once it is set up (its learner built, the weights loaded), which removes an
+    earlier run that --overwrite replaces: a retrain that cannot start leaves the earlier run as it was."""
     if is_within(out, data_root):
         raise BirdclsError(f"out (--out) {out} is inside the dataset {data_root}: put runs elsewhere, e.g. models/<name>")
     if resume and not (out / "config.yaml").is_file():
@@ -240,8 +206,7 @@ def _locked_run_dir(out: Path, data_root: Path, overwrite: bool, resume: bool) -
             if not overwrite:
                 raise BirdclsError(f"run folder {out} already exists: pass --overwrite to replace it, --resume to "
                                    "continue it (in Python: overwrite=True, resume=True), or choose another --out")
-            with _old_run_set_aside(out) as discard_old_run:
-                yield discard_old_run
+            yield partial(_clear_old_run, out)
             return
         yield lambda: None
 
@@ -701,7 +666,7 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
                                   freeze_epochs=min(cfg.freeze_epochs, epoch_cap))
     _check_there_is_work(cfg)
     with _locked_run_dir(out, scan.layout.root, overwrite, resume) as set_up:
-        started: list[bool] = []  # whether the new run is set up, and an earlier one it replaces gone
+        started: list[bool] = []  # whether the new run is set up, and an earlier one it replaces removed
 
         def set_up_and_note() -> None:
             set_up()
@@ -711,9 +676,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
             return _train_in(out, data, scan, cfg, notes, resume, progress, say, set_up_and_note)
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM, wherever it came: the run can go on from here
             code = interrupt_exit_code(exc)
-            if overwrite and not started:  # the earlier run is put back as this goes up: nothing to resume
-                raise TrainingInterrupted(f"training interrupted before the new run started: {out} holds the earlier "
-                                          "run as it was; run the same command again", code) from None
+            if not started:  # nothing written or removed yet: nothing to resume
+                raise TrainingInterrupted(f"training interrupted before the run started, so {out} is as it was; run "
+                                          "the same command again", code) from None
             if not (out / "config.yaml").is_file():
                 raise TrainingInterrupted("training interrupted before anything was written; run the same command "
                                           "again", code) from None
@@ -727,18 +692,17 @@ def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes:
               progress: str, say: Callable[[str], None], set_up: Callable[[], None]) -> TrainResult:
     """The run itself, in its checked and locked folder ``out``: set up, the phases, then test and export.
     ``set_up()`` is called once the learner is built (see :func:`_locked_run_dir`)."""
-    write_text_atomic(out / "config.yaml", cfg.to_yaml())
-    try:
+    try:  # first, before anything in ``out`` is written or removed
         learn = build_learner(scan, cfg, out)
-    except BirdclsError:  # e.g. no weights for the architecture: leave no run folder that --overwrite must clear
-        if not resume and [p.name for p in _run_files(out)] == ["config.yaml"]:
-            (out / "config.yaml").unlink()
+    except BaseException:  # no weights for the architecture, say, or Ctrl-C: leave no folder this run made
+        if not _run_files(out):
             (out / LOCK_NAME).unlink(missing_ok=True)
             if not out.is_symlink() and out.resolve() != Path.cwd().resolve():
                 with contextlib.suppress(OSError):
                     out.rmdir()
         raise
     set_up()
+    write_text_atomic(out / "config.yaml", cfg.to_yaml())
     for note in notes:  # what is wrong with the data or the settings: said however quiet the progress
         print(note, flush=True)
     fast = None

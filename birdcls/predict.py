@@ -31,7 +31,7 @@ from .config import check_device_name
 from .data.decode import imap_ahead, load_image, load_image_or_reason, map_ahead
 from .data.folders import IMAGE_EXTENSIONS
 from .errors import BirdclsError, check_int
-from .runtime import CPU_BATCH, GPU_BATCH, PKL_DIGEST, SET_ASIDE, ModelInfo, check_precision, resolve_device, resolve_precision
+from .runtime import CPU_BATCH, GPU_BATCH, PKL_DIGEST, ModelInfo, check_precision, resolve_device, resolve_precision
 
 __all__ = ["PredictionResult", "Predictor", "check_csv_target", "csv_header", "gather_images", "load_image",
            "load_model", "predict", "uint8_input_model"]
@@ -372,10 +372,6 @@ def load_model(path: str | os.PathLike, trust: bool = False, device: str = "auto
     path = Path(path)
     if path.is_dir():
         if not (path / "model.pkl").is_file():
-            if (path / SET_ASIDE / "model.pkl").is_file():
-                raise BirdclsError(f"{path} holds no model.pkl: an interrupted `birdcls train --overwrite` left the "
-                                   f"earlier run in {path / SET_ASIDE}; move its files back up into {path} (the next "
-                                   "train into it puts them back too, if it cannot start)")
             raise BirdclsError(f"{path} is a folder without model.pkl: pass a run directory from `birdcls train` "
                                "or an exported model file")
         if backend == "auto" and precision != "bf16" and resolve_device(device) == "cpu":

@@ -15,7 +15,7 @@ from typing import Any
 from .config import check_device_name
 from .errors import BirdclsError
 
-__all__ = ["CPU_BATCH", "GPU_BATCH", "PKL_DIGEST", "PRECISIONS", "SET_ASIDE", "ModelInfo", "check_precision", "has_fast_bf16",
+__all__ = ["CPU_BATCH", "GPU_BATCH", "PKL_DIGEST", "PRECISIONS", "ModelInfo", "check_precision", "has_fast_bf16",
            "no_accelerator_visible", "resolve_device", "resolve_precision"]
 
 PRECISIONS = ("auto", "float32", "bf16")
@@ -25,8 +25,6 @@ GPU_BATCH = 256  # images per inference batch on a GPU; shorter batches are padd
 
 #: The key of ModelInfo's metadata under which training records the SHA-256 of the run's model.pkl in its ONNX files.
 PKL_DIGEST = "pkl_sha256"
-#: Where ``train --overwrite`` keeps the earlier run until the new one is set up (see birdcls.learn).
-SET_ASIDE = ".replaced.partial"
 
 
 @dataclass

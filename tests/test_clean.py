@@ -68,6 +68,22 @@ def test_a_relative_symlink_still_reaches_its_image_in_quarantine_and_back(tmp_p
     assert moved.is_symlink() and moved.exists() and moved.resolve() == (data / "jay" / "000.jpg").resolve()
     quarantine.undo("action")
     assert link.is_symlink() and os.readlink(link) == "000.jpg"
+    # the link and then its image in one run: the link leads nowhere meanwhile, and undo puts both back
+    quarantine = Quarantine(data, run="both")
+    quarantine.quarantine(link, "duplicate")
+    quarantine.quarantine(data / "jay" / "000.jpg", "reviewed")
+    assert quarantine.undo("run") and os.readlink(link) == "000.jpg" and link.resolve() == data / "jay" / "000.jpg"
+    # through a linked class folder, ".." is taken from the folder's real place, as the system takes it
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "owl").mkdir(parents=True)
+    (elsewhere / "shared").mkdir()
+    shutil.copyfile(data / "jay" / "001.jpg", elsewhere / "shared" / "s.jpg")
+    (elsewhere / "owl" / "up.jpg").symlink_to("../shared/s.jpg")
+    (data / "owl").symlink_to(elsewhere / "owl", target_is_directory=True)
+    decision = Quarantine(data).quarantine(data / "owl" / "up.jpg", "duplicate")
+    assert (data / decision.dest).resolve() == (elsewhere / "shared" / "s.jpg").resolve()
+    Quarantine(data).undo("action")
+    assert (elsewhere / "owl" / "up.jpg").resolve() == (elsewhere / "shared" / "s.jpg").resolve()
 
 
 def test_checks_find_every_problem(tmp_path):

@@ -141,12 +141,14 @@ def _run_with_the_users_files(trained_run, tmp_path: Path) -> Path:
     # a copy of a run kept inside it: its metrics.json names what it was tested on, as a report's does
     shutil.copytree(trained_run.run_dir, run / "backup_v1", ignore=shutil.ignore_patterns(".birdcls.lock"))
     (run / "report.tmp").write_text("the user's own temp file")
+    (run / "results_v1").mkdir()  # the run's figures, kept by the user
+    shutil.copyfile(trained_run.run_dir / "metrics.json", run / "results_v1" / "metrics.json")
     return run
 
 
 def test_an_overwrite_that_cannot_start_leaves_the_earlier_run_whole(trained_run, tiny_data, tmp_path):
     """Weights that do not load are found after the run folder is checked: the earlier run, deleted first, had
-    been lost to a retrain that never started. It is set aside and put back."""
+    been lost to a retrain that never started. The learner is built before anything is removed."""
     run = _run_with_the_users_files(trained_run, tmp_path)
     before = _digests(run)
     (tmp_path / "junk.pth").write_bytes(b"not weights")
@@ -165,37 +167,14 @@ def test_overwrite_replaces_the_run_and_keeps_the_users_files(trained_run, tiny_
     assert (run / "backup_v1" / "model.pkl").read_bytes() == old_model and (run / "report.tmp").is_file()
     assert not (run / "eval-other").exists()  # a report of the model replaced
     assert not any(p.name.endswith(".partial") for p in run.iterdir())
-    assert (f"note: --overwrite replaces the run in {run} and keeps 4 file(s) that train did not write: "
-            "NOTES.txt, backup_v1, deploy.onnx, report.tmp") in capsys.readouterr().out
+    assert (run / "results_v1" / "metrics.json").read_bytes() == (trained_run.run_dir / "metrics.json").read_bytes()
+    assert (f"note: --overwrite replaced the run in {run} and kept 5 file(s) that train did not write: "
+            "NOTES.txt, backup_v1, deploy.onnx, report.tmp, results_v1") in capsys.readouterr().out
 
 
-def test_an_overwrite_killed_while_setting_up_leaves_the_earlier_run_to_find_and_to_put_back(trained_run, tiny_data,
-                                                                                            tmp_path):
-    """Killed after setting the earlier run aside (out of memory, power), the folder holds it in .replaced.partial
-    and the new config.yaml: predict says where the model is, and the next --overwrite starts from it, so a second
-    failure still puts it back."""
-    from birdcls.predict import load_model
-
-    run = _run_with_the_users_files(trained_run, tmp_path)
-    before = _digests(run)
-    aside = run / ".replaced.partial"
-    aside.mkdir()
-    for path in list(run.iterdir()):
-        if path.name in ("model.pkl", "model.onnx", "metrics.json", "config.yaml", "checkpoints"):
-            path.rename(aside / path.name)
-    (run / "config.yaml").write_text("arch: resnet18\n")  # what the killed run had written
-    with pytest.raises(BirdclsError, match=r"an interrupted `birdcls train --overwrite` left the earlier run in .*"
-                                           r"\.replaced\.partial; move its files back up"):
-        load_model(run)
-    (tmp_path / "junk.pth").write_bytes(b"not weights")
-    with pytest.raises(BirdclsError, match="junk.pth"):
-        train(tiny_data, run, overwrite=True, **{**FAST, "weights": str(tmp_path / "junk.pth")})
-    assert _digests(run) == before and not aside.exists()
-
-
-def test_ctrl_c_while_an_overwrite_sets_up_says_the_earlier_run_is_as_it_was(trained_run, tiny_data, tmp_path,
-                                                                              monkeypatch):
-    """Not "resume with --resume": that would continue the earlier run, which is what the folder holds again."""
+def test_ctrl_c_while_a_run_sets_up_leaves_the_folder_as_it_was(trained_run, tiny_data, tmp_path, monkeypatch):
+    """Not "resume with --resume": an overwrite's folder still holds the earlier run, and a new run's folder is
+    not left behind."""
     import birdcls.learn as learn_module
     from birdcls.errors import TrainingInterrupted
 
@@ -206,10 +185,12 @@ def test_ctrl_c_while_an_overwrite_sets_up_says_the_earlier_run_is_as_it_was(tra
         raise KeyboardInterrupt
 
     monkeypatch.setattr(learn_module, "build_learner", interrupted)
-    with pytest.raises(TrainingInterrupted, match=f"interrupted before the new run started: {run} holds the earlier "
-                                                  "run as it was; run the same command again"):
-        train(tiny_data, run, overwrite=True, **FAST)
+    for out, how in ((run, {"overwrite": True}), (tmp_path / "new", {}), (tmp_path / "new2", {"overwrite": True})):
+        with pytest.raises(TrainingInterrupted, match=f"interrupted before the run started, so {out} is as it was; "
+                                                      "run the same command again"):
+            train(tiny_data, out, **how, **FAST)
     assert _digests(run) == before
+    assert not (tmp_path / "new").exists() and not (tmp_path / "new2").exists()
 
 
 def _dataset(tmp_path: Path) -> Path:

@@ -43,8 +43,9 @@ def _relocate(src: Path, dst: Path) -> None:
     as it is, ``a.jpg`` would point at ``.quarantine/jay/a.jpg``)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_symlink() and not os.path.isabs(os.readlink(src)):
-        target = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(src)), os.readlink(src)))
-        os.symlink(os.path.relpath(target, os.path.dirname(os.path.abspath(dst))), dst)
+        # from the folders' real places, as the system follows a link's ".." (a class folder may be a link)
+        target = os.path.normpath(os.path.join(os.path.realpath(src.parent), os.readlink(src)))
+        os.symlink(os.path.relpath(target, os.path.realpath(dst.parent)), dst)
         src.unlink()
         return
     shutil.move(src, dst)
@@ -104,7 +105,7 @@ class Quarantine:
         """``dst``, or ``name-2.jpg``, ``name-3.jpg`` ... when a file of that name is already there."""
         k = 1
         candidate = dst
-        while candidate.exists():
+        while candidate.exists() or candidate.is_symlink():  # a link, even one that leads nowhere, takes the name
             k += 1
             candidate = dst.with_name(f"{dst.stem}-{k}{dst.suffix}")
         return candidate
@@ -171,7 +172,9 @@ class Quarantine:
         if not chosen:
             raise BirdclsError(f"nothing to undo in {self.data}: no cleaning decisions are in force")
         for d in chosen:
-            if d.action in ("quarantine", "move") and not (self.data / d.dest).is_file():
+            moved = self.data / d.dest if d.action in ("quarantine", "move") else None
+            # a link counts even where it leads nowhere now (its image was moved too)
+            if moved is not None and not (moved.is_file() or moved.is_symlink()):
                 raise BirdclsError(f"cannot undo: {self.data / d.dest} is missing, so the quarantine was edited by hand; "
                                    f"put the file back or remove that line from {self.log}")
         for d in reversed(chosen):
