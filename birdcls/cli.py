@@ -352,10 +352,11 @@ def predict(
     progress: str = typer.Option("auto", help="auto, bars, lines or none (on stderr)"),
 ) -> None:
     """Classify images, batched; prints label and probability per image."""
-    from .predict import check_csv_target, load_model
+    from .predict import check_csv_target, check_predict_options, load_model
     from .predict import predict as predict_images
 
     with _user_errors():
+        check_predict_options(top_k, bs)  # before the work, not after loading the model
         if csv_path is not None:
             check_csv_target(csv_path)  # before the work, not after it
         predictor = load_model(model, trust=trust, device=device, backend="torch" if decode_on_device else "auto",

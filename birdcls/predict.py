@@ -33,8 +33,8 @@ from .data.folders import IMAGE_EXTENSIONS
 from .errors import BirdclsError, check_int
 from .runtime import CPU_BATCH, GPU_BATCH, PKL_DIGEST, ModelInfo, check_precision, resolve_device, resolve_precision
 
-__all__ = ["PredictionResult", "Predictor", "check_csv_target", "csv_header", "gather_images", "load_image",
-           "load_model", "predict", "uint8_input_model"]
+__all__ = ["PredictionResult", "Predictor", "check_csv_target", "check_predict_options", "csv_header", "gather_images",
+           "load_image", "load_model", "predict", "uint8_input_model"]
 
 MODEL_SUFFIXES = (".pkl", ".safetensors", ".onnx")
 BACKENDS = ("auto", "torch")
@@ -631,6 +631,14 @@ def _in_memory_batches(images: list[Any], names: list[str], size: int, bs: int,
         yield names[start:start + bs], np.stack([_in_memory_image(x, size, channels) for x in chunk]), {}
 
 
+def check_predict_options(top_k: Any, bs: Any) -> int:
+    """``top_k`` as a whole number of 1 or more, and ``bs`` one or None, else a one-line BirdclsError; the command
+    checks them before loading the model (seconds for a pickle), :func:`predict` again for Python callers."""
+    top_k = check_int(top_k, "top_k (--top-k)", 1)
+    check_int(bs, "bs (--bs)", 1, optional=True)
+    return top_k
+
+
 def predict(model: Predictor, inputs: Iterable[str | os.PathLike | Any], top_k: int = 3, bs: int | None = None,
             workers: int | None = None, processes: bool | None = None,
             decode_on_device: bool = False, progress: str = "none") -> PredictionResult:
@@ -650,8 +658,7 @@ def predict(model: Predictor, inputs: Iterable[str | os.PathLike | Any], top_k: 
                            "load_model(path)")
     if isinstance(inputs, (str, os.PathLike)) or (_is_in_memory(inputs) and getattr(inputs, "ndim", 3) <= 3):
         inputs = [inputs]  # one path, not its characters; one image, not its rows
-    top_k = check_int(top_k, "top_k (--top-k)", 1)
-    check_int(bs, "bs (--bs)", 1, optional=True)
+    top_k = check_predict_options(top_k, bs)
     check_int(workers, "workers", 1, optional=True)
     bs = model.default_bs if bs is None else bs
     mode = progress_mode(progress, sys.stderr)  # stdout carries the answers

@@ -77,6 +77,9 @@ def test_user_errors_are_one_line(tmp_path, trained_run, tiny_data):
     _assert_one_line_error(runner.invoke(app, ["split", str(tmp_path), str(tmp_path / "o"), "--ratio", "0.5",
                                                "0.5", "0.5"]), "must sum to 1")
     _assert_one_line_error(runner.invoke(app, ["predict", str(tmp_path / "m.onnx"), str(tmp_path)]), "does not exist")
+    for option, value in (("--bs", "0"), ("--top-k", "0")):  # refused before the model is looked for, let alone loaded
+        _assert_one_line_error(runner.invoke(app, ["predict", str(tmp_path / "m.onnx"), str(tmp_path), option, value]),
+                               f"{option}) must be a whole number 1 or more")
     onnx = trained_run.run_dir / "model.onnx"
     image = tmp_path  # the --csv check comes before any work
     (tmp_path / "a-folder").mkdir()
