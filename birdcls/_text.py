@@ -10,3 +10,9 @@ def middle_cut(name: str, most: int = 32) -> str:
         return name
     keep = (most - 1) // 2
     return f"{name[:keep]}…{name[-(most - 1 - keep):]}"
+
+
+def name_list(names: list[str], most: int) -> str:
+    """The first ``most`` of ``names`` joined by commas, and ", ..." where there are more: a message names a few of
+    many files or classes rather than all of them."""
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._io import check_writable, is_within, save_figure_atomic, write_json_atomic, write_text_atomic
-from ._text import middle_cut
+from ._text import middle_cut, name_list
 from .data.folders import SPLIT_NAMES, VAL_NAMES, class_key, list_labelled_images, unknown_classes
 from .errors import BirdclsError, check_int
 from .predict import Predictor, load_model, predict
@@ -104,11 +104,12 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     and where the report went."""
     per_class, absent = report["per_class"], set(report["classes_absent"])
     lines = [f"accuracy {report['test_accuracy']:.4f} on {report['n_test']} images, macro F1 {report['macro_f1']:.4f}"]
-    present = [name for name in per_class if name not in absent]
-    if len(per_class) > _LISTED_CLASSES:
-        present = sorted(present, key=lambda name: (per_class[name]["f1"], name))[:_LISTED_CLASSES]
-        lines.append(f"the {len(present)} classes with the lowest F1 (all {len(per_class)} are in metrics.json):")
-    listed = list(per_class) if len(per_class) <= _LISTED_CLASSES else present
+    many = len(per_class) > _LISTED_CLASSES
+    listed = list(per_class)
+    if many:  # the weakest scored classes; the absent ones are named together below
+        scored = [name for name in per_class if name not in absent]
+        listed = sorted(scored, key=lambda name: (per_class[name]["f1"], name))[:_LISTED_CLASSES]
+        lines.append(f"the {len(listed)} classes with the lowest F1 (all {len(per_class)} are in metrics.json):")
     width = max([20, *(len(middle_cut(name)) for name in listed)])  # one column, whatever the names' lengths
     for name in listed:
         shown = f"{middle_cut(name):<{width}}"
@@ -118,9 +119,8 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         row = per_class[name]
         lines.append(f"  {shown} precision {row['precision']:.3f}  recall {row['recall']:.3f}  f1 {row['f1']:.3f}  "
                      f"n={row['support']}")
-    if absent and len(per_class) > _LISTED_CLASSES:
-        lines.append(f"no images here of {len(absent)} class(es): {', '.join(sorted(absent)[:10])}"
-                     + (", ..." if len(absent) > 10 else ""))
+    if absent and many:
+        lines.append(f"no images here of {len(absent)} class(es): {name_list(sorted(absent), 10)}")
     lines += mistakes_line(report)
     if "report_dir" in report:
         lines.append(f"wrote the report to {report['report_dir']} (metrics.json, confusion matrix, top losses, "

@@ -44,6 +44,7 @@ from typing import Any
 
 from ._io import LOCK_NAME, folder_lock, is_within, write_json_atomic, write_text_atomic, write_with_atomic
 from ._terminal import progress_mode
+from ._text import name_list
 from ._trust import register_pickle
 from .config import TrainConfig, resolve_config, validate_config
 from .data.folders import ImageCheck, SplitLayout, check_cache_for, find_splits, list_labelled_images, verify_images
@@ -183,7 +184,7 @@ def _clear_old_run(out: Path) -> None:
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     if kept:
         print(f"note: --overwrite replaced the run in {out} and kept {len(kept)} file(s) that train did not write: "
-              f"{', '.join(kept[:5])}{', ...' if len(kept) > 5 else ''}", flush=True)
+              f"{name_list(kept, 5)}", flush=True)
 
 
 @contextmanager

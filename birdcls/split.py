@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ._io import LOCK_NAME, is_within, signals_deferred, with_default_mode, write_json_atomic
-from ._text import middle_cut
+from ._text import middle_cut, name_list
 from .data.folders import IMAGE_EXTENSIONS, SPLIT_NAMES, class_files, list_labelled_images
 from .errors import BirdclsError, check_int, describe
 
@@ -84,7 +84,7 @@ class SplitReport:
         n = len(self.unreadable)
         if not n:
             return ""
-        shown = ", ".join(sorted(self.unreadable)[:3]) + (", ..." if n > 3 else "")
+        shown = name_list(sorted(self.unreadable), 3)
         return (f"left {n} unreadable image{'s' if n != 1 else ''} in {src} out of the split ({shown}; split.json "
                 f"says why): replace {'them' if n != 1 else 'it'} with good copies, or run `birdcls clean {src}`")
 
@@ -165,8 +165,7 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
                            "another folder")
     others = sorted(p.name + ("/" if p.is_dir() else "") for p in dst.iterdir() if p.name not in _SPLIT_OWN)
     if others:  # the swap replaces the whole folder: the user's notes or photos in it would go with the old split
-        listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-        raise BirdclsError(f"output {dst} also holds what split did not write ({listed}): move that out before "
+        raise BirdclsError(f"output {dst} also holds what split did not write ({name_list(others, 5)}): move that out before "
                            "--overwrite replaces the folder, or choose another output folder")
 
 

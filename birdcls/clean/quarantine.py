@@ -148,7 +148,6 @@ class Quarantine:
             moved, original = self.data / d.dest, self.data / d.file
             if original.exists():
                 raise BirdclsError(f"cannot undo: {original} exists again; move it away first")
-            original.parent.mkdir(parents=True, exist_ok=True)
         with signals_deferred():  # a file moved back is logged as undone, or not moved at all
             if moves_back:
                 _relocate(moved, original)
@@ -175,7 +174,7 @@ class Quarantine:
             moved = self.data / d.dest if d.action in ("quarantine", "move") else None
             # a link counts even where it leads nowhere now (its image was moved too)
             if moved is not None and not (moved.is_file() or moved.is_symlink()):
-                raise BirdclsError(f"cannot undo: {self.data / d.dest} is missing, so the quarantine was edited by hand; "
+                raise BirdclsError(f"cannot undo: {moved} is missing, so the quarantine was edited by hand; "
                                    f"put the file back or remove that line from {self.log}")
         for d in reversed(chosen):
             self._undo_one(d)
