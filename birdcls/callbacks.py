@@ -155,6 +155,23 @@ class FreezeWhiteningBias(Callback):
                 bias.grad = None
 
 
+class KeepBodyNormStats(Callback):
+    """The pretrained body's BatchNorm layers stay in eval mode while the network trains: they normalise with
+    the statistics the head learned on, and their weights still train. In train mode they would switch to
+    each batch's statistics and drift their running ones toward the new data, which changes every feature
+    the head was fitted to at once (Keras's transfer-learning guide gives the same advice)."""
+
+    order = 1  # after fastai's TrainEvalCallback has put the whole model in train mode
+
+    def before_train(self) -> None:
+        from torch import nn
+
+        body = self.learn.model[0]
+        for m in body.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
 def _handles(cb: Callback, event_name: str) -> bool:
     return event_name == "after_fit" or hasattr(type(cb), event_name) or event_name in vars(cb)
 

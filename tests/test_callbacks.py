@@ -14,6 +14,7 @@ from torch.utils.data import TensorDataset
 
 from birdcls.callbacks import (
     AtomicSaveModelCallback,
+    KeepBodyNormStats,
     Lookahead,
     ReduceLROnPlateau,
     fast_event_dispatch,
@@ -271,3 +272,27 @@ def test_plateau_after_the_last_epoch_and_early_stop_messages(tmp_path, capsys):
         learn.fit(5, 1e-2, cbs=[EarlyStopping(min_delta=1e9, patience=2)])
     assert "valid_loss has not improved since epoch 1: early stopping" in capsys.readouterr().out
     assert len(learn.recorder.values) == 3  # epoch 1 best; 2 and 3 without improvement
+
+
+def _bn_learner(tmp_path, cbs):
+    """A body (Linear + BatchNorm) and a head, on data far from the BatchNorm's starting statistics (0 and 1)."""
+    set_seed(0)
+    x = torch.randn(64, 4) * 3 + 5
+    y = (x[:, 0] > 5).long()
+    dls = DataLoaders.from_dsets(TensorDataset(x[:48], y[:48]), TensorDataset(x[48:], y[48:]), bs=8)
+    model = nn.Sequential(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), nn.Linear(4, 2))
+    learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss(), path=tmp_path, cbs=cbs)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2, 1e-2)
+    return learn.model[0][1]
+
+
+def test_the_bodys_batchnorm_keeps_its_statistics_and_trains_its_weights(tmp_path):
+    """What the head learned on stays what the body gives it: the running statistics do not move toward the
+    new data, and the BatchNorm layer's own weights still train."""
+    kept = _bn_learner(tmp_path, [KeepBodyNormStats()])
+    assert torch.equal(kept.running_mean, torch.zeros(4)) and torch.equal(kept.running_var, torch.ones(4))
+    assert int(kept.num_batches_tracked) == 0
+    assert not torch.equal(kept.weight.detach(), torch.ones(4))
+    moved = _bn_learner(tmp_path, [])  # fastai's way: train mode, the statistics drift to the data's
+    assert int(moved.num_batches_tracked) == 12 and float(moved.running_mean.abs().max()) > 1

@@ -466,3 +466,27 @@ def test_a_dataset_scan_reads_as_its_counts_not_its_paths(tiny_data):
     from birdcls.learn import scan_dataset
 
     assert repr(scan_dataset(tiny_data)) == f"DatasetScan({str(tiny_data)!r}, 3 classes, images: train 36, val 12, test 12)"
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_fine_tune_keeps_the_bodys_batchnorm_statistics_unless_told_not_to(tiny_data, tmp_path, keep):
+    """The head learns on features the body computes with its pretrained statistics; fine_tune keeps them
+    (keep_bn_stats, the default) so that those features stay what the head learned on. fastai's way
+    (keep_bn_stats=false) moves them toward the new data's."""
+    import torch
+    from torch import nn
+
+    from birdcls.config import resolve_config
+    from birdcls.learn import build_learner, scan_dataset
+
+    def body_stats(model) -> list:
+        return [m.running_mean.detach().cpu().clone() for m in model[0].modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    pretrained = body_stats(build_learner(scan_dataset(tiny_data), resolve_config(overrides={"size": 32}),
+                                          tmp_path / "fresh").model)
+    result = train(tiny_data, tmp_path / "run", **{**FAST, "save_best": False, "keep_bn_stats": keep})
+    tuned = body_stats(result.learner.model)
+    assert len(tuned) == len(pretrained) > 10
+    same = all(torch.equal(a, b) for a, b in zip(tuned, pretrained))
+    assert same is keep
