@@ -210,9 +210,12 @@ def save_figure_atomic(dest: str | os.PathLike, fig: Any, tight: bool = False, *
     with ``tight``."""
     import warnings
 
+    from ._plots import fit_fonts
+
     fmt = Path(dest).suffix.lstrip(".") or "png"
+    fit_fonts(fig)
     with atomic_path(dest) as tmp, warnings.catch_warnings():
-        # a class named with an emoji draws as a box in the default font; matplotlib warns for every glyph
+        # what no installed font draws is a box; fit_fonts said so once, and matplotlib would warn for every glyph
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
         if tight:
             # long class names can leave tight_layout no room (it warns and does nothing): then the saved image is

@@ -3,9 +3,13 @@ flagged images, ...)."""
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+_said_missing: set[str] = set()  # characters already named in a note, so that each is said once a process
 
 
 def figure(**kwargs: Any) -> Any:
@@ -42,3 +46,68 @@ def contact_sheet(items: list[tuple[str | os.PathLike, str, bool]], dest: str | 
     fig.suptitle(title)
     save_figure_atomic(dest, fig, dpi=dpi)
     return Path(dest)
+
+
+@functools.cache
+def _charmap(font_path: str) -> frozenset[int]:
+    """The code points a font file draws (empty when matplotlib cannot use it, a colour-emoji bitmap font say)."""
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        font = FT2Font(font_path)
+    except (OSError, RuntimeError, ValueError):
+        return frozenset()
+    return frozenset(font.get_charmap()) if font.scalable else frozenset()
+
+
+@functools.cache
+def _fallback_families(needed: frozenset[str], n_fonts: int) -> tuple[tuple[str, ...], frozenset[str]]:
+    """Installed font families that together draw ``needed``, in matplotlib's list of fonts (``n_fonts`` long:
+    a font added since is looked at), and the characters none of them draws. Last Resort, which matplotlib
+    ships, is not one: its glyphs are placeholders that name a character's block."""
+    from matplotlib import font_manager
+
+    families: list[str] = []
+    left = set(needed)
+    for entry in sorted(font_manager.fontManager.ttflist, key=lambda e: (e.name, e.weight != 400, e.fname)):
+        if not left:
+            break
+        if entry.name in families or entry.name.startswith("Last Resort"):
+            continue
+        drawn = {c for c in left if ord(c) in _charmap(entry.fname)}
+        if drawn:
+            families.append(entry.name)
+            left -= drawn
+    return tuple(families), frozenset(left)
+
+
+def fit_fonts(fig: Any) -> None:
+    """Make every text of ``fig`` draw as written, before it is saved.
+
+    Class names come from folder names: a ``$`` pair in one is not mathtext, and a name in a script the default
+    font lacks (a bird's Chinese or Japanese name, say) draws in an installed font that has it, through
+    matplotlib's font fallback. What no installed font draws shows as boxes, said once on stderr with the fix.
+    """
+    from matplotlib import font_manager
+    from matplotlib.text import Text
+
+    lacking: dict[Any, set[str]] = {}
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+        drawn = _charmap(font_manager.findfont(text.get_fontproperties()))
+        missing = {c for c in text.get_text() if c.isprintable() and not c.isspace() and ord(c) not in drawn}
+        if missing:
+            lacking[text] = missing
+    if not lacking:
+        return
+    families, undrawn = _fallback_families(frozenset(set().union(*lacking.values())),
+                                           len(font_manager.fontManager.ttflist))
+    for text in lacking:
+        text.set_fontfamily([*text.get_fontfamily(), *families])
+    new = sorted(undrawn - _said_missing)
+    if new:
+        _said_missing.update(new)
+        shown = "".join(new[:10]) + ("..." if len(new) > 10 else "")
+        print(f"note: no installed font draws {shown}, so those characters show as boxes in the plots: install a "
+              f"font that has them (for Chinese, Japanese or Korean names, Noto Sans CJK: Debian's fonts-noto-cjk)",
+              file=sys.stderr, flush=True)

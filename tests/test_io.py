@@ -164,3 +164,80 @@ def test_a_file_system_without_locks_runs_unlocked_and_clean(tmp_path: Path, mon
         with folder_lock(tmp_path / "run", "`birdcls train`"):
             raise ValueError("the run's own error")
     assert info.value.__context__ is None  # not reported as happening "during" the lock failure
+
+
+def _font_with_a_filled_square_for(char: str, dest: Path, family: str) -> Path:
+    """A one-glyph TrueType font (fontTools, matplotlib's own dependency) that draws ``char`` as a filled square."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    def square(filled: bool):
+        pen = TTGlyphPen(None)
+        if filled:
+            pen.moveTo((50, 0))
+            pen.lineTo((50, 900))
+            pen.lineTo((950, 900))
+            pen.lineTo((950, 0))
+            pen.closePath()
+        return pen.glyph()
+
+    builder = FontBuilder(1000, isTTF=True)
+    builder.setupGlyphOrder([".notdef", "square"])
+    builder.setupCharacterMap({ord(char): "square"})
+    builder.setupGlyf({".notdef": square(False), "square": square(True)})
+    builder.setupHorizontalMetrics({".notdef": (1000, 0), "square": (1000, 50)})
+    builder.setupHorizontalHeader(ascent=900, descent=-100)
+    builder.setupNameTable({"familyName": family, "styleName": "Regular"})
+    builder.setupOS2()
+    builder.setupPost()
+    builder.save(str(dest))
+    return dest
+
+
+def _solid_share(path: Path) -> float:
+    """The share of dark pixels inside the box around all dark pixels: about 1 for a filled square."""
+    import numpy as np
+    from PIL import Image
+
+    dark = np.asarray(Image.open(path).convert("L")) < 128
+    rows, cols = np.flatnonzero(dark.any(axis=1)), np.flatnonzero(dark.any(axis=0))
+    return float(dark[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].mean())
+
+
+def test_a_class_name_the_default_font_lacks_draws_in_an_installed_font_that_has_it(tmp_path: Path, capsys):
+    """A heron's Japanese name, 鷺: DejaVu Sans has no glyph for it. With no installed font that has it, it
+    shows as a placeholder box and one note on stderr names the character and the fix, once; with one
+    installed (here a test font whose glyph is a filled square), the plot draws it through matplotlib's font
+    fallback."""
+    from matplotlib import font_manager
+
+    from birdcls._io import save_figure_atomic
+    from birdcls._plots import _charmap, figure
+
+    def draw(label: str, name: str) -> Path:
+        fig = figure(figsize=(2, 1))
+        fig.text(0.1, 0.2, label, fontsize=40)
+        return save_figure_atomic(tmp_path / name, fig, dpi=100)
+
+    heron = "\u9dfa"
+    if any(ord(heron) in _charmap(e.fname) for e in font_manager.fontManager.ttflist if "Last Resort" not in e.name):
+        pytest.skip("this machine has a font that draws CJK: the case without one cannot be set up")
+    capsys.readouterr()
+    assert _solid_share(draw(heron, "before.png")) < 0.6  # the placeholder: a frame with its block's name
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no installed font draws \u9dfa" in err and "fonts-noto-cjk" in err
+    draw(heron, "again.png")
+    assert capsys.readouterr().err == ""  # said once a process
+    font_manager.fontManager.addfont(str(_font_with_a_filled_square_for(heron, tmp_path / "sq.ttf", "Birdcls Square")))
+    assert _solid_share(draw(heron, "after.png")) > 0.95
+    assert capsys.readouterr().err == ""
+
+
+def test_a_class_name_with_dollar_signs_is_a_name_not_mathtext(tmp_path: Path):
+    """Read as mathtext, "a$b$" would draw b in math italics, and "$x^$" fails the whole plot."""
+    import numpy as np
+
+    from birdcls.evaluate import plot_confusion_matrix
+
+    plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["$x^$", "a$b$"], tmp_path / "cm.png")
+    assert (tmp_path / "cm.png").is_file()
