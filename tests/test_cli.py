@@ -232,7 +232,7 @@ def test_help_is_fast_and_lazy():
 @pytest.mark.parametrize("signame, code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_ctrl_c_leaves_the_best_checkpoint_and_resume_finishes(tmp_path, tiny_data, signame, code):
     """A real SIGINT (Ctrl-C) or SIGTERM (kill, timeout, a scheduler) to a training process: exit 130 or 143,
-    best.pth on disk, no temp file left, the message says how to resume."""
+    best.pth on disk, no temp file left, the message says how to resume, and the resume finishes."""
     import signal
     import subprocess
     import sys
@@ -257,6 +257,8 @@ def test_ctrl_c_leaves_the_best_checkpoint_and_resume_finishes(tmp_path, tiny_da
     assert "Traceback" not in err
     assert (run / "checkpoints" / "best.pth").is_file()
     assert not list(run.rglob("*.partial*"))
+    if signame == "SIGTERM":  # the resume itself is the same after either signal: checked once, after SIGINT
+        return
     resumed = run_cli("train", str(tiny_data), "--out", str(run), "--resume", "--epochs-head", "0",
                       "--progress", "none")
     assert resumed.returncode == 0, resumed.stderr

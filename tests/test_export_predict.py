@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from birdcls.cli import app
 from birdcls.errors import BirdclsError
 from birdcls.export import export
 from birdcls.predict import load_model, predict
@@ -462,9 +464,10 @@ def test_bf16_autocast_on_request_and_float32_by_default_on_a_cpu(exports, tiny_
     exact, rounded = predict(default, inputs).probs, predict(bf16, inputs).probs
     assert not np.array_equal(exact, rounded)  # autocast really ran
     np.testing.assert_allclose(rounded, exact, atol=0.03)
-    report = run_cli("evaluate", str(exports["pkl"]), str(tiny_data / "test"), "--precision", "bf16",
-                     "--device", "cpu", "--out", str(tmp_path / "eval"))
-    assert report.returncode == 0, report.stderr
+    # in this process (CliRunner): the command's flags as a user passes them, without importing torch again
+    report = CliRunner().invoke(app, ["evaluate", str(exports["pkl"]), str(tiny_data / "test"), "--precision", "bf16",
+                                      "--device", "cpu", "--out", str(tmp_path / "eval")])
+    assert report.exit_code == 0, report.output
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["precision"] == "bf16"
     with pytest.raises(BirdclsError, match="ONNX model.*bf16 needs a .pkl"):
         load_model(exports["onnx"], precision="bf16")
