@@ -48,37 +48,51 @@ def contact_sheet(items: list[tuple[str | os.PathLike, str, bool]], dest: str | 
     return Path(dest)
 
 
-@functools.cache
-def _charmap(font_path: str) -> frozenset[int]:
-    """The code points a font file draws (empty when matplotlib cannot use it, a colour-emoji bitmap font say)."""
+@functools.lru_cache(maxsize=16)
+def _open_font(path: str, index: int) -> Any:
+    """A font file's face ``index`` (fonts in a .ttc collection are faces of one file), or None when matplotlib
+    cannot draw with it (a colour-emoji bitmap font, say). The few used last stay open."""
     from matplotlib.ft2font import FT2Font
 
     try:
-        font = FT2Font(font_path)
+        font = FT2Font(path, face_index=index)
     except (OSError, RuntimeError, ValueError):
-        return frozenset()
-    return frozenset(font.get_charmap()) if font.scalable else frozenset()
+        return None
+    return font if font.scalable else None
 
 
 @functools.cache
-def _fallback_families(needed: frozenset[str], n_fonts: int) -> tuple[tuple[str, ...], frozenset[str]]:
-    """Installed font families that together draw ``needed``, in matplotlib's list of fonts (``n_fonts`` long:
-    a font added since is looked at), and the characters none of them draws. Last Resort, which matplotlib
-    ships, is not one: its glyphs are placeholders that name a character's block."""
-    from matplotlib import font_manager
+def _draws(path: str, index: int, char: str) -> bool:
+    """Whether the font at ``path`` (face ``index``) has a glyph for ``char``."""
+    font = _open_font(path, index)
+    return font is not None and font.get_char_index(ord(char)) != 0
 
+
+@functools.cache
+def _fallback_families(needed: frozenset[str], fonts: tuple[tuple[str, int, str], ...]) -> tuple[tuple[str, ...],
+                                                                                                frozenset[str]]:
+    """Families among ``fonts`` (path, face index, family name: matplotlib's list of installed fonts, in name
+    order) that together draw ``needed``, and the characters none of them draws. Last Resort, which matplotlib
+    ships, is not one: its glyphs are placeholders that name a character's block."""
     families: list[str] = []
     left = set(needed)
-    for entry in sorted(font_manager.fontManager.ttflist, key=lambda e: (e.name, e.weight != 400, e.fname)):
+    for path, index, name in fonts:
         if not left:
             break
-        if entry.name in families or entry.name.startswith("Last Resort"):
+        if name in families or name.startswith("Last Resort"):
             continue
-        drawn = {c for c in left if ord(c) in _charmap(entry.fname)}
+        drawn = {c for c in left if _draws(path, index, c)}
         if drawn:
-            families.append(entry.name)
+            families.append(name)
             left -= drawn
     return tuple(families), frozenset(left)
+
+
+def _installed_fonts() -> tuple[tuple[str, int, str], ...]:
+    from matplotlib import font_manager
+
+    entries = sorted(font_manager.fontManager.ttflist, key=lambda e: (e.name, e.weight != 400, e.fname, e.index))
+    return tuple((e.fname, e.index, e.name) for e in entries)
 
 
 def fit_fonts(fig: Any) -> None:
@@ -93,15 +107,18 @@ def fit_fonts(fig: Any) -> None:
 
     lacking: dict[Any, set[str]] = {}
     for text in fig.findobj(Text):
-        text.set_parse_math(False)
-        drawn = _charmap(font_manager.findfont(text.get_fontproperties()))
-        missing = {c for c in text.get_text() if c.isprintable() and not c.isspace() and ord(c) not in drawn}
+        label = text.get_text()
+        if "$" in label:  # only texts written so far: tick numbers a formatter writes as mathtext stay so
+            text.set_parse_math(False)
+            text.set_usetex(False)
+        found = font_manager.findfont(text.get_fontproperties())
+        path, index = getattr(found, "path", str(found)), getattr(found, "face_index", 0)
+        missing = {c for c in label if c.isprintable() and not c.isspace() and not _draws(path, index, c)}
         if missing:
             lacking[text] = missing
     if not lacking:
         return
-    families, undrawn = _fallback_families(frozenset(set().union(*lacking.values())),
-                                           len(font_manager.fontManager.ttflist))
+    families, undrawn = _fallback_families(frozenset(set().union(*lacking.values())), _installed_fonts())
     for text in lacking:
         text.set_fontfamily([*text.get_fontfamily(), *families])
     new = sorted(undrawn - _said_missing)

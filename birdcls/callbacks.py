@@ -163,6 +163,16 @@ class KeepBodyNormStats(Callback):
 
     order = 1  # after fastai's TrainEvalCallback has put the whole model in train mode
 
+    def before_fit(self) -> None:
+        from torch import nn
+
+        model = self.learn.model
+        if not (isinstance(model, nn.Sequential) and len(model) == 2):
+            from .errors import BirdclsError
+
+            raise BirdclsError(f"keep_bn_stats needs a model built as (body, head), as fastai builds a pretrained "
+                               f"one; this is a {type(model).__name__}: set keep_bn_stats=false")
+
     def before_train(self) -> None:
         from torch import nn
 

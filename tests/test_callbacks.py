@@ -296,3 +296,13 @@ def test_the_bodys_batchnorm_keeps_its_statistics_and_trains_its_weights(tmp_pat
     assert not torch.equal(kept.weight.detach(), torch.ones(4))
     moved = _bn_learner(tmp_path, [])  # fastai's way: train mode, the statistics drift to the data's
     assert int(moved.num_batches_tracked) == 12 and float(moved.running_mean.abs().max()) > 1
+
+
+def test_keeping_the_bodys_statistics_refuses_a_model_without_a_body(tmp_path):
+    """Only a (body, head) model has a body to keep: anything else is said, not silently left training."""
+    from birdcls.errors import BirdclsError
+
+    learn = _learner(tmp_path)
+    with pytest.raises(BirdclsError, match="keep_bn_stats needs a model built as .body, head.*Linear"):
+        with learn.no_bar(), learn.no_logging():
+            learn.fit(1, 1e-2, cbs=[KeepBodyNormStats()])

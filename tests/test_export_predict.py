@@ -467,7 +467,7 @@ def test_bf16_autocast_on_request_and_float32_by_default_on_a_cpu(exports, tiny_
     # in this process (CliRunner): the command's flags as a user passes them, without importing torch again
     report = CliRunner().invoke(app, ["evaluate", str(exports["pkl"]), str(tiny_data / "test"), "--precision", "bf16",
                                       "--device", "cpu", "--out", str(tmp_path / "eval")])
-    assert report.exit_code == 0, report.output
+    assert report.exit_code == 0, (report.output, report.exception)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["precision"] == "bf16"
     with pytest.raises(BirdclsError, match="ONNX model.*bf16 needs a .pkl"):
         load_model(exports["onnx"], precision="bf16")

@@ -166,10 +166,12 @@ def test_a_file_system_without_locks_runs_unlocked_and_clean(tmp_path: Path, mon
     assert info.value.__context__ is None  # not reported as happening "during" the lock failure
 
 
-def _font_with_a_filled_square_for(char: str, dest: Path, family: str) -> Path:
-    """A one-glyph TrueType font (fontTools, matplotlib's own dependency) that draws ``char`` as a filled square."""
+def _fonts_in_a_collection(char: str, dest: Path) -> Path:
+    """A TrueType collection (fontTools, matplotlib's own dependency) of two one-glyph fonts: the first,
+    "Birdcls Empty", has no glyph for ``char``; the second, "Birdcls Square", draws it as a filled square."""
     from fontTools.fontBuilder import FontBuilder
     from fontTools.pens.ttGlyphPen import TTGlyphPen
+    from fontTools.ttLib import TTCollection
 
     def square(filled: bool):
         pen = TTGlyphPen(None)
@@ -181,16 +183,21 @@ def _font_with_a_filled_square_for(char: str, dest: Path, family: str) -> Path:
             pen.closePath()
         return pen.glyph()
 
-    builder = FontBuilder(1000, isTTF=True)
-    builder.setupGlyphOrder([".notdef", "square"])
-    builder.setupCharacterMap({ord(char): "square"})
-    builder.setupGlyf({".notdef": square(False), "square": square(True)})
-    builder.setupHorizontalMetrics({".notdef": (1000, 0), "square": (1000, 50)})
-    builder.setupHorizontalHeader(ascent=900, descent=-100)
-    builder.setupNameTable({"familyName": family, "styleName": "Regular"})
-    builder.setupOS2()
-    builder.setupPost()
-    builder.save(str(dest))
+    def font(family: str, code_point: int):
+        builder = FontBuilder(1000, isTTF=True)
+        builder.setupGlyphOrder([".notdef", "square"])
+        builder.setupCharacterMap({code_point: "square"})
+        builder.setupGlyf({".notdef": square(False), "square": square(True)})
+        builder.setupHorizontalMetrics({".notdef": (1000, 0), "square": (1000, 50)})
+        builder.setupHorizontalHeader(ascent=900, descent=-100)
+        builder.setupNameTable({"familyName": family, "styleName": "Regular"})
+        builder.setupOS2()
+        builder.setupPost()
+        return builder.font
+
+    collection = TTCollection()
+    collection.fonts = [font("Birdcls Empty", ord("A")), font("Birdcls Square", ord(char))]
+    collection.save(str(dest))
     return dest
 
 
@@ -204,33 +211,43 @@ def _solid_share(path: Path) -> float:
     return float(dark[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].mean())
 
 
-def test_a_class_name_the_default_font_lacks_draws_in_an_installed_font_that_has_it(tmp_path: Path, capsys):
+def test_a_class_name_the_default_font_lacks_draws_in_an_installed_font_that_has_it(tmp_path: Path, capsys,
+                                                                                        monkeypatch):
     """A heron's Japanese name, 鷺: DejaVu Sans has no glyph for it. With no installed font that has it, it
     shows as a placeholder box and one note on stderr names the character and the fix, once; with one
-    installed (here a test font whose glyph is a filled square), the plot draws it through matplotlib's font
-    fallback."""
+    installed (here the second font of a .ttc collection, whose glyph is a filled square), the plot draws it
+    through matplotlib's font fallback. Only matplotlib's own fonts count as installed here, so that the
+    machine's fonts do not decide the outcome."""
     from matplotlib import font_manager
 
+    import birdcls._plots
     from birdcls._io import save_figure_atomic
-    from birdcls._plots import _charmap, figure
+    from birdcls._plots import figure
 
     def draw(label: str, name: str) -> Path:
         fig = figure(figsize=(2, 1))
         fig.text(0.1, 0.2, label, fontsize=40)
         return save_figure_atomic(tmp_path / name, fig, dpi=100)
 
+    manager = font_manager.fontManager
+    bundled = [e for e in manager.ttflist if "mpl-data" in Path(e.fname).parts]
+    monkeypatch.setattr(manager, "ttflist", bundled)
+    monkeypatch.setattr(birdcls._plots, "_said_missing", set())
+    manager._findfont_cached.cache_clear()
     heron = "\u9dfa"
-    if any(ord(heron) in _charmap(e.fname) for e in font_manager.fontManager.ttflist if "Last Resort" not in e.name):
-        pytest.skip("this machine has a font that draws CJK: the case without one cannot be set up")
     capsys.readouterr()
-    assert _solid_share(draw(heron, "before.png")) < 0.6  # the placeholder: a frame with its block's name
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no installed font draws \u9dfa" in err and "fonts-noto-cjk" in err
-    draw(heron, "again.png")
-    assert capsys.readouterr().err == ""  # said once a process
-    font_manager.fontManager.addfont(str(_font_with_a_filled_square_for(heron, tmp_path / "sq.ttf", "Birdcls Square")))
-    assert _solid_share(draw(heron, "after.png")) > 0.95
-    assert capsys.readouterr().err == ""
+    try:
+        assert _solid_share(draw(heron, "before.png")) < 0.6  # the placeholder: a frame with its block's name
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no installed font draws \u9dfa" in err and "fonts-noto-cjk" in err
+        draw(heron, "again.png")
+        assert capsys.readouterr().err == ""  # said once a process
+        manager.addfont(str(_fonts_in_a_collection(heron, tmp_path / "two.ttc")))
+        assert {e.name for e in manager.ttflist} >= {"Birdcls Empty", "Birdcls Square"}
+        assert _solid_share(draw(heron, "after.png")) > 0.95
+        assert capsys.readouterr().err == ""
+    finally:
+        manager._findfont_cached.cache_clear()  # the fonts put back by monkeypatch are found again
 
 
 def test_a_class_name_with_dollar_signs_is_a_name_not_mathtext(tmp_path: Path):
@@ -241,3 +258,22 @@ def test_a_class_name_with_dollar_signs_is_a_name_not_mathtext(tmp_path: Path):
 
     plot_confusion_matrix(np.array([[3, 1], [0, 4]]), ["$x^$", "a$b$"], tmp_path / "cm.png")
     assert (tmp_path / "cm.png").is_file()
+
+
+def test_tick_numbers_a_style_writes_as_mathtext_still_draw_as_numbers(tmp_path: Path):
+    """axes.formatter.use_mathtext (a user's style) makes the formatter write "$\\mathdefault{0.5}$": drawn
+    as math, that is "0.5"; only the names birdcls wrote itself are kept from mathtext."""
+    import matplotlib
+
+    from birdcls._io import save_figure_atomic
+    from birdcls._plots import figure
+
+    with matplotlib.rc_context({"axes.formatter.use_mathtext": True}):
+        fig = figure(figsize=(2, 2))
+        ax = fig.subplots()
+        ax.plot([0, 1], [0.5, 1.5])
+        ax.set_title("a$b$")
+        save_figure_atomic(tmp_path / "curve.png", fig, dpi=50)
+    numbers = [t for t in ax.get_yticklabels() if t.get_text()]
+    assert numbers and all("mathdefault" in t.get_text() and t.get_parse_math() for t in numbers)
+    assert not ax.title.get_parse_math()
