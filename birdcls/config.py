@@ -62,7 +62,9 @@ class TrainConfig:
     epochs: int | None = _opt(None, "(int) fine_tune epochs with the whole network unfrozen; auto = 0 for a pretrained "
                               "body (fine-tuning did not raise test accuracy in our measurements), 10 from scratch",
                               min=0, max=10000, auto=True)
-    freeze_epochs: int = _opt(1, "(int) fine_tune's own frozen epochs before it unfreezes", min=0, max=10000)
+    freeze_epochs: int | None = _opt(None, "(int) fine_tune's own frozen epochs before it unfreezes; auto = 0 after "
+                                           "the head phase (the head is trained already), 1 without one (fastai's "
+                                           "default)", min=0, max=10000, auto=True)
     lr: float = _opt(2e-3, "(float) base learning rate of both phases", min=1e-8, max=10.0)
     opt: str = _opt("adam", "(str) optimizer: adam (fastai's Adam) or sgd (with momentum)", choices=_OPTIMIZERS)
     nesterov: bool = _opt(False, "(bool) sgd: Nesterov momentum instead of fastai's heavy-ball momentum")

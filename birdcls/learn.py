@@ -550,9 +550,17 @@ def _init_from_data(learn, say: Callable[[str], None]) -> None:
 
 
 def _resolve_auto(cfg: TrainConfig, device: str, say: Callable[[str], None]) -> TrainConfig:
-    """Fill in ``epochs: auto``: a pretrained body stays frozen and the head trains on its cached features;
-    from scratch, 10 epochs. Measured on dogs-vs-cats on a 2-core CPU, fine_tune after the head did not raise
-    test accuracy (0.978 against 0.982, with ``keep_bn_stats``) and took 5.5 minutes for 3 epochs."""
+    """Fill in the ``auto`` settings.
+
+    ``epochs``: a pretrained body stays frozen and the head trains on its cached features; from scratch, 10
+    epochs. Measured on dogs-vs-cats on a 2-core CPU, fine_tune after the head did not raise test accuracy
+    (0.978 against 0.982, with ``keep_bn_stats``) and took 5.5 minutes for 3 epochs.
+    ``freeze_epochs``: fine_tune's frozen epochs warm up a new head (fastai's default is 1); after the head
+    phase the head is trained, and on a CPU such an epoch costs as much as an unfrozen one (``train_bn``
+    trains BatchNorm layers all through the body), so 0 then.
+    """
+    if cfg.freeze_epochs is None:
+        cfg = dataclasses.replace(cfg, freeze_epochs=0 if cfg.epochs_head > 0 else 1)
     if cfg.epochs is not None:
         return cfg
     epochs = 0 if cfg.pretrained else 10

@@ -317,3 +317,19 @@ def test_training_removes_stores_beyond_cache_keep_gb_with_a_line(tmp_path: Path
     assert "removed 1 cached image store(s) used longest ago" in capsys.readouterr().out
     now = set(cache_dir().glob("*.npy"))
     assert len(now) == 2 and len(now & first) == 1
+
+
+def test_freeze_epochs_auto_skips_fine_tunes_warm_up_after_the_head_phase():
+    """fine_tune's frozen epoch warms up a new head; after the head phase the head is trained already, and on
+    a CPU that epoch costs as much as an unfrozen one. Without a head phase fastai's 1 stays."""
+    from birdcls.config import resolve_config
+    from birdcls.learn import _resolve_auto
+
+    def freeze_epochs(**overrides) -> int:
+        return _resolve_auto(resolve_config(overrides=overrides), "cpu", lambda _msg: None).freeze_epochs
+
+    assert resolve_config().freeze_epochs is None  # auto until the run resolves it
+    assert freeze_epochs(epochs=2) == 0
+    assert freeze_epochs(epochs=2, epochs_head=0) == 1
+    assert freeze_epochs(epochs=2, freeze_epochs=3) == 3
+    assert freeze_epochs(epochs=2, freeze_epochs="auto", epochs_head=0) == 1
