@@ -168,6 +168,8 @@ def _coerce(name: str, value: Any) -> Any:
     optional = "None" in str(f.type)
     if f.default is not None:
         example = f"{name}={f.default}"
+    elif f.metadata["doc"].startswith("(path)"):
+        example = f"{name}=models/{name}.pth"
     else:  # no default to show: a value in range, and the words the field also takes
         low = f.metadata.get("min", 1)
         example = f"{name}={low if kind == 'int' else float(low)}"
@@ -179,8 +181,9 @@ def _coerce(name: str, value: Any) -> Any:
         return None
     if f.metadata.get("auto") and isinstance(value, str) and value.strip().lower() == "auto":
         return None
-    if isinstance(value, str) and kind != "str" and value.strip().lower() in ("null", "none") and optional:
-        return None
+    if isinstance(value, str) and value.strip().lower() in ("null", "none") and optional:
+        if kind != "str" or "none" not in f.metadata.get("choices", ()):  # a str setting may have 'none' as a choice
+            return None
     ok = True
     if kind == "bool":
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
@@ -220,6 +223,9 @@ def _coerce(name: str, value: Any) -> Any:
 
 def _check_keys(values: dict[str, Any], source: str) -> None:
     for key in values:
+        if not isinstance(key, str):
+            raise BirdclsError(f"config key {key!r} in {source} is not a name: each line is 'key: value' with a "
+                               f"setting's name as the key (e.g. 'epochs: 3')")
         if key not in _FIELDS:
             close = difflib.get_close_matches(key, list(_FIELDS), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(_FIELDS)}"
@@ -235,9 +241,13 @@ class _RecipeLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice (plain YAML keeps the last one without a word)."""
 
     def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)  # YAML merge keys ('<<: *defaults') first, as SafeLoader does
         seen: set = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                raise yaml.constructor.ConstructorError(None, None, "a key must be a setting's name",
+                                                        key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"key '{key}' is given twice",
                                                         key_node.start_mark)
@@ -255,16 +265,28 @@ def load_recipe(recipe: str | Path) -> dict[str, Any]:
             "pass one of those names or a path to a .yaml file"
         )
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_RecipeLoader)
     except UnicodeDecodeError:
         raise BirdclsError(f"recipe {path} is not UTF-8 text: save it as UTF-8 (a recipe is a YAML file)") from None
     except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise BirdclsError(f"recipe {path} is not valid YAML ({first}): fix the file") from None
+        raise BirdclsError(f"recipe {path} is not valid YAML ({_yaml_problem(exc)}): fix the file") from None
+    if data is None:  # an empty file (or only comments): the defaults
+        data = {}
     if not isinstance(data, dict):
         raise BirdclsError(f"recipe {path} must be a mapping of 'key: value' lines, got {type(data).__name__}")
     _check_keys(data, str(path))
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, in one line: "found character '\\t' that cannot start any token, line 1,
+    column 8" rather than only the parser's context ("while scanning for the next token")."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if not problem:
+        return str(exc).splitlines()[0]
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def resolve_config(recipe: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -65,6 +65,7 @@ def test_a_gpu_of_several_is_named_as_predict_names_it():
     ({"pretrained": False, "bn_bias_wd": True}, "bn_bias_wd applies to the BatchNorm-bias group"),
     ({"whiten_bias_epochs": -1}, "'whiten_bias_epochs' must be between 0 and"),
     ({"whiten_bias_epochs": 3}, "whiten_bias_epochs applies to cifar_speedrun's patch-whitening layer"),
+    ({"weights": 123}, "'weights' must be a str \\(e.g. 'weights=models/weights.pth' or 'weights=null'\\)"),
 ])
 def test_bad_values_are_rejected_with_the_fix(overrides, message):
     with pytest.raises(BirdclsError, match=message):
@@ -94,6 +95,39 @@ def test_bad_recipe_files(tmp_path: Path):
     wrong.write_text("lr: fast\n")
     with pytest.raises(BirdclsError, match=f"recipe {wrong}: 'lr' must be"):
         resolve_config(recipe=wrong)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1: 2\n", "config key 1 in .* is not a name: each line is 'key: value'"),
+    ("null: 2\n", "config key None in .* is not a name"),
+    ("? [a, b]\n: 1\n", "not valid YAML \\(a key must be a setting's name, line 1, column 3\\)"),
+    ("[]\n", "must be a mapping of 'key: value' lines, got list"),
+    ("false\n", "must be a mapping of 'key: value' lines, got bool"),
+    ("epochs:\t1\n", "not valid YAML \\(found character '\\\\t' that cannot start any token, line 1, column 8\\)"),
+])
+def test_recipe_files_that_are_not_key_value_lines_are_refused_in_one_line(tmp_path: Path, text, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    with pytest.raises(BirdclsError, match=message) as caught:
+        resolve_config(recipe=recipe)
+    assert "\n" not in str(caught.value)
+
+
+def test_recipe_files_may_be_empty_or_use_yaml_merge_keys(tmp_path: Path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing set: the defaults\n")
+    assert resolve_config(recipe=empty) == resolve_config()
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("<<: {epochs: 1, lr: 0.01}\nsize: 32\n")
+    cfg = resolve_config(recipe=merged)
+    assert (cfg.epochs, cfg.lr, cfg.size) == (1, 0.01, 32)
+
+
+def test_null_clears_a_path_setting_and_none_stays_a_choice():
+    """'--set weights=null' means no weights file (it had looked for a file named null); normalize's own
+    choice 'none' is not taken for null."""
+    assert resolve_config(overrides={"weights": "null"}).weights is None
+    assert resolve_config(overrides={"normalize": "none"}).normalize == "none"
 
 
 def test_resolved_yaml_round_trips(tmp_path: Path):
