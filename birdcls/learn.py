@@ -582,6 +582,25 @@ def _check_resumed_classes(out: Path, classes: list[str]) -> None:
                            f"{', '.join(classes)}; resume with the data it trained on, or train a new run")
 
 
+def _check_resumable(out: Path, cfg: TrainConfig) -> None:
+    """Before anything is written: a resume of a finished run needs a phase left to train (``--epochs N`` after
+    a head-only run fine-tunes it; an interrupted run with none left is finished from its best checkpoint), and
+    the weights of the finished phases it skips must be in checkpoints/best.pth."""
+    try:
+        done = list(json.loads((out / "state.json").read_text()).get("completed_phases", []))
+    except (OSError, ValueError, AttributeError):
+        return  # no phase finished yet: the resume starts the first one again
+    finished = (out / "metrics.json").is_file()
+    if finished and not [name for name in _phase_names(cfg) if name not in done]:
+        raise BirdclsError(f"{out} has finished its phases ({', '.join(done)}), so there is nothing to resume: "
+                           "--resume continues an interrupted run; to train more, train a new run (--overwrite, or "
+                           "another --out)")
+    if done and not (out / "checkpoints" / "best.pth").is_file():
+        raise BirdclsError(f"cannot resume {out}: no checkpoint holds the weights of its finished phases "
+                           f"({', '.join(done)}): save_best was false, or checkpoints/ was removed; train it again "
+                           "with --overwrite")
+
+
 def _phase_names(cfg: TrainConfig) -> list[str]:
     """The phases a config trains, in order: ``head`` (a pretrained body, frozen, for ``epochs_head``), then
     ``fine_tune`` (pretrained) or ``scratch`` for ``epochs``; a phase with no epochs is left out."""
@@ -606,15 +625,24 @@ def _check_there_is_work(cfg: TrainConfig) -> None:
 FIXED_ON_RESUME = ("arch", "weights", "pretrained", "size", "normalize")
 
 
-def _resumed_config(out: Path, recipe: str | os.PathLike | None, overrides: dict[str, Any]) -> TrainConfig:
-    """The run's own config.yaml with ``overrides``. A resumed run keeps its network and input: another
-    recipe, or a setting of ``FIXED_ON_RESUME`` that differs (a new size, say), is refused rather than mixed
-    into weights trained another way."""
+def _resumed_config(out: Path, recipe: str | os.PathLike | None, overrides: dict[str, Any],
+                    config: TrainConfig | None = None) -> TrainConfig:
+    """The run's own config.yaml with ``overrides`` (or ``config``, a whole TrainConfig from Python). A resumed
+    run keeps its network and input: another recipe, or a setting of ``FIXED_ON_RESUME`` that differs (a new
+    size, say), is refused rather than mixed into weights trained another way."""
     if recipe is not None:
         raise BirdclsError(f"--resume continues {out} with its own config.yaml: drop --recipe")
     saved = resolve_config(recipe=out / "config.yaml")
-    cfg = resolve_config(recipe=out / "config.yaml", overrides=overrides)
-    changed = [f"{key}={getattr(saved, key)!r}" for key in FIXED_ON_RESUME if getattr(cfg, key) != getattr(saved, key)]
+    cfg = validate_config(config) if config is not None else resolve_config(recipe=out / "config.yaml",
+                                                                            overrides=overrides)
+
+    def differs(key: str) -> bool:
+        now, then = getattr(cfg, key), getattr(saved, key)
+        if key == "weights" and now and then:  # one file, named from another folder
+            return Path(now).resolve() != Path(then).resolve()
+        return now != then
+
+    changed = [f"{key}={getattr(saved, key)!r}" for key in FIXED_ON_RESUME if differs(key)]
     if changed:
         raise BirdclsError(f"--resume continues {out} as it was set up ({', '.join(changed)}): drop the settings "
                            "that differ, or train a new run (--overwrite or another --out)")
@@ -650,12 +678,14 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
         raise BirdclsError("pass either config= or recipe/overrides, not both")
     if resume and overwrite:
         raise BirdclsError("--resume continues a run and --overwrite replaces it: pass one of them")
-    if resume and (out / "config.yaml").is_file() and config is None:
-        cfg = _resumed_config(out, recipe, overrides)
+    if resume and (out / "config.yaml").is_file():
+        cfg = _resumed_config(out, recipe, overrides, config)
     else:
         cfg = validate_config(config) if config is not None else resolve_config(recipe=recipe, overrides=overrides)
     if cfg.weights and not Path(cfg.weights).is_file():
         raise BirdclsError(f"weights file {cfg.weights} does not exist: pass the path of a .pth or .safetensors file")
+    if cfg.weights:  # saved as an absolute path, so that --resume and --recipe RUN/config.yaml work from anywhere
+        cfg = dataclasses.replace(cfg, weights=str(Path(cfg.weights).resolve()))
     scan = scan_dataset(data)  # the data's problems first: before seconds of importing torch and fastai
     if resume:
         _check_resumed_classes(out, scan.classes)
@@ -678,6 +708,8 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
                                   freeze_epochs=min(cfg.freeze_epochs, epoch_cap))
     _check_there_is_work(cfg)
     with _locked_run_dir(out, scan.layout.root, overwrite, resume) as set_up:
+        if resume:  # the folder's lock held: its state is not changing under this check
+            _check_resumable(out, cfg)
         started: list[bool] = []  # whether the new run is set up, and an earlier one it replaces removed
 
         def set_up_and_note() -> None:
@@ -695,6 +727,9 @@ def train(data: str | os.PathLike, out: str | os.PathLike, recipe: str | os.Path
                 raise TrainingInterrupted("training interrupted before anything was written; run the same command "
                                           "again", code) from None
             best = out / "checkpoints" / "best.pth"
+            if not best.is_file() and not cfg.save_best:
+                raise TrainingInterrupted(f"training interrupted; with save_best=false no checkpoint is written, so "
+                                          f"{out} cannot go on from here: train it again with --overwrite", code) from None
             where = f"best checkpoint so far: {best}" if best.is_file() else "no epoch finished, so no checkpoint yet"
             raise TrainingInterrupted(f"training interrupted; {where}; resume with: birdcls train {data} --out {out} "
                                       "--resume (in Python: train(..., resume=True))", code) from None
@@ -714,7 +749,8 @@ def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes:
                     out.rmdir()
         raise
     set_up()
-    write_text_atomic(out / "config.yaml", cfg.to_yaml())
+    if not resume:  # a resume writes its config once its checkpoint has loaded
+        write_text_atomic(out / "config.yaml", cfg.to_yaml())
     for note in notes:  # what is wrong with the data or the settings: said however quiet the progress
         print(note, flush=True)
     fast = None
@@ -735,6 +771,7 @@ def _train_in(out: Path, data: Path, scan: DatasetScan, cfg: TrainConfig, notes:
                 raise BirdclsError(f"cannot resume {out}: its checkpoint does not fit this data's {len(scan.classes)} "
                                    f"classes ({str(exc).splitlines()[-1].strip()[:100]}); resume with the data it "
                                    "trained on") from None
+        write_text_atomic(out / "config.yaml", cfg.to_yaml())
     done = list(state.get("completed_phases", []))
     history = _history_rows(out / "history.csv", completed=done) if resume else []
     for split, check in scan.checks.items():

@@ -193,6 +193,21 @@ def test_ctrl_c_while_a_run_sets_up_leaves_the_folder_as_it_was(trained_run, tin
     assert not (tmp_path / "new").exists() and not (tmp_path / "new2").exists()
 
 
+def test_ctrl_c_without_checkpoints_says_the_run_cannot_go_on(tiny_data, tmp_path, monkeypatch):
+    """With save_best=false nothing is written to resume from: the message says so instead of
+    "no epoch finished ... resume with --resume"."""
+    import birdcls.learn as learn_module
+    from birdcls.errors import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(learn_module, "_finish_run", interrupted)  # after every epoch ran
+    with pytest.raises(TrainingInterrupted, match="with save_best=false no checkpoint is written, so .* cannot go on "
+                                                  "from here: train it again with --overwrite"):
+        train(tiny_data, tmp_path / "run", **{**FAST, "epochs": 0, "save_best": False})
+
+
 def _dataset(tmp_path: Path) -> Path:
     return make_split_dataset(tmp_path / "d", counts=(3, 1, 1))
 
@@ -255,6 +270,61 @@ def test_resume_after_the_head_phase(tmp_path, tiny_data, capsys):
     assert phases == ["head", "fine_tune"]
     assert resumed.metrics["train_seconds"] > first.metrics["train_seconds"]
     assert resumed.config.size == 32  # the run's own config.yaml was used
+
+
+def test_resume_refuses_a_finished_run_with_nothing_left_and_leaves_its_config(tmp_path, tiny_data):
+    """--resume --epochs 3 --set lr=0.01 on a finished run had trained nothing and rewritten config.yaml as
+    if it had."""
+    run = tmp_path / "run"
+    train(tiny_data, run, **FAST)
+    before = (run / "config.yaml").read_text()
+    with pytest.raises(BirdclsError, match=r"has finished its phases \(head, fine_tune\), so there is nothing to "
+                                           r"resume.*train a new run \(--overwrite, or another --out\)"):
+        train(tiny_data, run, resume=True, epochs=3, lr=0.01)
+    assert (run / "config.yaml").read_text() == before
+
+
+def test_resume_refuses_when_no_checkpoint_holds_the_finished_phase(tmp_path, tiny_data):
+    """save_best=false writes no checkpoint: fine-tuning after a finished head phase would have started from an
+    untrained head."""
+    run = tmp_path / "run"
+    train(tiny_data, run, **{**FAST, "epochs": 0, "save_best": False})
+    with pytest.raises(BirdclsError, match=r"no checkpoint holds the weights of its finished phases \(head\).*"
+                                           r"--overwrite"):
+        train(tiny_data, run, resume=True, epochs=1)
+
+
+def test_resume_from_python_with_a_whole_config_keeps_the_runs_network(tmp_path, tiny_data):
+    from birdcls.config import resolve_config
+
+    run = tmp_path / "run"
+    train(tiny_data, run, **{**FAST, "epochs": 0})
+    before = (run / "config.yaml").read_text()
+    other = resolve_config(overrides={**{k: v for k, v in FAST.items() if k != "progress"}, "size": 48})
+    with pytest.raises(BirdclsError, match=r"continues .* as it was set up \(size=32\)"):
+        train(tiny_data, run, resume=True, config=other)
+    assert (run / "config.yaml").read_text() == before
+
+
+def test_a_weights_file_named_from_one_folder_resumes_from_another(tmp_path, tiny_data, monkeypatch):
+    """The weights path is saved absolute: --resume (and --recipe RUN/config.yaml) from another folder found
+    no 'r18.pth', and naming the file from there counted as a changed setting."""
+    import torch
+    import torchvision
+
+    from birdcls.learn import _resumed_config
+
+    (tmp_path / "w").mkdir()
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "w" / "r18.pth")
+    run = tmp_path / "run"
+    monkeypatch.chdir(tmp_path / "w")
+    train(tiny_data, run, **{**FAST, "epochs": 0}, arch="resnet18", weights="r18.pth")
+    assert yaml.safe_load((run / "config.yaml").read_text())["weights"] == str(tmp_path / "w" / "r18.pth")
+    monkeypatch.chdir(tmp_path)
+    assert _resumed_config(run, None, {"weights": "w/r18.pth"}).weights == "w/r18.pth"  # the same file
+    resumed = train(tiny_data, run, resume=True, epochs=1)
+    assert [r["phase"] for r in csv.DictReader((run / "history.csv").open())] == ["head", "fine_tune"]
+    assert resumed.config.weights == str(tmp_path / "w" / "r18.pth")
 
 
 def test_scratch_training_without_pretrained_weights(tmp_path, tiny_data, capsys):
