@@ -527,9 +527,15 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
             say(f"resuming {out}: {finished}{name} runs all its epochs again, from {origin}")
             resuming = False
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*Saved file doesn't contain an optimizer.*")
-            run_phase()
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*Saved file doesn't contain an optimizer.*")
+                run_phase()
+        except KeyboardInterrupt:  # the epochs run so far count: a resumed run's train_seconds is the whole time
+            write_json_atomic(state_file, {"completed_phases": done,
+                                           "train_seconds": seconds + time.perf_counter() - start,
+                                           "classes": list(learn.birdcls_info["classes"])})
+            raise
         seconds += time.perf_counter() - start
         done.append(name)
         write_json_atomic(state_file, {"completed_phases": done, "train_seconds": seconds,

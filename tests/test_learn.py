@@ -208,6 +208,32 @@ def test_ctrl_c_without_checkpoints_says_the_run_cannot_go_on(tiny_data, tmp_pat
         train(tiny_data, tmp_path / "run", **{**FAST, "epochs": 0, "save_best": False})
 
 
+def test_an_interrupted_phase_counts_in_the_resumed_runs_train_seconds(tiny_data, tmp_path, monkeypatch):
+    """state.json was written only when a phase finished: 8 head epochs before Ctrl-C, then a resume, had
+    reported the resumed part's 1.6 s as the run's training time."""
+    import time
+
+    import birdcls.fast
+    from birdcls.errors import TrainingInterrupted
+
+    trained = birdcls.fast.train_head_on_features
+
+    def slow_then_interrupted(*args, **kwargs):
+        trained(*args, **kwargs)
+        time.sleep(2.0)
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(birdcls.fast, "train_head_on_features", slow_then_interrupted)
+        with pytest.raises(TrainingInterrupted):
+            train(tiny_data, run, **{**FAST, "epochs": 0})
+    state = json.loads((run / "state.json").read_text())
+    assert state["completed_phases"] == [] and state["train_seconds"] >= 2.0
+    resumed = train(tiny_data, run, resume=True)
+    assert resumed.metrics["train_seconds"] >= state["train_seconds"]
+
+
 def _dataset(tmp_path: Path) -> Path:
     return make_split_dataset(tmp_path / "d", counts=(3, 1, 1))
 
