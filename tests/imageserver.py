@@ -118,6 +118,17 @@ class ImageServer:
             h.send_header("Content-Length", "0")
             h.end_headers()
             return None
+        if path == "/to-file":  # a redirect out of http(s)
+            return self._send(h, 302, "text/plain", b"", {"Location": "file:///etc/passwd"})
+        if path == "/short.jpg":  # declares more bytes than it sends, then closes the connection
+            h.send_response(200)
+            h.send_header("Content-Type", "image/jpeg")
+            h.send_header("Content-Length", "5000")
+            h.send_header("Connection", "close")
+            h.end_headers()
+            h.wfile.write(_encode(good_image(7), "JPEG")[:100])
+            h.close_connection = True
+            return None
         if path == "/slow.jpg":  # headers at once, then a byte every 0.3 s for far longer than the timeout
             h.send_response(200)
             h.send_header("Content-Type", "image/jpeg")

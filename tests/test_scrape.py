@@ -53,6 +53,8 @@ def _get(server, path):
     ("/loop", "too many redirects"),
     ("/slow.jpg", "timed out"),
     ("/always-503.jpg", "HTTP 503"),  # after the capped retries, not after Retry-After: 3600
+    ("/to-file", "redirected to a URL that is not http\\(s\\)"),  # final: not a network error to retry
+    ("/short.jpg", "connection broken"),  # a body shorter than its Content-Length: retried on a re-run
 ])
 def test_bad_urls_are_rejected_with_their_reason(server, path, reason):
     with pytest.raises(DownloadFailed, match=reason):
@@ -177,6 +179,48 @@ def test_scrape_stops_at_per_class(server, tmp_path, capsys):
     assert len(list((tmp_path / "raw" / "jay").iterdir())) == 3
     more = scrape_classes(["jay"], tmp_path / "raw", engine, per_class=5, limits=FAST, delay=0, progress="lines")
     assert more.classes[0].kept == 5 and capsys.readouterr().err.startswith("jay: 2/2 images, ")  # the 2 missing
+
+
+def test_urls_downloaded_beside_a_full_class_serve_a_larger_per_class(server, tmp_path):
+    """A wave downloads at least one URL a worker: the images beyond per_class were recorded as "class already
+    full" and, taken as final, never tried again: 8 URLs, --per-class 2 then 6, had ended at 4."""
+    engine = UrlListEngine(_url_file(tmp_path, server, [("jay", f"/good/{i}.jpg") for i in range(60, 68)]))
+    first = scrape_classes(["jay"], tmp_path / "raw", engine, per_class=2, limits=FAST, delay=0, workers=8)
+    assert first.classes[0].kept == 2
+    more = scrape_classes(["jay"], tmp_path / "raw", engine, per_class=6, limits=FAST, delay=0, workers=8)
+    assert more.classes[0].kept == 6 and more.classes[0].outcome == "complete"
+
+
+def test_url_files_as_people_write_them(server, tmp_path):
+    """A spreadsheet's CSV starts with a byte-order mark; a text file's label may hold spaces, or its lines may
+    be CSV rows; a scheme may be upper case."""
+    bom = tmp_path / "bom.csv"
+    bom.write_text("\ufeffcockatoo," + server.url + "/good/1.jpg\ncockatoo," + server.url + "/good/2.jpg\n",
+                   encoding="utf-8")
+    assert UrlListEngine(bom).by_label == {"cockatoo": [server.url + "/good/1.jpg", server.url + "/good/2.jpg"]}
+    text = tmp_path / "urls.txt"
+    text.write_text(f"black kite {server.url}/good/3.jpg\nowl,{server.url}/good/4.jpg\n"
+                    f"owl  {server.url.upper()}/good/5.jpg\n")
+    engine = UrlListEngine(text)
+    assert set(engine.by_label) == {"black kite", "owl"} and len(engine.by_label["owl"]) == 2
+    report = scrape_classes(["kite=black kite", "owl"], tmp_path / "raw", engine, per_class=2, limits=FAST, delay=0)
+    assert [c.kept for c in report.classes] == [1, 2]  # HTTP://127.0.0.1:PORT/... is an http URL
+
+
+def test_classes_without_urls_in_the_file_are_named_before_any_download(server, tmp_path):
+    engine = UrlListEngine(_url_file(tmp_path, server, [("Black Kite", "/good/1.jpg"), ("owl", "/good/2.jpg")]))
+    with pytest.raises(BirdclsError, match="has no URLs for black-kite, jay: its labels are Black Kite, owl"):
+        scrape_classes(["black-kite", "jay", "owl"], tmp_path / "raw", engine, limits=FAST, delay=0)
+    bare = tmp_path / "bare.txt"
+    bare.write_text(f"{server.url}/good/1.jpg\n")
+    with pytest.raises(BirdclsError, match="lists bare URLs, which are one class's: label each one"):
+        scrape_classes(["jay", "owl"], tmp_path / "raw", UrlListEngine(bare), limits=FAST, delay=0)
+    assert not (tmp_path / "raw").exists()
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(BirdclsError, match="--urls-file .*folder is a folder"):
+        UrlListEngine(tmp_path / "folder")
+    with pytest.raises(BirdclsError, match="gives no folder name .*write 'label=query', e.g. 'bird=\u9e1f'"):
+        parse_class_spec("\u9e1f")
 
 
 class _FakeDDGS:

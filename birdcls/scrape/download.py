@@ -98,7 +98,7 @@ def make_session(limits: DownloadLimits = DownloadLimits(), pool_size: int = 16)
 
 def fetch_bytes(session: requests.Session, url: str, limits: DownloadLimits = DownloadLimits()) -> bytes:
     """GET ``url`` and return its body, or raise DownloadFailed with the reason."""
-    if not url.startswith(("http://", "https://")):
+    if not url.lower().startswith(("http://", "https://")):  # schemes are case-insensitive
         raise DownloadFailed("not an http(s) URL")
     deadline = time.monotonic() + limits.total_timeout
     try:
@@ -123,9 +123,14 @@ def fetch_bytes(session: requests.Session, url: str, limits: DownloadLimits = Do
         raise DownloadFailed("too many redirects") from None
     except requests.exceptions.RetryError as exc:
         raise DownloadFailed(f"gave up after retries ({_short(exc)})") from None
-    except (requests.Timeout, requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ReadTimeoutError,
-            urllib3.exceptions.ProtocolError) as exc:
+    except (requests.Timeout, urllib3.exceptions.ReadTimeoutError) as exc:
         raise DownloadFailed(f"timed out ({type(exc).__name__})") from None
+    except (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError) as exc:
+        # the body ended before its declared length, or the connection dropped mid-body: worth another try
+        raise DownloadFailed(f"connection broken ({type(exc).__name__})") from None
+    except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
+        # a redirect to file://, ftp:// or nowhere: final, not a network problem to retry
+        raise DownloadFailed(f"redirected to a URL that is not http(s) ({type(exc).__name__})") from None
     except requests.RequestException as exc:
         raise DownloadFailed(f"network error ({network_problem(str(exc)) or type(exc).__name__})") from None
 

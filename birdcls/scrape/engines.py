@@ -198,12 +198,17 @@ class UrlListEngine:
 
     def __init__(self, path: str | Path):
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise BirdclsError(f"--urls-file {path} does not exist: pass a CSV of label,url rows or a text file")
+        if not path.is_file():
+            raise BirdclsError(f"--urls-file {path} is {'a folder' if path.is_dir() else 'not a regular file'}: pass "
+                               "a CSV of label,url rows or a text file")
+        self.path = path
         self.by_label: dict[str, list[str]] = {}
         self.unlabelled: list[str] = []
-        text = path.read_text(encoding="utf-8", errors="replace")
-        rows = csv.reader(text.splitlines()) if path.suffix.lower() == ".csv" else (ln.split() for ln in text.splitlines())
+        text = path.read_text(encoding="utf-8-sig", errors="replace")  # -sig: a byte-order mark is not in the label
+        lines = text.splitlines()
+        rows = csv.reader(lines) if path.suffix.lower() == ".csv" else (_text_row(ln) for ln in lines)
         for row in rows:
             row = [c.strip() for c in row if c.strip()]
             if not row or row[0].startswith("#") or row == ["label", "url"]:
@@ -215,12 +220,36 @@ class UrlListEngine:
         if not self.by_label and not self.unlabelled:
             raise BirdclsError(f"--urls-file {path} lists no URLs: one 'label,url' row (CSV) or 'label url' line each")
 
+    def check_labels(self, specs: list) -> None:
+        """Before any download: every class must find its URLs. A labelled file is matched by label (or query);
+        bare URLs are one class's."""
+        if not self.by_label:
+            if len(specs) > 1:
+                raise BirdclsError(f"--urls-file {self.path} lists bare URLs, which are one class's: label each one "
+                                   f"('label,url' rows) for {len(specs)} classes, or name one class")
+            return
+        missing = [s.label for s in specs if s.label not in self.by_label and s.query not in self.by_label]
+        if missing and not self.unlabelled:
+            known = ", ".join(list(self.by_label)[:8]) + (", ..." if len(self.by_label) > 8 else "")
+            raise BirdclsError(f"--urls-file {self.path} has no URLs for {', '.join(missing)}: its labels are {known}; "
+                               "name classes by those labels, or add rows for them")
+
     def urls_for(self, label: str, query: str) -> list[str]:
         return self.by_label.get(label) or self.by_label.get(query) or self.unlabelled
 
     def search(self, query: str, page: int) -> list[str]:
         # The list is complete on page 1; the scraper asks with the label (see scrape_classes).
         return self.urls_for(query, query) if page == 1 else []
+
+
+def _text_row(line: str) -> list[str]:
+    """A text file's line: ``label url`` (the label may hold spaces: the URL is the last word), a bare URL,
+    or a ``label,url`` row as in a CSV."""
+    line = line.strip()
+    label, comma, url = line.rpartition(",")
+    if comma and url.strip().lower().startswith(("http://", "https://")) and " " not in url.strip():
+        return [label, url]
+    return line.rsplit(None, 1)
 
 
 def make_engine(name: str, urls_file: str | Path | None = None, **kwargs: Any) -> ImageSearchEngine:

@@ -52,9 +52,12 @@ def parse_class_spec(spec: str) -> ClassSpec:
     label, sep, query = spec.partition("=")
     if not sep:
         label, query = spec, spec
-    label, query = slugify(label), query.strip()
-    if not label or not query:
+    if not label.strip() or not query.strip():
         raise BirdclsError(f"class '{spec}' has an empty label or query: write 'label=query' or just 'query'")
+    label, query = slugify(label), query.strip()
+    if not label:  # the label is a folder name of ASCII letters and digits: "鸟" leaves nothing
+        raise BirdclsError(f"class '{spec}' gives no folder name (labels are ASCII letters, digits and '-'): write "
+                           f"'label=query', e.g. 'bird={query}'")
     return ClassSpec(label, query)
 
 
@@ -111,7 +114,8 @@ class ScrapeReport:
 
 
 # Failures worth another try on a re-run; every other outcome is final for that URL.
-_TRANSIENT = ("network error", "timed out", "gave up after retries", "HTTP 5", "HTTP 429")
+_TRANSIENT = ("network error", "timed out", "connection broken", "gave up after retries", "HTTP 5", "HTTP 429")
+CLASS_FULL = "class already full"  # downloaded beside the wave that filled the class: usable by a larger --per-class
 
 
 REMOVED_EARLIER = "removed earlier"  # the reason a download is refused whose pixels the user took out
@@ -128,7 +132,8 @@ class _State:
         self.removed: dict[str, str] = {}
         self.kept: Counter = Counter()
         for row in manifest.rows():
-            if not str(row.get("reason") or "").startswith(_TRANSIENT):
+            reason = str(row.get("reason") or "")
+            if not reason.startswith(_TRANSIENT) and reason != CLASS_FULL:
                 self.tried.add(row.get("url"))
             if row.get("status") != "kept" or not row.get("file"):
                 continue
@@ -180,6 +185,8 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BirdclsError(f"--out {out} is a file: choose a folder")
+    if isinstance(engine, UrlListEngine):
+        engine.check_labels(specs)
     created = [p for p in (out, *out.parents) if not p.exists()]  # out first, then the parents it needed
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out / MANIFEST_NAME)
@@ -225,7 +232,7 @@ def _nothing_kept(report: ScrapeReport, engine: ImageSearchEngine) -> str:
     if rejected or duplicates:
         tried = sum(rejected.values()) + duplicates
         where = f"; {report.manifest} has each URL's reason" if report.manifest else ""
-        if rejected and all(reason.startswith(("network error", "timed out")) for reason in rejected):
+        if rejected and all(reason.startswith(("network error", "timed out", "connection broken")) for reason in rejected):
             fix = "check the network connection, then re-run the same command (it retries those URLs)"
         elif rejected and all(reason.startswith(_TRANSIENT) for reason in rejected):
             fix = "the servers failed or refused: re-run the same command later (it retries those URLs)"
@@ -312,7 +319,7 @@ def _record(url: str, got: Downloaded | str, spec: ClassSpec, job: _Job, result:
                                    "the dataset (clean, or deleted)"})
         return
     if result.kept >= per_class:
-        manifest.append({**row, **facts, "status": "rejected", "reason": "class already full"})
+        manifest.append({**row, **facts, "status": "rejected", "reason": CLASS_FULL})
         return
     rel = f"{spec.label}/{got.pixel_sha256[:20]}.jpg"
     _save(got.image, job.out / rel)
