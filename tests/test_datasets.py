@@ -117,6 +117,19 @@ def test_fashion_count_mismatch(tmp_path):
     assert not (tmp_path / "fm").exists() and not list(tmp_path.glob(".fm*"))
 
 
+@pytest.mark.parametrize("labels, message", [
+    (np.array([0, 200] + [1] * 18), r"test labels go up to 200, beyond its 10 classes \(0 to 9\)"),
+    (np.zeros((20, 28, 28)), "test labels are not a list of labels"),  # an images file under the labels' name
+])
+def test_fashion_labels_that_are_not_its_classes_are_refused_in_one_line(tmp_path, labels, message):
+    """They had ended in an IndexError (or TypeError) traceback half-way through writing the images."""
+    root = _fashion_folder(tmp_path / "raw")
+    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(_idx(labels))
+    with pytest.raises(BirdclsError, match=message):
+        get_dataset("fashion-mnist", tmp_path / "fm", root)
+    assert not (tmp_path / "fm").exists() and not list(tmp_path.glob(".fm*"))
+
+
 def test_kaggle_flat_dogs_vs_cats(tmp_path):
     flat = tmp_path / "train"
     flat.mkdir()
@@ -361,6 +374,23 @@ def test_digits_and_errors(tmp_path):
         get_dataset("mnist", tmp_path / "x")
     with pytest.raises(BirdclsError, match="does not exist"):
         get_dataset("cifar10", tmp_path / "x", tmp_path / "missing.tar.gz")
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(BirdclsError, match="digits comes with scikit-learn.*drop --from"):
+        get_dataset("digits", tmp_path / "d2", tmp_path / "mine")  # it had been ignored, and named as the source
+    assert not (tmp_path / "d2").exists()
+
+
+def test_dogs_vs_cats_errors_name_the_users_folder_not_a_temporary_copy(tmp_path):
+    """A folder already split (train/ and test/) passed as dogs-vs-cats: split's refusal named the hidden
+    copy it read, and advised training on it."""
+    src = tmp_path / "cf"
+    for part in ("train", "test"):
+        for label in ("cats", "dogs"):
+            (src / part / label).mkdir(parents=True)
+            Image.new("RGB", (32, 32), (10, 20, 30)).save(src / part / label / "a.jpg")
+    with pytest.raises(BirdclsError) as caught:
+        get_dataset("dogs-vs-cats", tmp_path / "dvc", src)
+    assert str(src) in str(caught.value) and "-raw" not in str(caught.value) and ".partial" not in str(caught.value)
 
 
 @pytest.fixture()

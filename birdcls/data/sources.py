@@ -250,7 +250,15 @@ def _fashion_arrays(source: Path) -> dict[str, np.ndarray]:
             raise BirdclsError(f"{source} has no {stem}(.gz): pass the folder holding the four Fashion-MNIST IDX files")
         out[key] = read_idx(hits[0].read_bytes(), hits[0].name)
     for split in ("train", "test"):
-        n_img, n_lab = len(out[f"{split}_images"]), len(out[f"{split}_labels"])
+        labels = out[f"{split}_labels"]
+        if labels.ndim != 1:  # an images file named as the labels one
+            raise BirdclsError(f"Fashion-MNIST {split} labels are not a list of labels (an IDX labels file, magic "
+                               f"2049): pass the right files")
+        if len(labels) and int(labels.max()) >= len(FASHION_CLASSES):
+            raise BirdclsError(f"Fashion-MNIST {split} labels go up to {int(labels.max())}, beyond its "
+                               f"{len(FASHION_CLASSES)} classes (0 to {len(FASHION_CLASSES) - 1}): the file is "
+                               "damaged or another dataset's; download it again")
+        n_img, n_lab = len(out[f"{split}_images"]), len(labels)
         if n_img != n_lab:
             raise BirdclsError(f"Fashion-MNIST {split}: {n_img} images but {n_lab} labels; the files do not match")
         if out[f"{split}_images"].ndim != 3:
@@ -401,6 +409,8 @@ def _dogs_vs_cats(source: Path | None, stage: Path, **_: Any) -> dict[str, Any]:
                            "train.zip (or its folder) or one holding cats/ and dogs/")
     try:
         split_dataset(raw, stage, overwrite=True)
+    except BirdclsError as exc:  # named as the folder the user passed, not the copy split read
+        raise BirdclsError(str(exc).replace(str(raw), str(source))) from None
     finally:
         shutil.rmtree(raw, ignore_errors=True)
     return {"split": "duplicate-aware 70/15/15, seed 1337"}
@@ -410,6 +420,8 @@ def _digits(source: Path | None, stage: Path, **_: Any) -> dict[str, Any]:
     from ..demo import write_digits
     from ..split import split_dataset
 
+    if source is not None:
+        raise BirdclsError("digits comes with scikit-learn, so there is nothing to read from --from: drop --from")
     raw = write_digits(stage.parent / (stage.name + "-raw"))
     try:
         split_dataset(raw, stage, overwrite=True)
