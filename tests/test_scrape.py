@@ -470,7 +470,8 @@ def test_scrape_input_errors(tmp_path, server):
     with pytest.raises(BirdclsError, match="per-class"):
         scrape_classes(["owl"], tmp_path / "o", engine, per_class=0, progress="none")
     for bad, match in (({"per_class": "10"}, r"per_class \(--per-class\) must be a whole number 1 or more, got '10'"),
-                       ({"workers": 0}, "workers"), ({"delay": -1}, r"delay \(--delay\) must be 0 or more")):
+                       ({"workers": 0}, "workers"), ({"delay": -1}, r"delay \(--delay\) must be 0 or more"),
+                       ({"limits": DownloadLimits(min_size=-5)}, r"min_size \(--min-size\) must be a whole number 0")):
         with pytest.raises(BirdclsError, match=match):
             scrape_classes(["owl"], tmp_path / "o", engine, progress="none", **bad)
     assert not (tmp_path / "o").exists()
@@ -479,6 +480,10 @@ def test_scrape_input_errors(tmp_path, server):
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(BirdclsError, match="lists no URLs"):
         UrlListEngine(tmp_path / "empty.txt")
+    done = scrape_classes(["a"], tmp_path / "raw", engine, per_class=1, limits=FAST, delay=0).out
+    with pytest.raises(BirdclsError, match=f"--out .* is inside {done}, another scrape's output"):
+        scrape_classes(["a"], done / "a" / "more", engine, progress="none")
+    assert not (done / "a" / "more").exists()
     Image.new("RGB", (4, 4)).save(tmp_path / "file.jpg")
     with pytest.raises(BirdclsError, match="is a file"):
         scrape_classes(["owl"], tmp_path / "file.jpg", engine, progress="none")
@@ -490,3 +495,17 @@ def test_google_engine_unreachable_is_a_network_error(tmp_path, dead_port):
     with pytest.raises(BirdclsError) as info:
         scrape_classes(["owl"], tmp_path / "raw", engine, per_class=3, limits=FAST, delay=0, progress="none")
     _assert_one_complete_line(str(info.value), "google could not be reached (connection refused)", NETWORK_FIX)
+
+
+def test_ctrl_c_before_any_image_leaves_no_empty_output_folder(tmp_path):
+    """An empty --out (and the parents made for it) looks like a result: Ctrl-C in the first search left one."""
+
+    class Interrupted:
+        name = "fake"
+
+        def search(self, query, page):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scrape_classes(["owl"], tmp_path / "new" / "raw", Interrupted(), limits=FAST, delay=0)
+    assert not (tmp_path / "new").exists()

@@ -173,6 +173,7 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
     check_int(per_class, "per_class (--per-class)", 1)
     check_int(workers, "workers (--workers)", 1)
     check_int(max_pages, "max_pages", 1)
+    check_int(limits.min_size, "min_size (--min-size)", 0)
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not delay >= 0:
         raise BirdclsError(f"delay (--delay) must be 0 or more seconds, got {delay!r}")
     specs = [c if isinstance(c, ClassSpec) else parse_class_spec(c) for c in classes]
@@ -185,6 +186,10 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BirdclsError(f"--out {out} is a file: choose a folder")
+    inside = next((p for p in out.resolve().parents if (p / MANIFEST_NAME).is_file()), None)
+    if inside is not None:
+        raise BirdclsError(f"--out {out} is inside {inside}, another scrape's output (it has {MANIFEST_NAME}): its "
+                           "folders are classes; choose a folder outside it")
     if isinstance(engine, UrlListEngine):
         engine.check_labels(specs)
     created = [p for p in (out, *out.parents) if not p.exists()]  # out first, then the parents it needed
@@ -202,18 +207,27 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
                 waves = _scrape_class(spec, job, result)
                 for _ in with_progress(waves, per_class - result.kept, mode, spec.label, "images", count=int):
                     pass
+    except KeyboardInterrupt:
+        _remove_empty(created)
+        raise
     finally:
         close = getattr(engine, "close", None)
         if close:
             close()
     report = ScrapeReport(out, results, manifest.path if manifest.path.is_file() else None)
     if not any(r.kept for r in results):
-        for folder in created:  # leave no empty folder behind that looks like a result, nor its new parents
-            if any(folder.iterdir()):
-                break
-            folder.rmdir()
+        _remove_empty(created)
         raise BirdclsError(_nothing_kept(report, engine))
     return report
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Leave no empty folder behind that looks like a result, nor the new parents made for it (``created``:
+    the output folder first, then its parents); one that holds anything stays, and so do those above it."""
+    for folder in created:
+        if not folder.is_dir() or any(folder.iterdir()):
+            break
+        folder.rmdir()
 
 
 def _nothing_kept(report: ScrapeReport, engine: ImageSearchEngine) -> str:
