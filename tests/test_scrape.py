@@ -200,9 +200,10 @@ def test_url_files_as_people_write_them(server, tmp_path):
     assert UrlListEngine(bom).by_label == {"cockatoo": [server.url + "/good/1.jpg", server.url + "/good/2.jpg"]}
     text = tmp_path / "urls.txt"
     text.write_text(f"black kite {server.url}/good/3.jpg\nowl,{server.url}/good/4.jpg\n"
-                    f"owl  {server.url.upper()}/good/5.jpg\n")
+                    f"owl  {server.url.upper()}/good/5.jpg\nbarn, owl,{server.url}/good/6.jpg?size=1,2\n")
     engine = UrlListEngine(text)
-    assert set(engine.by_label) == {"black kite", "owl"} and len(engine.by_label["owl"]) == 2
+    assert set(engine.by_label) == {"black kite", "owl", "barn, owl"} and len(engine.by_label["owl"]) == 2
+    assert engine.by_label["barn, owl"] == [f"{server.url}/good/6.jpg?size=1,2"]  # a comma in the URL stays in it
     report = scrape_classes(["kite=black kite", "owl"], tmp_path / "raw", engine, per_class=2, limits=FAST, delay=0)
     assert [c.kept for c in report.classes] == [1, 2]  # HTTP://127.0.0.1:PORT/... is an http URL
 

@@ -246,10 +246,11 @@ def _text_row(line: str) -> list[str]:
     """A text file's line: ``label url`` (the label may hold spaces: the URL is the last word), a bare URL,
     or a ``label,url`` row as in a CSV."""
     line = line.strip()
-    label, comma, url = line.rpartition(",")
-    if comma and url.strip().lower().startswith(("http://", "https://")) and " " not in url.strip():
-        return [label, url]
-    return line.rsplit(None, 1)
+    row = _LABEL_COMMA_URL.match(line)  # at the first comma before the URL: the URL may hold commas
+    return [row[1], row[2]] if row else line.rsplit(None, 1)
+
+
+_LABEL_COMMA_URL = re.compile(r"^(.*?)\s*,\s*(https?://\S+)$", re.IGNORECASE)
 
 
 def make_engine(name: str, urls_file: str | Path | None = None, **kwargs: Any) -> ImageSearchEngine:
