@@ -203,6 +203,10 @@ def test_url_files_as_people_write_them(server, tmp_path):
                     f"owl  {server.url.upper()}/good/5.jpg\nbarn, owl,{server.url}/good/6.jpg?size=1,2\n")
     engine = UrlListEngine(text)
     assert set(engine.by_label) == {"black kite", "owl", "barn, owl"} and len(engine.by_label["owl"]) == 2
+    headed = tmp_path / "headed.txt"  # a CSV's header and rows in a text file: the header is no URL
+    headed.write_text(f"label,url\njay {server.url}/r?src=a,https://elsewhere/c.jpg\n")
+    assert UrlListEngine(headed).by_label == {"jay": [f"{server.url}/r?src=a,https://elsewhere/c.jpg"]}
+    assert UrlListEngine(headed).unlabelled == []
     assert engine.by_label["barn, owl"] == [f"{server.url}/good/6.jpg?size=1,2"]  # a comma in the URL stays in it
     report = scrape_classes(["kite=black kite", "owl"], tmp_path / "raw", engine, per_class=2, limits=FAST, delay=0)
     assert [c.kept for c in report.classes] == [1, 2]  # HTTP://127.0.0.1:PORT/... is an http URL
@@ -485,6 +489,9 @@ def test_scrape_input_errors(tmp_path, server):
     with pytest.raises(BirdclsError, match=f"--out .* is inside {done}, another scrape's output"):
         scrape_classes(["a"], done / "a" / "more", engine, progress="none")
     assert not (done / "a" / "more").exists()
+    (tmp_path / "speech").mkdir()  # another tool's manifest.jsonl (NeMo's audio datasets use the name)
+    (tmp_path / "speech" / "manifest.jsonl").write_text('{"audio_filepath": "a.wav", "duration": 1.0}\n')
+    assert scrape_classes(["a"], tmp_path / "speech" / "raw", engine, per_class=1, limits=FAST, delay=0).classes
     Image.new("RGB", (4, 4)).save(tmp_path / "file.jpg")
     with pytest.raises(BirdclsError, match="is a file"):
         scrape_classes(["owl"], tmp_path / "file.jpg", engine, progress="none")
@@ -510,3 +517,17 @@ def test_ctrl_c_before_any_image_leaves_no_empty_output_folder(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         scrape_classes(["owl"], tmp_path / "new" / "raw", Interrupted(), limits=FAST, delay=0)
     assert not (tmp_path / "new").exists()
+
+
+def test_a_socks_proxy_without_its_library_is_a_network_error_retried_later(monkeypatch):
+    """requests says InvalidSchema for it, as for a redirect to file://; only the redirect is final."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "socks", None)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "socks5://127.0.0.1:1")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(DownloadFailed, match="^network error") as caught:
+        fetch_bytes(make_session(FAST), "http://example.invalid/a.jpg", FAST)
+    assert "redirected" not in str(caught.value)

@@ -128,11 +128,17 @@ def fetch_bytes(session: requests.Session, url: str, limits: DownloadLimits = Do
     except (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError) as exc:
         # the body ended before its declared length, or the connection dropped mid-body: worth another try
         raise DownloadFailed(f"connection broken ({type(exc).__name__})") from None
-    except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema) as exc:
-        # a redirect to file://, ftp:// or nowhere: final, not a network problem to retry
-        raise DownloadFailed(f"redirected to a URL that is not http(s) ({type(exc).__name__})") from None
+    except requests.exceptions.InvalidSchema as exc:
+        if "no connection adapters" in str(exc).lower():  # the URL asked for was http(s): a redirect left it
+            raise DownloadFailed("redirected to a URL that is not http(s) (file://, ftp://, ...)") from None
+        # a socks5:// proxy without PySocks, say: the network set-up, worth another try once it is fixed
+        raise DownloadFailed(f"network error ({_short_reason(exc)})") from None
     except requests.RequestException as exc:
         raise DownloadFailed(f"network error ({network_problem(str(exc)) or type(exc).__name__})") from None
+
+
+def _short_reason(exc: BaseException) -> str:
+    return network_problem(str(exc)) or str(exc).splitlines()[0][:80] or type(exc).__name__
 
 
 def _short(exc: BaseException) -> str:

@@ -211,8 +211,8 @@ class UrlListEngine:
         rows = csv.reader(lines) if path.suffix.lower() == ".csv" else (_text_row(ln) for ln in lines)
         for row in rows:
             row = [c.strip() for c in row if c.strip()]
-            if not row or row[0].startswith("#") or row == ["label", "url"]:
-                continue
+            if not row or row[0].startswith("#") or [c.lower() for c in row] in (["label", "url"], ["label,url"]):
+                continue  # blank, a comment, or the header
             if len(row) == 1:
                 self.unlabelled.append(row[0])
             else:
@@ -246,8 +246,11 @@ def _text_row(line: str) -> list[str]:
     """A text file's line: ``label url`` (the label may hold spaces: the URL is the last word), a bare URL,
     or a ``label,url`` row as in a CSV."""
     line = line.strip()
+    words = line.rsplit(None, 1)
+    if len(words) == 2 and words[1].lower().startswith(("http://", "https://")):
+        return words
     row = _LABEL_COMMA_URL.match(line)  # at the first comma before the URL: the URL may hold commas
-    return [row[1], row[2]] if row else line.rsplit(None, 1)
+    return [row[1], row[2]] if row else words
 
 
 _LABEL_COMMA_URL = re.compile(r"^(.*?)\s*,\s*(https?://\S+)$", re.IGNORECASE)

@@ -15,6 +15,7 @@ Example (``make_engine`` builds the engine by its ``--engine`` name: ddg, bing, 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -186,7 +187,7 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BirdclsError(f"--out {out} is a file: choose a folder")
-    inside = next((p for p in out.resolve().parents if (p / MANIFEST_NAME).is_file()), None)
+    inside = next((p for p in out.resolve().parents if _is_scrape_manifest(p / MANIFEST_NAME)), None)
     if inside is not None:
         raise BirdclsError(f"--out {out} is inside {inside}, another scrape's output (it has {MANIFEST_NAME}): its "
                            "folders are classes; choose a folder outside it")
@@ -219,6 +220,17 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
         _remove_empty(created)
         raise BirdclsError(_nothing_kept(report, engine))
     return report
+
+
+def _is_scrape_manifest(path: Path) -> bool:
+    """Whether ``path`` is a scrape's manifest (its first row a URL tried for a label), not another tool's
+    manifest.jsonl (speech and video datasets use the name)."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            row = json.loads(fh.readline())
+    except (OSError, ValueError):
+        return False
+    return isinstance(row, dict) and {"url", "label", "status"} <= row.keys()
 
 
 def _remove_empty(created: list[Path]) -> None:
