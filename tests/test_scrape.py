@@ -531,3 +531,18 @@ def test_a_socks_proxy_without_its_library_is_a_network_error_retried_later(monk
     with pytest.raises(DownloadFailed, match="^network error") as caught:
         fetch_bytes(make_session(FAST), "http://example.invalid/a.jpg", FAST)
     assert "redirected" not in str(caught.value)
+
+
+def test_a_stopped_download_ends_at_its_next_retry_wait(server):
+    """Ctrl-C during a scrape sets the session's stop: a download answered 503 with Retry-After ends there
+    instead of sleeping through its remaining retries (a scrape had taken about 30 s to stop)."""
+    import threading
+
+    limits = DownloadLimits(connect_timeout=2, read_timeout=2, total_timeout=2, retries=3, backoff=0.05,
+                            max_retry_after=10)
+    stop = threading.Event()
+    stop.set()
+    before = server.hits.get("/always-503.jpg", 0)
+    with pytest.raises(DownloadFailed, match="stopped"):
+        fetch_bytes(make_session(limits, stop=stop), server.url + "/always-503.jpg", limits)
+    assert server.hits["/always-503.jpg"] - before == 1  # the first answer, then no retry

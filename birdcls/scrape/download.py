@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 import time
 from dataclasses import dataclass
 
@@ -47,6 +48,9 @@ class DownloadFailed(Exception):
     """A URL that gave no usable image; ``str(exc)`` is the manifest's reason."""
 
 
+STOPPED = "stopped (the scrape was interrupted)"  # never recorded: the scrape is gone by then
+
+
 @dataclass
 class Downloaded:
     """A decoded, validated image and the facts the manifest records about it."""
@@ -67,27 +71,41 @@ class Downloaded:
 
 
 class _PoliteRetry(Retry):
-    """urllib3's Retry, but a server's Retry-After never makes us wait longer than ``max_retry_after``."""
+    """urllib3's Retry, but a server's Retry-After never makes us wait longer than ``max_retry_after``, and a
+    wait between attempts ends at once when ``stop`` is set (Ctrl-C: a scrape then stops within a moment,
+    not after every download's remaining retries)."""
 
     max_retry_after = 10.0
+    stop: threading.Event | None = None
 
     def get_retry_after(self, response):  # noqa: ANN001 - urllib3's signature
         value = super().get_retry_after(response)
         return None if value is None else min(value, self.max_retry_after)
 
-    def new(self, **kw):  # keep the cap on the copies urllib3 makes per attempt
+    def new(self, **kw):  # keep the cap and the stop on the copies urllib3 makes per attempt
         retry = super().new(**kw)
-        retry.max_retry_after = self.max_retry_after
+        retry.max_retry_after, retry.stop = self.max_retry_after, self.stop
         return retry
 
+    def sleep(self, response=None) -> None:  # noqa: ANN001 - urllib3's signature
+        seconds = self.get_retry_after(response) if self.respect_retry_after_header and response else None
+        seconds = self.get_backoff_time() if seconds is None else seconds
+        if self.stop is None:
+            time.sleep(max(0.0, seconds))
+        elif self.stop.wait(max(0.0, seconds)):
+            raise DownloadFailed(STOPPED)
 
-def make_session(limits: DownloadLimits = DownloadLimits(), pool_size: int = 16) -> requests.Session:
-    """A requests Session with capped retries (429/5xx, honouring Retry-After) and a redirect limit."""
+
+def make_session(limits: DownloadLimits = DownloadLimits(), pool_size: int = 16,
+                 stop: threading.Event | None = None) -> requests.Session:
+    """A requests Session with capped retries (429/5xx, honouring Retry-After) and a redirect limit. Once
+    ``stop`` is set, its downloads end at their next wait or chunk with :data:`STOPPED`."""
     retry = _PoliteRetry(total=limits.retries, connect=limits.retries, read=0, status=limits.retries, redirect=5,
                          backoff_factor=limits.backoff, status_forcelist=(429, 500, 502, 503, 504),
                          respect_retry_after_header=True, raise_on_status=False, allowed_methods=("GET",))
-    retry.max_retry_after = limits.max_retry_after
+    retry.max_retry_after, retry.stop = limits.max_retry_after, stop
     session = requests.Session()
+    session.birdcls_stop = stop
     session.max_redirects = 5
     adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
     session.mount("http://", adapter)
@@ -111,7 +129,10 @@ def fetch_bytes(session: requests.Session, url: str, limits: DownloadLimits = Do
             chunks, size = [], 0
             # read1 returns whatever one socket read brings, so a body trickling in under the read
             # timeout still meets the overall deadline.
+            stop = getattr(session, "birdcls_stop", None)
             while chunk := resp.raw.read1(64 * 1024, decode_content=True):
+                if stop is not None and stop.is_set():
+                    raise DownloadFailed(STOPPED)
                 size += len(chunk)
                 if size > limits.max_bytes:
                     raise DownloadFailed(f"too large (> {limits.max_bytes} bytes)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 import unicodedata
 from collections import Counter
@@ -197,17 +198,23 @@ def scrape_classes(classes: list[str | ClassSpec], out: str | os.PathLike, engin
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out / MANIFEST_NAME)
     state = _State(manifest, out)
-    session = make_session(limits, pool_size=workers)
+    stop = threading.Event()
+    session = make_session(limits, pool_size=workers, stop=stop)
     results = []
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            job = _Job(out, engine, per_class, limits, pool, workers, session, manifest, state, delay, max_pages)
-            for spec in specs:
-                result = ClassResult(spec.label, spec.query, kept=state.kept[spec.label])
-                results.append(result)
-                waves = _scrape_class(spec, job, result)
-                for _ in with_progress(waves, per_class - result.kept, mode, spec.label, "images", count=int):
-                    pass
+            try:
+                job = _Job(out, engine, per_class, limits, pool, workers, session, manifest, state, delay, max_pages)
+                for spec in specs:
+                    result = ClassResult(spec.label, spec.query, kept=state.kept[spec.label])
+                    results.append(result)
+                    waves = _scrape_class(spec, job, result)
+                    for _ in with_progress(waves, per_class - result.kept, mode, spec.label, "images", count=int):
+                        pass
+            except KeyboardInterrupt:  # downloads waiting to retry, or reading a body, end now: the pool's exit
+                stop.set()             # does not wait out their Retry-After sleeps
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     except KeyboardInterrupt:
         _remove_empty(created)
         raise
