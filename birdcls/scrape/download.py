@@ -153,13 +153,9 @@ def fetch_bytes(session: requests.Session, url: str, limits: DownloadLimits = Do
         if "no connection adapters" in str(exc).lower():  # the URL asked for was http(s): a redirect left it
             raise DownloadFailed("redirected to a URL that is not http(s) (file://, ftp://, ...)") from None
         # a socks5:// proxy without PySocks, say: the network set-up, worth another try once it is fixed
-        raise DownloadFailed(f"network error ({_short_reason(exc)})") from None
+        raise DownloadFailed(f"network error ({network_problem(str(exc)) or short_error(str(exc), 80)})") from None
     except requests.RequestException as exc:
         raise DownloadFailed(f"network error ({network_problem(str(exc)) or type(exc).__name__})") from None
-
-
-def _short_reason(exc: BaseException) -> str:
-    return network_problem(str(exc)) or str(exc).splitlines()[0][:80] or type(exc).__name__
 
 
 def _short(exc: BaseException) -> str:
