@@ -479,6 +479,10 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
     attach = _callback_attacher(cfg, progress, history, out)
     state_file = out / "state.json"
     seconds = prior_seconds
+
+    def save_state(train_seconds: float) -> None:  # what --resume reads
+        write_json_atomic(state_file, {"completed_phases": done, "train_seconds": train_seconds,
+                                       "classes": list(learn.birdcls_info["classes"])})
     one_cycle = cfg.schedule == "one_cycle"
     # the head phase and training from scratch (triangle is refused with a pretrained body)
     scheduled_fit = {"one_cycle": learn.fit_one_cycle, "constant": learn.fit,
@@ -532,14 +536,11 @@ def _run_phases(learn, cfg: TrainConfig, out: Path, done: list[str], history: li
                 warnings.filterwarnings("ignore", message=".*Saved file doesn't contain an optimizer.*")
                 run_phase()
         except KeyboardInterrupt:  # the epochs run so far count: a resumed run's train_seconds is the whole time
-            write_json_atomic(state_file, {"completed_phases": done,
-                                           "train_seconds": seconds + time.perf_counter() - start,
-                                           "classes": list(learn.birdcls_info["classes"])})
+            save_state(seconds + time.perf_counter() - start)
             raise
         seconds += time.perf_counter() - start
         done.append(name)
-        write_json_atomic(state_file, {"completed_phases": done, "train_seconds": seconds,
-                                       "classes": list(learn.birdcls_info["classes"])})
+        save_state(seconds)
     return seconds
 
 
